@@ -1,0 +1,289 @@
+"""Saturating power-law fits L(x) = E + A * x^(-alpha), x = training FLOPs or parameters.
+
+Conventions:
+- The functional form with an irreducible term E is the one of Hoffmann et al. 2022
+  ("Chinchilla", eq. 2) and Henighan et al. 2020; Kaplan et al. 2020 fit the pure power law,
+  which is the special case E = 0 (allowed here: E >= 0).
+- The fit minimises squared residuals of log L (Hoffmann et al. 2022 App. D.2 fit in log space
+  too), so every point counts in relative error whatever its loss level.
+- x is divided by x0 = geometric mean of x before fitting so that A is O(1) and the optimiser is
+  well conditioned; A is reported in the original units as A = A_scaled * x0^alpha.
+- Intervals are percentile intervals of a nonparametric bootstrap over data points
+  (Efron & Tibshirani 1993, ch. 13).
+- N is the non-embedding parameter count, following Kaplan et al. 2020 (sec. 2.1), who found
+  that excluding embeddings gives cleaner laws at small scale.
+"""
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import least_squares
+
+# Human-readable description of each x column, written next to every fit.
+CONVENTIONS = {
+    "flops_6n": "C = 6 * N_non_embedding * D (Kaplan et al. 2020, sec. 2.1)",
+    "flops_detailed": "C = 3 * forward FLOPs incl. attention, embeddings and logits "
+    "(Hoffmann et al. 2022, App. F)",
+    "params_non_embedding": "N = non-embedding parameters (Kaplan et al. 2020, sec. 2.1)",
+}
+
+N_PARAMS = 3  # E, A, alpha
+# alpha is kept in [1e-3, 5]: far outside the 0.05-0.5 seen for language models, the bound only
+# stops the optimiser from overflowing x^-alpha on degenerate (e.g. bootstrap) data.
+LOG_ALPHA_BOUNDS = (np.log(1e-3), np.log(5.0))
+START_E_FRACTIONS = (0.0, 0.5, 0.9)  # starting E as a fraction of min(L)
+START_ALPHAS = (0.05, 0.2, 0.5, 1.0)
+
+
+class FitError(ValueError):
+    """A fit that cannot be done (too few points, bad values, optimiser failure)."""
+
+
+@dataclass
+class PowerLawFit:
+    """L(x) = E + A * x^(-alpha), with bootstrap percentile intervals (lo, hi)."""
+
+    x_col: str
+    convention: str
+    n_points: int
+    E: float
+    A: float  # original units of x
+    alpha: float
+    x0: float  # geometric mean of x; A_scaled = A * x0^(-alpha)
+    A_scaled: float
+    E_ci: tuple[float, float]
+    A_ci: tuple[float, float]
+    alpha_ci: tuple[float, float]
+    ci: float
+    n_boot: int
+    n_boot_failed: int  # resamples with < N_PARAMS + 1 distinct x, or where the optimiser failed
+    seed: int
+    r2_log: float  # R^2 of log L
+    rmse_log: float  # RMSE of log L residuals (~ relative error)
+    # (E, A_scaled, alpha) of each successful resample, for bands in plots; not serialised.
+    boot: np.ndarray = field(repr=False, compare=False)
+
+    def predict(self, x) -> np.ndarray:
+        return _predict((self.E, self.A_scaled, self.alpha), np.asarray(x, float) / self.x0)
+
+    def band(self, x) -> tuple[np.ndarray, np.ndarray]:
+        """Pointwise bootstrap percentile band of the fitted curve at x."""
+        z = np.asarray(x, float) / self.x0
+        if len(self.boot) < 2:
+            return np.full(z.shape, np.nan), np.full(z.shape, np.nan)
+        curves = np.stack([_predict(p, z) for p in self.boot])
+        q = 50 * (1 - self.ci)
+        return np.percentile(curves, q, axis=0), np.percentile(curves, 100 - q, axis=0)
+
+    def to_dict(self) -> dict:
+        d = {k: v for k, v in asdict(self).items() if k != "boot"}
+        return {"status": "ok", **json_safe(d)}
+
+
+@dataclass
+class FitSkipped:
+    """A fit that was not done, with the reason (written to fits.json instead of a result)."""
+
+    x_col: str
+    n_points: int
+    reason: str
+
+    def to_dict(self) -> dict:
+        return {"status": "skipped", **asdict(self)}
+
+
+def json_safe(v):
+    """NaN/inf -> None so that fits.json is strict JSON; numpy scalars -> Python numbers."""
+    if isinstance(v, dict):
+        return {k: json_safe(x) for k, x in v.items()}
+    if isinstance(v, (tuple, list)):
+        return [json_safe(x) for x in v]
+    if isinstance(v, (float, np.floating)):
+        return float(v) if np.isfinite(v) else None
+    if isinstance(v, np.integer):
+        return int(v)
+    return v
+
+
+def _predict(p, z):
+    E, A, alpha = p
+    return E + A * z ** (-alpha)
+
+
+def _residuals(theta, logz, logy):
+    # theta = (E, log A_scaled, log alpha): A > 0 and alpha > 0 by construction, E >= 0 by bound.
+    E, log_a, log_alpha = theta
+    return logy - np.log(E + np.exp(log_a - np.exp(log_alpha) * logz))
+
+
+def _jacobian(theta, logz, logy):
+    E, log_a, log_alpha = theta
+    alpha = np.exp(log_alpha)
+    t = np.exp(log_a - alpha * logz)  # the power-law term A z^-alpha
+    f = E + t
+    return np.column_stack([-1 / f, -t / f, t * alpha * logz / f])
+
+
+def _solve(theta0, logz, logy):
+    """One bounded least-squares solve; returns (theta, cost) or None on failure."""
+    lo = [0.0, -np.inf, LOG_ALPHA_BOUNDS[0]]
+    hi = [np.inf, np.inf, LOG_ALPHA_BOUNDS[1]]
+    theta0 = np.clip(theta0, lo, hi)
+    with np.errstate(all="ignore"):
+        r = least_squares(_residuals, theta0, _jacobian, bounds=(lo, hi), args=(logz, logy))
+    if not (r.success and np.all(np.isfinite(r.x)) and np.isfinite(r.cost)):
+        return None
+    return r.x, r.cost
+
+
+def _theta_to_params(theta) -> np.ndarray:
+    return np.array([theta[0], np.exp(theta[1]), np.exp(theta[2])])  # (E, A_scaled, alpha)
+
+
+def fit_power_law(
+    x,
+    loss,
+    *,
+    x_col: str = "x",
+    n_boot: int = 1000,
+    ci: float = 0.95,
+    seed: int = 0,
+) -> PowerLawFit:
+    """Fit L = E + A * x^(-alpha) in log space; bootstrap over points for intervals.
+
+    Deterministic: a fixed multi-start grid (E0 in START_E_FRACTIONS * min L, alpha0 in
+    START_ALPHAS, A0 so that the curve passes through the geometric-mean point) keeps the best
+    of several local optima; each bootstrap resample (numpy Generator seeded with `seed`) is
+    warm-started from it: one solve instead of the grid's 12. Non-finite rows are dropped.
+    Raises FitError when fewer than N_PARAMS + 1 distinct x remain or no start converges.
+    """
+    x, y = np.asarray(x, float), np.asarray(loss, float)
+    ok = np.isfinite(x) & np.isfinite(y) & (x > 0) & (y > 0)
+    x, y = x[ok], y[ok]
+    if len(np.unique(x)) < N_PARAMS + 1:
+        raise FitError(
+            f"need at least {N_PARAMS + 1} distinct positive {x_col} values to fit "
+            f"{N_PARAMS} parameters, got {len(np.unique(x))}"
+        )
+    x0 = float(np.exp(np.mean(np.log(x))))
+    logz, logy = np.log(x / x0), np.log(y)
+
+    gm_y = np.exp(logy.mean())
+    starts = [
+        (f * y.min(), np.log(gm_y - f * y.min()), np.log(a))
+        for f in START_E_FRACTIONS
+        for a in START_ALPHAS
+    ]
+    solves = [s for s in (_solve(np.array(t), logz, logy) for t in starts) if s is not None]
+    if not solves:
+        raise FitError("least_squares did not converge from any start")
+    best = min(solves, key=lambda s: s[1])[0]
+    E, A_scaled, alpha = _theta_to_params(best)
+
+    rng = np.random.default_rng(seed)
+    boot = []
+    for idx in rng.integers(0, len(x), size=(n_boot, len(x))):
+        # Fewer distinct x than N_PARAMS + 1 leaves the fit underdetermined: count as degenerate.
+        s = _solve(best, logz[idx], logy[idx]) if len(np.unique(x[idx])) > N_PARAMS else None
+        if s is not None:
+            boot.append(_theta_to_params(s[0]))
+    boot = np.array(boot).reshape(-1, N_PARAMS)
+    A_boot = boot[:, 1] * x0 ** boot[:, 2]
+
+    def interval(v):
+        if len(v) < 2:
+            return (np.nan, np.nan)
+        q = 50 * (1 - ci)
+        return tuple(float(b) for b in np.percentile(v, [q, 100 - q]))
+
+    res = _residuals(best, logz, logy)
+    ss_tot = np.sum((logy - logy.mean()) ** 2)
+    return PowerLawFit(
+        x_col=x_col,
+        convention=CONVENTIONS.get(x_col, x_col),
+        n_points=len(x),
+        E=float(E),
+        A=float(A_scaled * x0**alpha),
+        alpha=float(alpha),
+        x0=x0,
+        A_scaled=float(A_scaled),
+        E_ci=interval(boot[:, 0]),
+        A_ci=interval(A_boot),
+        alpha_ci=interval(boot[:, 2]),
+        ci=ci,
+        n_boot=n_boot,
+        n_boot_failed=n_boot - len(boot),
+        seed=seed,
+        r2_log=float(1 - np.sum(res**2) / ss_tot) if ss_tot > 0 else np.nan,
+        rmse_log=float(np.sqrt(np.mean(res**2))),
+        boot=boot,
+    )
+
+
+def _fit_or_skip(x, loss, x_col: str, **fit_kw) -> PowerLawFit | FitSkipped:
+    try:
+        return fit_power_law(x, loss, x_col=x_col, **fit_kw)
+    except FitError as e:
+        return FitSkipped(x_col=x_col, n_points=len(x), reason=str(e))
+
+
+FRONTIER_COLS = ["run_id", "model", "params_non_embedding", "params_total", "step", "tokens"]
+
+
+def compute_frontier(
+    curves: pd.DataFrame, flops_col: str = "flops_detailed", n_bins: int = 20
+) -> pd.DataFrame:
+    """Compute-efficient frontier: lower envelope of held-out loss vs FLOPs over all runs.
+
+    As in Kaplan et al. 2020 (fig. 1) and Hoffmann et al. 2022 approach 1: pool every
+    evaluation of every run's training curve, split [min C, max C] into `n_bins` log-spaced
+    bins and keep, per bin, the point with the lowest loss together with the run that attains
+    it. A bin is then kept only if its loss is strictly below that of every lower-compute bin:
+    otherwise a cheaper budget already reached a lower loss, so the bin is not on the envelope.
+    Points with C <= 0 (step 0) or non-finite loss are ignored.
+
+    The frontier is conservative: an intermediate point of a cosine-schedule run has not
+    annealed its learning rate yet, so it overestimates the loss a run trained for exactly that
+    compute would reach (Hoffmann et al. 2022, sec. 3.1 and fig. A1).
+    Returns one row per frontier bin with FRONTIER_COLS, flops_col and loss, sorted by FLOPs.
+    """
+    cols = [*FRONTIER_COLS, flops_col, "loss"]
+    # Unique index labels: idxmin below returns labels, and concatenated tables repeat them.
+    pts = curves.loc[(curves[flops_col] > 0) & np.isfinite(curves["loss"]), cols]
+    pts = pts.reset_index(drop=True)
+    if pts.empty:
+        return pts
+    logc = np.log(pts[flops_col].to_numpy(float))
+    edges = np.linspace(logc.min(), logc.max(), n_bins + 1)
+    bins = np.clip(np.searchsorted(edges, logc, side="right") - 1, 0, n_bins - 1)
+    best = pts.loc[pts.groupby(bins)["loss"].idxmin()]  # groupby sorts bins: ascending FLOPs
+    on_envelope = best["loss"] < best["loss"].cummin().shift(fill_value=np.inf)
+    return best[on_envelope].reset_index(drop=True)
+
+
+def fit_loss_vs_flops(
+    curves: pd.DataFrame, flops_col: str = "flops_detailed", n_bins: int = 20, **fit_kw
+) -> tuple[pd.DataFrame, PowerLawFit | FitSkipped]:
+    """L(C) fit on the compute frontier (see compute_frontier). Returns (frontier, fit)."""
+    frontier = compute_frontier(curves, flops_col, n_bins)
+    return frontier, _fit_or_skip(frontier[flops_col], frontier["loss"], flops_col, **fit_kw)
+
+
+def final_runs(results: pd.DataFrame) -> pd.DataFrame:
+    """One row per run (results has one row per run x eval metric; run columns repeat)."""
+    return results.drop_duplicates("run_id").reset_index(drop=True)
+
+
+def fit_loss_vs_params(results: pd.DataFrame, **fit_kw) -> dict[int, PowerLawFit | FitSkipped]:
+    """L(N) at each token budget: final loss of the runs sharing `tokens` vs non-embedding N.
+
+    Runs are grouped by exact `tokens` (the sweep trains each budget for the same token count).
+    """
+    runs = final_runs(results)
+    return {
+        int(tokens): _fit_or_skip(
+            g["params_non_embedding"], g["loss"], "params_non_embedding", **fit_kw
+        )
+        for tokens, g in runs.groupby("tokens", sort=True)
+    }

@@ -1,0 +1,1 @@
+"""Sweeps: expansion into runs, executors, run store, results table, CLI."""

@@ -1,0 +1,1 @@
+"""One training run: config, model, accounting, data, tasks, training and evaluation."""

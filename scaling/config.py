@@ -1,0 +1,278 @@
+"""Run configuration: frozen dataclasses, built from plain dicts and validated in one place.
+
+Every config error is a `ConfigError` whose message is one line naming the field and the fix,
+raised before anything is compiled or trained. The CLI turns it into exit code 2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+
+
+class ConfigError(ValueError):
+    """A bad config value: `field` is the dotted path, the message says how to fix it."""
+
+    def __init__(self, field_path: str, problem: str, fix: str):
+        self.field, self.problem, self.fix = field_path, problem, fix
+        super().__init__(f"{field_path}: {problem}; fix: {fix}")
+
+    def within(self, context: str) -> ConfigError:
+        """The same error, its field prefixed by where it occurred (e.g. a sweep's run)."""
+        return ConfigError(f"{context}: {self.field}", self.problem, self.fix)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Shape of a GPT-style decoder (pre-LayerNorm, learned positions, tied embeddings)."""
+
+    n_layer: int = 2
+    d_model: int = 64
+    n_head: int = 4
+    d_ff: int = 256
+    vocab_size: int = 256
+    seq_len: int = 128
+    dtype: str = "float32"  # activation dtype; parameters are always float32
+
+    def validate(self, where: str = "model") -> None:
+        for name in ("n_layer", "d_model", "n_head", "d_ff", "vocab_size", "seq_len"):
+            if getattr(self, name) < 1:
+                raise ConfigError(
+                    f"{where}.{name}",
+                    f"must be >= 1, got {getattr(self, name)}",
+                    "use a positive integer",
+                )
+        if self.d_model % self.n_head:
+            raise ConfigError(
+                f"{where}.d_model",
+                f"{self.d_model} is not divisible by n_head={self.n_head}",
+                "choose d_model a multiple of n_head",
+            )
+        if self.vocab_size < 256:
+            raise ConfigError(
+                f"{where}.vocab_size",
+                f"{self.vocab_size} < 256 byte tokens",
+                "use vocab_size >= 256 (the tokenizer is byte-level)",
+            )
+        if self.dtype not in ("float32", "bfloat16"):
+            raise ConfigError(
+                f"{where}.dtype", f"unknown dtype {self.dtype!r}", "use 'float32' or 'bfloat16'"
+            )
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_head
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Training text: the embedded synthetic corpus, or the user's own .txt / .jsonl files."""
+
+    corpus: str = "synthetic"  # "synthetic" | "files"
+    paths: tuple[str, ...] = ()
+    jsonl_field: str = "text"
+    synthetic_chars: int = 2_000_000
+    task_fraction: float = 0.5  # share of synthetic documents that are task demonstrations
+    heldout_fraction: float = 0.05
+    seed: int = 0
+
+    def validate(self, where: str = "data") -> None:
+        if self.corpus not in ("synthetic", "files"):
+            raise ConfigError(
+                f"{where}.corpus",
+                f"unknown corpus {self.corpus!r}",
+                "use 'synthetic' or 'files' (with data.paths)",
+            )
+        if self.corpus == "files" and not self.paths:
+            raise ConfigError(
+                f"{where}.paths",
+                "empty while corpus is 'files'",
+                "list .txt or .jsonl files in data.paths",
+            )
+        if self.corpus == "synthetic" and self.synthetic_chars < 10_000:
+            raise ConfigError(
+                f"{where}.synthetic_chars",
+                f"{self.synthetic_chars} is too small",
+                "use at least 10000",
+            )
+        if not 0.0 <= self.task_fraction <= 1.0:
+            raise ConfigError(
+                f"{where}.task_fraction",
+                f"{self.task_fraction} not in [0, 1]",
+                "use a fraction between 0 and 1",
+            )
+        if not 0.0 < self.heldout_fraction < 0.5:
+            raise ConfigError(
+                f"{where}.heldout_fraction",
+                f"{self.heldout_fraction} not in (0, 0.5)",
+                "use e.g. 0.05",
+            )
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """AdamW with linear warmup then cosine decay to min_lr_ratio·learning_rate."""
+
+    tokens: int = 100_000  # training budget; steps = tokens // (batch_size·seq_len)
+    batch_size: int = 16
+    learning_rate: float = 3e-3
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 20
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0
+    log_every: int = 10
+    eval_every: int = 50
+    eval_batches: int = 4
+    checkpoint_every: int = 100
+    keep_checkpoints: int = 2
+    seed: int = 0
+
+    def validate(self, where: str = "train") -> None:
+        positive = (
+            "tokens",
+            "batch_size",
+            "log_every",
+            "eval_every",
+            "eval_batches",
+            "checkpoint_every",
+            "keep_checkpoints",
+        )
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ConfigError(
+                    f"{where}.{name}",
+                    f"must be >= 1, got {getattr(self, name)}",
+                    "use a positive integer",
+                )
+        if self.learning_rate <= 0:
+            raise ConfigError(f"{where}.learning_rate", "must be > 0", "use e.g. 3e-3")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ConfigError(f"{where}.min_lr_ratio", "not in [0, 1]", "use e.g. 0.1")
+        if self.warmup_steps < 0:
+            raise ConfigError(f"{where}.warmup_steps", "must be >= 0", "use e.g. 20")
+        for name in ("beta1", "beta2"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ConfigError(f"{where}.{name}", "not in [0, 1)", "use e.g. 0.9 / 0.95")
+        if self.grad_clip <= 0:
+            raise ConfigError(f"{where}.grad_clip", "must be > 0", "use e.g. 1.0")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Few-shot evaluation after training: which tasks, how many shots and examples."""
+
+    tasks: tuple[str, ...] = (
+        "add2",
+        "add3",
+        "cycle_letters",
+        "reversed_words",
+        "copy_letters",
+        "largest_of_4",
+    )
+    shots: int = 3
+    n_examples: int = 100
+    seed: int = 1234
+
+    def validate(self, where: str = "eval") -> None:
+        from scaling.tasks import TASKS  # imported here: tasks imports ConfigError from here
+
+        for name in self.tasks:
+            if name not in TASKS:
+                raise ConfigError(
+                    f"{where}.tasks", f"unknown task {name!r}", f"choose from {sorted(TASKS)}"
+                )
+        if self.shots < 0:
+            raise ConfigError(f"{where}.shots", "must be >= 0", "use e.g. 3")
+        if self.n_examples < 1:
+            raise ConfigError(f"{where}.n_examples", "must be >= 1", "use e.g. 100")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything one training run needs; its hash is the run id."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    name: str = ""
+
+    def validate(self) -> None:
+        self.model.validate()
+        self.data.validate()
+        self.train.validate()
+        self.eval.validate()
+
+    @property
+    def steps(self) -> int:
+        return self.train.tokens // (self.train.batch_size * self.model.seq_len)
+
+    @property
+    def tokens_trained(self) -> int:
+        """The exact number of tokens the run sees (the budget rounded down to whole steps)."""
+        return self.steps * self.train.batch_size * self.model.seq_len
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def build(cls, data, where: str = ""):
+    """Build dataclass `cls` from a dict, rejecting unknown keys and wrong types by name."""
+    if isinstance(data, cls):
+        return data
+    if not isinstance(data, dict):
+        raise ConfigError(
+            where or cls.__name__,
+            f"expected a mapping, got {type(data).__name__}",
+            f"write {where or 'it'} as key: value pairs",
+        )
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        path = f"{where}.{key}" if where else key
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"valid keys: {sorted(known)}"
+            raise ConfigError(path, "unknown key", hint)
+        kwargs[key] = _coerce(hints[key], value, path)
+    return cls(**kwargs)
+
+
+def _coerce(hint, value, path: str):
+    """Check `value` against a field's type hint; allow int for float and list for tuple."""
+    if dataclasses.is_dataclass(hint):
+        return build(hint, value, path)
+    origin = typing.get_origin(hint)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(
+                path, f"expected a list, got {type(value).__name__}", "write a YAML list"
+            )
+        (item_type, _) = typing.get_args(hint)
+        return tuple(_coerce(item_type, v, f"{path}[{i}]") for i, v in enumerate(value))
+    if origin in (typing.Union, types.UnionType):
+        raise TypeError(f"unsupported config type {hint} at {path}")
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is int and isinstance(value, float) and value.is_integer() and abs(value) >= 1e3:
+        return int(value)  # YAML reads 1e6 as a float; accept it for big integer budgets
+    if not isinstance(value, hint) or (hint is not bool and isinstance(value, bool)):
+        raise ConfigError(
+            path,
+            f"expected {hint.__name__}, got {type(value).__name__} {value!r}",
+            f"write a {hint.__name__}",
+        )
+    return value
+
+
+def run_config(data: dict) -> RunConfig:
+    """A validated RunConfig from a plain dict (as read from YAML or JSON)."""
+    cfg = build(RunConfig, data)
+    cfg.validate()
+    return cfg

@@ -1,0 +1,137 @@
+"""Tokenizer, corpora and batches.
+
+The tokenizer is byte-level (vocab 256, no downloads), so loss in nats per token divided by ln 2
+is bits per byte, a tokenizer-independent number. Documents are joined by a blank line into one
+stream; a training batch is `batch_size` windows of seq_len+1 tokens at positions drawn from
+`default_rng([seed, step])`, so batch i is a pure function of (data, seed, i) and a resumed run
+sees exactly the batches an uninterrupted one would. The last `heldout_fraction` of the stream is
+the held-out split, never trained on.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from scaling.config import ConfigError, DataConfig
+from scaling.tasks import TASKS, WORDS, training_example
+
+DOC_SEPARATOR = "\n\n"
+
+
+def encode(text: str) -> np.ndarray:
+    return np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
+
+
+def decode(tokens) -> str:
+    return bytes(np.asarray(tokens, dtype=np.uint8).tolist()).decode("utf-8", errors="replace")
+
+
+def nats_to_bits_per_byte(nats_per_token: float) -> float:
+    """Byte-level tokens: one token is one byte."""
+    return nats_per_token / math.log(2)
+
+
+@dataclass(frozen=True)
+class Corpus:
+    train: np.ndarray  # uint8 token ids
+    heldout: np.ndarray
+
+
+def synthetic_text(n_chars: int, task_fraction: float, seed: int) -> str:
+    """Prose from a tiny grammar mixed with blocks of task demonstrations, deterministic in seed.
+
+    A task document is 4-10 demonstration lines of one task, the same format as k-shot prompts,
+    so larger models (which fit more of this text) learn more of the tasks.
+    """
+    rng = np.random.default_rng(seed)
+    tasks = list(TASKS.values())
+    docs, size = [], 0
+    while size < n_chars:
+        if rng.random() < task_fraction:
+            task = tasks[rng.integers(len(tasks))]
+            lines = (training_example(task, rng).line() for _ in range(rng.integers(4, 11)))
+            doc = "".join(lines).rstrip("\n")
+        else:
+            doc = " ".join(_sentence(rng) for _ in range(rng.integers(2, 7)))
+        docs.append(doc)
+        size += len(doc) + len(DOC_SEPARATOR)
+    return DOC_SEPARATOR.join(docs)[:n_chars]
+
+
+def _sentence(rng: np.random.Generator) -> str:
+    words = [WORDS[i] for i in rng.integers(len(WORDS), size=rng.integers(4, 12))]
+    return " ".join(words).capitalize() + "."
+
+
+def read_documents(paths: tuple[str, ...], jsonl_field: str) -> list[str]:
+    """Documents from .txt files (one document each) and .jsonl files (one per line)."""
+    docs = []
+    for i, name in enumerate(paths):
+        path = Path(name)
+        if not path.is_file():
+            raise ConfigError(
+                f"data.paths[{i}]",
+                f"file not found: {name}",
+                "give an existing .txt or .jsonl path",
+            )
+        if path.suffix == ".jsonl":
+            for line_no, line in enumerate(path.read_text().splitlines(), 1):
+                if line.strip():
+                    row = json.loads(line)
+                    if jsonl_field not in row:
+                        raise ConfigError(
+                            "data.jsonl_field",
+                            f"{name}:{line_no} has no field {jsonl_field!r}",
+                            f"set data.jsonl_field to one of {sorted(row)}",
+                        )
+                    docs.append(str(row[jsonl_field]))
+        else:
+            docs.append(path.read_text())
+    return docs
+
+
+@functools.lru_cache(maxsize=4)
+def load_corpus(cfg: DataConfig) -> Corpus:
+    """Tokenized train and held-out splits (cached: every run of a sweep shares them)."""
+    if cfg.corpus == "synthetic":
+        text = synthetic_text(cfg.synthetic_chars, cfg.task_fraction, cfg.seed)
+    else:
+        text = DOC_SEPARATOR.join(read_documents(cfg.paths, cfg.jsonl_field))
+    tokens = encode(text)
+    n_heldout = int(len(tokens) * cfg.heldout_fraction)
+    return Corpus(
+        train=tokens[: len(tokens) - n_heldout], heldout=tokens[len(tokens) - n_heldout :]
+    )
+
+
+def check_fits(corpus: Corpus, seq_len: int) -> None:
+    """Both splits must hold at least one window of seq_len+1 tokens."""
+    for split in ("train", "heldout"):
+        n = len(getattr(corpus, split))
+        if n < seq_len + 1:
+            raise ConfigError(
+                "model.seq_len",
+                f"{seq_len} needs {seq_len + 1} tokens but the {split} split has {n}",
+                "lower model.seq_len or give more data",
+            )
+
+
+def train_batch(tokens: np.ndarray, seed: int, step: int, batch_size: int, seq_len: int):
+    """Batch `step`: (batch_size, seq_len+1) int32 windows, a pure function of (seed, step)."""
+    rng = np.random.default_rng([seed, step])
+    starts = rng.integers(0, len(tokens) - seq_len, size=batch_size)
+    return np.stack([tokens[s : s + seq_len + 1] for s in starts]).astype(np.int32)
+
+
+def heldout_batches(tokens: np.ndarray, batch_size: int, seq_len: int, n_batches: int):
+    """Fixed windows spread evenly over the held-out split (the same at every evaluation)."""
+    n_windows = batch_size * n_batches
+    starts = np.linspace(0, len(tokens) - seq_len - 1, n_windows).astype(np.int64)
+    windows = np.stack([tokens[s : s + seq_len + 1] for s in starts]).astype(np.int32)
+    return windows.reshape(n_batches, batch_size, seq_len + 1)

@@ -1,0 +1,42 @@
+"""Named model sizes: a ladder of GPT shapes from tens of thousands to millions of parameters.
+
+Each rung fixes (n_layer, d_model); n_head = d_model / 16 (head size 16, small enough for the
+smallest rungs) and d_ff = 4·d_model (GPT-2). vocab_size and seq_len come from the run config.
+`scaling.flops.param_counts` gives each rung's exact counts for a given vocab and context.
+"""
+
+from __future__ import annotations
+
+HEAD_DIM = 16
+
+LADDER: dict[str, tuple[int, int]] = {  # name: (n_layer, d_model)
+    "s0": (1, 32),
+    "s1": (2, 32),
+    "s2": (2, 48),
+    "s3": (2, 64),
+    "s4": (3, 96),
+    "s5": (4, 128),
+    "s6": (6, 192),
+    "s7": (8, 256),
+    "s8": (12, 384),
+    "s9": (12, 768),
+}
+
+
+def shape(name: str) -> dict:
+    """Model-config fields of a named rung."""
+    n_layer, d_model = LADDER[name]
+    return {
+        "n_layer": n_layer,
+        "d_model": d_model,
+        "n_head": d_model // HEAD_DIM,
+        "d_ff": 4 * d_model,
+    }
+
+
+def label(n_layer: int, d_model: int, n_head: int, d_ff: int) -> str:
+    """The ladder name of a shape, or 'L{n_layer}-d{d_model}' for a shape off the ladder."""
+    for name in LADDER:
+        if shape(name) == {"n_layer": n_layer, "d_model": d_model, "n_head": n_head, "d_ff": d_ff}:
+            return name
+    return f"L{n_layer}-d{d_model}"

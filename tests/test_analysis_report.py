@@ -1,0 +1,132 @@
+import json
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis.report import FILES, load_sweep_tables, write_report
+
+SIZES = {"s1": 2e4, "s2": 6e4, "s3": 2e5, "s4": 6e5, "s5": 2e6}  # non-embedding params
+BUDGETS = (2_000_000, 8_000_000)  # tokens
+TASKS = {  # task: (metric, random baseline, score as a function of log10 FLOPs)
+    "copy": ("exact_match", 0.0, lambda lc: 0.0),
+    "count": ("acc", 0.25, lambda lc: 0.4 + 0.08 * (lc - 11)),
+    "add": ("exact_match", 0.0, lambda lc: 0.0 if lc < 12.5 else 0.2 * (lc - 12.3)),
+    "negate": ("acc", 0.5, lambda lc: 0.9 - 0.1 * (lc - 11)),
+}
+
+
+def law(n, d):
+    """Chinchilla-like L(N, D) (Hoffmann et al. 2022, eq. 10), scaled to tiny models."""
+    return 1.7 + 40 * n**-0.34 + 40 * d**-0.28
+
+
+def synthetic_sweep(runs):
+    rng = np.random.default_rng(0)
+    results, curves = [], []
+    for model, tokens in runs:
+        n = SIZES[model]
+        run = {
+            "sweep": "synthetic",
+            "run_id": f"{model}-t{tokens // 10**6}M",
+            "model": model,
+            "n_layer": 2, "d_model": 64, "n_head": 4, "d_ff": 256, "seq_len": 128,
+            "vocab_size": 256,
+            "params_total": int(n) + 16384,
+            "params_non_embedding": int(n),
+            "params_embedding": 16384,
+        }  # fmt: skip
+        steps = np.arange(11)
+        seen = tokens * steps // 10
+        curves.append(
+            pd.DataFrame(
+                {
+                    **{k: run[k] for k in ("sweep", "run_id", "model", "params_total",
+                                           "params_non_embedding", "params_embedding")},
+                    "tokens_budget": tokens,
+                    "step": steps * 100,
+                    "tokens": seen,
+                    "flops_6n": 6.0 * n * seen,
+                    "flops_detailed": 7.0 * n * seen,
+                    "loss": np.where(seen > 0, law(n, np.maximum(seen, 1)), np.log(256)),
+                }
+            )
+        )  # fmt: skip
+        flops = 7.0 * n * tokens
+        for task, (metric, baseline, score) in TASKS.items():
+            k = rng.binomial(150, float(np.clip(score(np.log10(flops)), 0, 1)))
+            results.append(
+                run
+                | {
+                    "tokens": tokens, "flops_6n": 6.0 * n * tokens, "flops_detailed": flops,
+                    "loss": law(n, tokens), "task": task, "metric": metric, "shots": 0,
+                    "value": k / 150, "stderr": np.sqrt(k / 150 * (1 - k / 150) / 150),
+                    "n_examples": 150, "random_baseline": baseline,
+                }
+            )  # fmt: skip
+    return pd.DataFrame(results), pd.concat(curves, ignore_index=True)
+
+
+FULL = [(m, t) for m in SIZES for t in BUDGETS]
+
+
+def test_write_report_full_sweep(tmp_path):
+    results, curves = synthetic_sweep(FULL)
+    start = time.perf_counter()
+    summary = write_report(results, curves, tmp_path, n_boot=200)
+    assert time.perf_counter() - start < 20
+    for name in FILES:
+        assert (tmp_path / name).stat().st_size > 0, name
+    fits = json.loads((tmp_path / "fits.json").read_text())
+    c_fit = fits["loss_vs_flops"]
+    assert c_fit["status"] == "ok" and c_fit["x_col"] == "flops_detailed"
+    assert c_fit["alpha_ci"][0] <= c_fit["alpha"] <= c_fit["alpha_ci"][1]
+    assert "Hoffmann" in fits["flops_convention"] and fits["bootstrap"]["n_boot"] == 200
+    assert [f["tokens"] for f in fits["loss_vs_params"]] == list(BUDGETS)
+    for f in fits["loss_vs_params"]:
+        assert f["status"] == "ok" and f["n_points"] == len(SIZES)
+        assert f["alpha"] == pytest.approx(0.34, abs=0.02)  # noiseless, so nearly exact
+        assert len(f["E_ci"]) == len(f["A_ci"]) == 2
+    assert fits["skipped"] == []
+
+    table = pd.read_csv(tmp_path / "emergence.csv")
+    assert len(table) == len(TASKS) and not table.duplicated(["task", "metric"]).any()
+    assert dict(zip(table["task"], table["class"], strict=True)) == {
+        "copy": "flat", "count": "smooth", "add": "emergent", "negate": "inverse",
+    }  # fmt: skip
+    md = (tmp_path / "emergence.md").read_text()
+    assert md.index("s1@2M") < md.index("s1@8M") < md.index("s5@8M")  # ordered by FLOPs
+    report = (tmp_path / "report.md").read_text()
+    assert "alpha" in report and "emergence.md" in report and "fits.json" in report
+    assert summary["alpha"] is not None and summary["classes"]["add/exact_match/0"] == "emergent"
+
+
+def test_write_report_two_runs_skips_fits_instead_of_failing(tmp_path):
+    results, curves = synthetic_sweep([("s1", BUDGETS[0]), ("s2", BUDGETS[0])])
+    summary = write_report(results, curves, tmp_path, flops_col="flops_6n", n_boot=50)
+    for name in FILES:
+        assert (tmp_path / name).exists(), name
+    fits = json.loads((tmp_path / "fits.json").read_text())
+    (n_fit,) = fits["loss_vs_params"]
+    assert n_fit["status"] == "skipped" and "at least 4" in n_fit["reason"]
+    assert {"fit": f"loss_vs_params@tokens={BUDGETS[0]}", "reason": n_fit["reason"]} in fits[
+        "skipped"
+    ]
+    assert summary["skipped"] == fits["skipped"]
+    assert len(pd.read_csv(tmp_path / "emergence.csv")) == len(TASKS)
+    assert "skipped" in (tmp_path / "report.md").read_text()
+
+
+def test_load_sweep_tables(tmp_path):
+    with pytest.raises(FileNotFoundError, match="results.parquet.*scaling sweep"):
+        load_sweep_tables(tmp_path)
+    results, curves = synthetic_sweep(FULL[:2])
+    results.to_csv(tmp_path / "results.csv", index=False)
+    with pytest.raises(FileNotFoundError, match="curves.csv.*scaling sweep"):
+        load_sweep_tables(tmp_path)
+    curves.to_csv(tmp_path / "curves.csv", index=False)
+    r, c = load_sweep_tables(tmp_path)
+    assert len(r) == len(results) and len(c) == len(curves)
+    results.iloc[:1].to_parquet(tmp_path / "results.parquet")  # preferred over the CSV
+    assert len(load_sweep_tables(tmp_path)[0]) == 1

@@ -1,0 +1,101 @@
+"""A micro sweep through every layer: train, evaluate, collect, fit, report; then a re-run."""
+
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import yaml
+
+from experiments.cli import main
+
+MICRO = {
+    "name": "micro",
+    "base": {
+        "model": {"seq_len": 64},
+        "data": {"synthetic_chars": 100_000},
+        "train": {"batch_size": 8, "warmup_steps": 5, "eval_every": 10, "checkpoint_every": 20},
+        "eval": {"shots": 1, "n_examples": 20, "tasks": ["add2", "copy_letters", "largest_of_4"]},
+    },
+    "grid": {"model": ["s0", "s1", "s2"], "train.tokens": [20480]},
+}
+
+
+@pytest.mark.slow
+def test_micro_sweep_end_to_end(tmp_path, capsys):
+    sweep_file = tmp_path / "micro.yaml"
+    sweep_file.write_text(yaml.safe_dump(MICRO))
+    runs, reports = tmp_path / "runs", tmp_path / "reports"
+    args = ["sweep", str(sweep_file), "--runs-dir", str(runs), "--reports-dir", str(reports)]
+    assert main(args) == 0
+    assert "trained 3, already done 0, failed 0" in capsys.readouterr().out
+
+    sweep_dir = runs / "micro"
+    run_dirs = sorted(p for p in sweep_dir.iterdir() if p.is_dir())
+    assert len(run_dirs) == 3
+    for run_dir in run_dirs:
+        for name in ("config.json", "status.json", "metrics.jsonl", "eval.jsonl", "checkpoints"):
+            assert (run_dir / name).exists(), name
+        assert json.loads((run_dir / "status.json").read_text())["state"] == "done"
+
+    results = pd.read_parquet(sweep_dir / "results.parquet")
+    assert len(results) == 3 * 3  # runs × task metrics
+    for column in (
+        "params_total",
+        "params_non_embedding",
+        "params_embedding",
+        "tokens",
+        "flops_6n",
+        "flops_detailed",
+        "loss",
+        "task",
+        "metric",
+        "value",
+    ):
+        assert results[column].notna().all(), column
+    assert (results["flops_detailed"] > results["flops_6n"]).all()  # tiny models: attention, logits
+    pd.testing.assert_frame_equal(
+        results, pd.read_csv(sweep_dir / "results.csv"), check_dtype=False
+    )
+
+    report = reports / "micro"
+    for name in (
+        "loss_vs_flops.png",
+        "emergence.png",
+        "emergence.md",
+        "emergence.csv",
+        "fits.json",
+        "report.md",
+    ):
+        assert (report / name).stat().st_size > 0, name
+    fits = json.loads((report / "fits.json").read_text())
+    assert "frontier" in json.dumps(fits)
+    assert len(pd.read_csv(report / "emergence.csv")) == 3
+
+    # A re-run trains nothing and reports again.
+    assert main(args) == 0
+    assert "trained 0, already done 3, failed 0" in capsys.readouterr().out
+
+
+def test_console_script_rejects_bad_sweep_before_compiling(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({**MICRO, "grid": {"model": ["s0"], "train.tokenz": [1]}}))
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "experiments",
+            "sweep",
+            str(bad),
+            "--runs-dir",
+            str(tmp_path / "runs"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "scaling: error: run s0-1: train.tokenz: unknown key; fix: did you mean 'tokens'?"
+    ]
+    assert not (tmp_path / "runs").exists()

@@ -24,8 +24,8 @@ from scaling.flops import flops_per_token, param_counts
 from scaling.train import initial_state, train_step
 
 CONFIGS = {  # two fixed shapes: a demo-sized model and the largest demo rung at a longer context
-    "s3 (L2 d64, T128, B8)": ({**zoo.shape("s3"), "seq_len": 128}, 8),
-    "s5 (L4 d128, T256, B16)": ({**zoo.shape("s5"), "seq_len": 256}, 16),
+    "s4 (L2 d64, T128, B8)": ({**zoo.shape("s4"), "seq_len": 128}, 8),
+    "s6 (L4 d128, T256, B16)": ({**zoo.shape("s6"), "seq_len": 256}, 16),
 }
 
 
@@ -43,13 +43,20 @@ def matmul_peak(size: int, dtype, repeats: int = 10) -> float:
 
 
 def step_rate(model: dict, batch_size: int, steps: int, dtype: str) -> dict:
-    cfg = run_config({"model": {**model, "dtype": dtype}, "train": {"batch_size": batch_size},
-                      "data": {"synthetic_chars": 200_000}})
+    cfg = run_config(
+        {
+            "model": {**model, "dtype": dtype},
+            "train": {"batch_size": batch_size},
+            "data": {"synthetic_chars": 200_000},
+        }
+    )
     corpus = data.load_corpus(cfg.data)
     state = initial_state(cfg)
     opt = (0.9, 0.95, 0.1, 1.0)
-    batches = [data.train_batch(corpus.train, 0, i, batch_size, cfg.model.seq_len)
-               for i in range(steps + 1)]
+    batches = [
+        data.train_batch(corpus.train, 0, i, batch_size, cfg.model.seq_len)
+        for i in range(steps + 1)
+    ]
     state, stats = train_step(state, batches[0], np.float32(1e-3), cfg.model, opt)  # compile
     jax.block_until_ready(state)
     start = time.perf_counter()
@@ -58,9 +65,12 @@ def step_rate(model: dict, batch_size: int, steps: int, dtype: str) -> dict:
     jax.block_until_ready(state)
     tokens_per_s = steps * batch_size * cfg.model.seq_len / (time.perf_counter() - start)
     per_token = flops_per_token(cfg.model)
-    return {"params": param_counts(cfg.model).total, "tokens_per_s": tokens_per_s,
-            "gflops": tokens_per_s * per_token.detailed / 1e9,
-            "gflops_6n": tokens_per_s * per_token.six_n / 1e9}
+    return {
+        "params": param_counts(cfg.model).total,
+        "tokens_per_s": tokens_per_s,
+        "gflops": tokens_per_s * per_token.detailed / 1e9,
+        "gflops_6n": tokens_per_s * per_token.six_n / 1e9,
+    }
 
 
 def main() -> None:
@@ -76,8 +86,10 @@ def main() -> None:
     print(f"{'model':<26}{'params':>10}{'tokens/s':>12}{'GFLOP/s':>10}{'6N GFLOP/s':>12}{'MFU':>8}")
     for name, (model, batch_size) in CONFIGS.items():
         r = step_rate(model, batch_size, args.steps, args.dtype)
-        print(f"{name:<26}{r['params']:>10,}{r['tokens_per_s']:>12,.0f}{r['gflops']:>10.1f}"
-              f"{r['gflops_6n']:>12.1f}{r['gflops'] / peak:>8.1%}")
+        print(
+            f"{name:<26}{r['params']:>10,}{r['tokens_per_s']:>12,.0f}{r['gflops']:>10.1f}"
+            f"{r['gflops_6n']:>12.1f}{r['gflops'] / peak:>8.1%}"
+        )
 
 
 if __name__ == "__main__":

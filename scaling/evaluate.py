@@ -23,16 +23,25 @@ EVAL_BATCH = 50  # rows per compiled call; inputs are padded to a multiple of it
 
 
 @partial(jax.jit, static_argnames=("cfg",))
-def _greedy(params, tokens, lengths, max_new_tokens, cfg: ModelConfig):
-    """max_new_tokens is traced (a while loop), so every task shares one compiled program."""
+def _greedy(params, tokens, lengths, active, max_new_tokens, cfg: ModelConfig):
+    """Greedy decoding until every row has emitted a newline or max_new_tokens are added.
+    max_new_tokens is traced (a while loop), so every task shares one compiled program."""
     rows = jnp.arange(tokens.shape[0])
+    newline = data.encode("\n")[0]
 
-    def add_token(i, toks):
-        logits = apply(params, cfg, toks)
+    def add_token(carry):
+        i, toks, finished = carry
         position = lengths + i - 1  # the last filled position of each row
-        return toks.at[rows, position + 1].set(jnp.argmax(logits[rows, position], -1))
+        next_token = jnp.argmax(apply(params, cfg, toks)[rows, position], -1)
+        toks = toks.at[rows, position + 1].set(next_token)
+        return i + 1, toks, finished | (next_token == newline)
 
-    return jax.lax.fori_loop(0, max_new_tokens, add_token, tokens)
+    def more(carry):
+        i, _, finished = carry
+        return (i < max_new_tokens) & ~finished.all()
+
+    start = (jnp.int32(0), tokens, ~active)  # padding rows count as finished
+    return jax.lax.while_loop(more, add_token, start)[1]
 
 
 @partial(jax.jit, static_argnames=("cfg",))
@@ -88,11 +97,14 @@ def generate(params, cfg: ModelConfig, prompts: list[str], max_new_tokens: int) 
         _check_length(len(p) + max_new_tokens, cfg.seq_len, "generation")
     tokens = _pad_rows(encoded, cfg.seq_len)
     lengths = np.array([len(p) for p in encoded] + [1] * (len(tokens) - len(encoded)), np.int32)
+    active = np.arange(len(tokens)) < len(encoded)
     outputs = []
     for start in range(0, len(tokens), EVAL_BATCH):
         rows = slice(start, start + EVAL_BATCH)
         outputs.append(
-            np.asarray(_greedy(params, tokens[rows], lengths[rows], max_new_tokens, cfg))
+            np.asarray(
+                _greedy(params, tokens[rows], lengths[rows], active[rows], max_new_tokens, cfg)
+            )
         )
     out = np.concatenate(outputs)
     return [

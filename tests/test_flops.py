@@ -11,7 +11,7 @@ from scaling.model import apply, init_params
 SHAPES = [
     ModelConfig(n_layer=1, d_model=32, n_head=2, d_ff=64, seq_len=16),
     ModelConfig(n_layer=3, d_model=48, n_head=3, d_ff=200, vocab_size=300, seq_len=40),
-    ModelConfig(**zoo.shape("s5")),
+    ModelConfig(**zoo.shape("s6")),
 ]
 
 

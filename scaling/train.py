@@ -70,7 +70,7 @@ def train_step(state, batch, lr, cfg: ModelConfig, opt: tuple):
     params = jax.tree.map(lambda p, u: p - lr * u, state["params"], updates)
     return {"params": params, "opt_state": opt_state}, {
         "loss": loss,
-        "grad_norm": optax.global_norm(grads),
+        "grad_norm": optax.tree.norm(grads),
     }
 
 

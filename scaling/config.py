@@ -25,6 +25,16 @@ class ConfigError(ValueError):
         return ConfigError(f"{context}: {self.field}", self.problem, self.fix)
 
 
+def _require_positive(config, names: tuple[str, ...], where: str) -> None:
+    for name in names:
+        if getattr(config, name) < 1:
+            raise ConfigError(
+                f"{where}.{name}",
+                f"must be >= 1, got {getattr(config, name)}",
+                "use a positive integer",
+            )
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Shape of a GPT-style decoder (pre-LayerNorm, learned positions, tied embeddings)."""
@@ -38,13 +48,9 @@ class ModelConfig:
     dtype: str = "float32"  # activation dtype; parameters are always float32
 
     def validate(self, where: str = "model") -> None:
-        for name in ("n_layer", "d_model", "n_head", "d_ff", "vocab_size", "seq_len"):
-            if getattr(self, name) < 1:
-                raise ConfigError(
-                    f"{where}.{name}",
-                    f"must be >= 1, got {getattr(self, name)}",
-                    "use a positive integer",
-                )
+        _require_positive(
+            self, ("n_layer", "d_model", "n_head", "d_ff", "vocab_size", "seq_len"), where
+        )
         if self.d_model % self.n_head:
             raise ConfigError(
                 f"{where}.d_model",
@@ -142,13 +148,7 @@ class TrainConfig:
             "checkpoint_every",
             "keep_checkpoints",
         )
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ConfigError(
-                    f"{where}.{name}",
-                    f"must be >= 1, got {getattr(self, name)}",
-                    "use a positive integer",
-                )
+        _require_positive(self, positive, where)
         if self.learning_rate <= 0:
             raise ConfigError(f"{where}.learning_rate", "must be > 0", "use e.g. 3e-3")
         if not 0.0 <= self.min_lr_ratio <= 1.0:

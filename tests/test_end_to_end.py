@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from analysis.report import FILES
 from experiments.cli import main
 
 MICRO = {
@@ -60,14 +61,7 @@ def test_micro_sweep_end_to_end(tmp_path, capsys):
     )
 
     report = reports / "micro"
-    for name in (
-        "loss_vs_flops.png",
-        "emergence.png",
-        "emergence.md",
-        "emergence.csv",
-        "fits.json",
-        "report.md",
-    ):
+    for name in FILES:
         assert (report / name).stat().st_size > 0, name
     fits = json.loads((report / "fits.json").read_text())
     assert "frontier" in json.dumps(fits)

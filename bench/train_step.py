@@ -21,7 +21,7 @@ import numpy as np
 from scaling import data, zoo
 from scaling.config import run_config
 from scaling.flops import flops_per_token, param_counts
-from scaling.train import initial_state, train_step
+from scaling.train import initial_state, optimizer_args, train_step
 
 CONFIGS = {  # two fixed shapes: a demo-sized model and the largest demo rung at a longer context
     "s4 (L2 d64, T128, B8)": ({**zoo.shape("s4"), "seq_len": 128}, 8),
@@ -52,7 +52,7 @@ def step_rate(model: dict, batch_size: int, steps: int, dtype: str) -> dict:
     )
     corpus = data.load_corpus(cfg.data)
     state = initial_state(cfg)
-    opt = (0.9, 0.95, 0.1, 1.0)
+    opt = optimizer_args(cfg.train)
     batches = [
         data.train_batch(corpus.train, 0, i, batch_size, cfg.model.seq_len)
         for i in range(steps + 1)

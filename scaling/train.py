@@ -53,8 +53,9 @@ def optimizer(beta1: float, beta2: float, weight_decay: float, grad_clip: float)
     )
 
 
-def _optimizer_of(t: TrainConfig):
-    return optimizer(t.beta1, t.beta2, t.weight_decay, t.grad_clip)
+def optimizer_args(t: TrainConfig) -> tuple:
+    """The optimizer's hyperparameters as a hashable tuple: a static argument of train_step."""
+    return (t.beta1, t.beta2, t.weight_decay, t.grad_clip)
 
 
 def loss_fn(params, cfg: ModelConfig, batch):
@@ -81,7 +82,7 @@ def eval_loss(params, batches, cfg: ModelConfig):
 
 def initial_state(cfg: RunConfig):
     params = init_params(cfg.model, cfg.train.seed)
-    return {"params": params, "opt_state": _optimizer_of(cfg.train).init(params)}
+    return {"params": params, "opt_state": optimizer(*optimizer_args(cfg.train)).init(params)}
 
 
 def checkpoint_manager(run_dir: Path, keep: int) -> ocp.CheckpointManager:
@@ -124,7 +125,7 @@ def train(
     data.check_fits(corpus, cfg.model.seq_len)
     t, m, total = cfg.train, cfg.model, cfg.steps
     per_token = flops_per_token(m)
-    opt = (t.beta1, t.beta2, t.weight_decay, t.grad_clip)
+    opt = optimizer_args(t)
     heldout = jnp.asarray(
         data.heldout_batches(corpus.heldout, t.batch_size, m.seq_len, t.eval_batches)
     )

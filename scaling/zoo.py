@@ -1,4 +1,4 @@
-"""Named model sizes: a ladder of GPT shapes from tens of thousands to millions of parameters.
+"""Named model sizes: a ladder of GPT shapes from 3k (s0) to 85M (s10) non-embedding parameters.
 
 Each rung fixes (n_layer, d_model); n_head = d_model / 16 (head size 16, small enough for the
 smallest rungs) and d_ff = 4·d_model (GPT-2). vocab_size and seq_len come from the run config.

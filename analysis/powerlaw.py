@@ -3,7 +3,7 @@
 Conventions:
 - The functional form with an irreducible term E is the one of Hoffmann et al. 2022
   ("Chinchilla", eq. 2) and Henighan et al. 2020; Kaplan et al. 2020 fit the pure power law,
-  which is the special case E = 0 (allowed here: E >= 0).
+  which is the special case E = 0 (allowed here: E >= 0; fixed with irreducible=False).
 - The fit minimises squared residuals of log L (Hoffmann et al. 2022 App. D.2 fit in log space
   too), so every point counts in relative error whatever its loss level.
 - x is divided by x0 = geometric mean of x before fitting so that A is O(1) and the optimiser is
@@ -149,8 +149,13 @@ def fit_power_law(
     n_boot: int = 1000,
     ci: float = 0.95,
     seed: int = 0,
+    irreducible: bool = True,
 ) -> PowerLawFit:
     """Fit L = E + A * x^(-alpha) in log space; bootstrap over points for intervals.
+
+    irreducible=False fixes E = 0 (Kaplan et al. 2020's pure power law): log L is then linear in
+    log x, solved in closed form for the estimate and for every resample (2 parameters, so 3
+    distinct x are enough).
 
     Deterministic: a fixed multi-start grid (E0 in START_E_FRACTIONS * min L, alpha0 in
     START_ALPHAS, A0 so that the curve passes through the geometric-mean point) keeps the best
@@ -161,13 +166,18 @@ def fit_power_law(
     x, y = np.asarray(x, float), np.asarray(loss, float)
     ok = np.isfinite(x) & np.isfinite(y) & (x > 0) & (y > 0)
     x, y = x[ok], y[ok]
-    if len(np.unique(x)) < N_PARAMS + 1:
+    n_params = N_PARAMS if irreducible else 2
+    if len(np.unique(x)) < n_params + 1:
         raise FitError(
-            f"need at least {N_PARAMS + 1} distinct positive {x_col} values to fit "
-            f"{N_PARAMS} parameters, got {len(np.unique(x))}"
+            f"need at least {n_params + 1} distinct positive {x_col} values to fit "
+            f"{n_params} parameters, got {len(np.unique(x))}"
         )
     x0 = float(np.exp(np.mean(np.log(x))))
     logz, logy = np.log(x / x0), np.log(y)
+    rng = np.random.default_rng(seed)
+    if not irreducible:
+        best, boot = _pure_fit(logz, logy, rng, n_boot)
+        return _make_fit(x_col, x, x0, best, boot, ci, n_boot, seed, logz, logy)
 
     gm_y = np.exp(logy.mean())
     starts = [
@@ -179,9 +189,6 @@ def fit_power_law(
     if not solves:
         raise FitError("least_squares did not converge from any start")
     best = min(solves, key=lambda s: s[1])[0]
-    E, A_scaled, alpha = _theta_to_params(best)
-
-    rng = np.random.default_rng(seed)
     boot = []
     for idx in rng.integers(0, len(x), size=(n_boot, len(x))):
         # Fewer distinct x than N_PARAMS + 1 leaves the fit underdetermined: count as degenerate.
@@ -189,6 +196,30 @@ def fit_power_law(
         if s is not None:
             boot.append(_theta_to_params(s[0]))
     boot = np.array(boot).reshape(-1, N_PARAMS)
+    return _make_fit(x_col, x, x0, _theta_to_params(best), boot, ci, n_boot, seed, logz, logy)
+
+
+def _pure_fit(logz, logy, rng, n_boot):
+    """E = 0: OLS of log L on log z, for the data and for each point resample (vectorised)."""
+
+    def ols(idx):
+        zx, yy = logz[idx], logy[idx]
+        dz = zx - zx.mean(-1, keepdims=True)
+        with np.errstate(all="ignore"):
+            slope = np.sum(dz * (yy - yy.mean(-1, keepdims=True)), -1) / np.sum(dz**2, -1)
+        icpt = yy.mean(-1) - slope * zx.mean(-1)
+        return np.stack([np.zeros_like(slope), np.exp(icpt), -slope], -1)
+
+    best = ols(np.arange(len(logz))[None, :])[0]
+    idx = rng.integers(0, len(logz), size=(n_boot, len(logz)))
+    # Resamples with < 3 distinct x leave no residual degree of freedom: count as degenerate.
+    distinct = np.array([len(np.unique(logz[i])) >= 3 for i in idx], dtype=bool)
+    boot = ols(idx[distinct]) if distinct.any() else np.zeros((0, N_PARAMS))
+    return best, boot[np.all(np.isfinite(boot), axis=1)]
+
+
+def _make_fit(x_col, x, x0, params, boot, ci, n_boot, seed, logz, logy) -> PowerLawFit:
+    E, A_scaled, alpha = params
     A_boot = boot[:, 1] * x0 ** boot[:, 2]
 
     def interval(v):
@@ -197,7 +228,7 @@ def fit_power_law(
         q = 50 * (1 - ci)
         return tuple(float(b) for b in np.percentile(v, [q, 100 - q]))
 
-    res = _residuals(best, logz, logy)
+    res = logy - np.log(_predict(params, np.exp(logz)))
     ss_tot = np.sum((logy - logy.mean()) ** 2)
     return PowerLawFit(
         x_col=x_col,
@@ -232,7 +263,12 @@ FRONTIER_COLS = ["run_id", "model", "params_non_embedding", "params_total", "ste
 
 
 def compute_frontier(
-    curves: pd.DataFrame, flops_col: str = "flops_detailed", n_bins: int = 20
+    curves: pd.DataFrame,
+    flops_col: str = "flops_detailed",
+    n_bins: int = 20,
+    *,
+    loss_col: str = "loss",
+    keep_cols=FRONTIER_COLS,
 ) -> pd.DataFrame:
     """Compute-efficient frontier: lower envelope of held-out loss vs FLOPs over all runs.
 
@@ -246,19 +282,25 @@ def compute_frontier(
     The frontier is conservative: an intermediate point of a cosine-schedule run has not
     annealed its learning rate yet, so it overestimates the loss a run trained for exactly that
     compute would reach (Hoffmann et al. 2022, sec. 3.1 and fig. A1).
-    Returns one row per frontier bin with FRONTIER_COLS, flops_col and loss, sorted by FLOPs.
+    Returns one row per frontier bin with those of `keep_cols` that curves has (default
+    FRONTIER_COLS), flops_col and loss_col, sorted by FLOPs.
     """
-    cols = [*FRONTIER_COLS, flops_col, "loss"]
+    keep = [
+        c
+        for c in dict.fromkeys(keep_cols)
+        if c in curves.columns and c not in (flops_col, loss_col)
+    ]
+    cols = [*keep, flops_col, loss_col]
     # Unique index labels: idxmin below returns labels, and concatenated tables repeat them.
-    pts = curves.loc[(curves[flops_col] > 0) & np.isfinite(curves["loss"]), cols]
+    pts = curves.loc[(curves[flops_col] > 0) & np.isfinite(curves[loss_col]), cols]
     pts = pts.reset_index(drop=True)
     if pts.empty:
         return pts
     logc = np.log(pts[flops_col].to_numpy(float))
     edges = np.linspace(logc.min(), logc.max(), n_bins + 1)
     bins = np.clip(np.searchsorted(edges, logc, side="right") - 1, 0, n_bins - 1)
-    best = pts.loc[pts.groupby(bins)["loss"].idxmin()]  # groupby sorts bins: ascending FLOPs
-    on_envelope = best["loss"] < best["loss"].cummin().shift(fill_value=np.inf)
+    best = pts.loc[pts.groupby(bins)[loss_col].idxmin()]  # groupby sorts bins: ascending FLOPs
+    on_envelope = best[loss_col] < best[loss_col].cummin().shift(fill_value=np.inf)
     return best[on_envelope].reset_index(drop=True)
 
 

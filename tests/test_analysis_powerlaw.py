@@ -125,3 +125,27 @@ def test_frontier_drops_bins_that_do_not_improve_on_cheaper_compute():
 def test_frontier_of_empty_curves_is_empty():
     empty = curve("x", 1e4, [0.0], [9.0])
     assert compute_frontier(empty).empty
+
+
+def test_pure_power_law_option_fixes_E_at_zero():
+    rng = np.random.default_rng(4)
+    x = np.geomspace(1e6, 1e9, 10)
+    y = 50 * x**-0.2 * np.exp(0.002 * rng.standard_normal(10))
+    fit = fit_power_law(x, y, n_boot=300, irreducible=False)
+    assert fit.E == 0 and fit.E_ci == (0.0, 0.0)
+    assert fit.alpha == pytest.approx(0.2, abs=0.003)
+    assert abs(fit.A / 50 - 1) < 0.1
+    assert fit.alpha_ci[0] < fit.alpha < fit.alpha_ci[1] and fit.n_boot_failed == 0
+    slope, icpt = np.polyfit(np.log(x), np.log(y), 1)  # E = 0 is OLS in log-log
+    assert fit.alpha == pytest.approx(-slope)
+    assert np.isclose(fit.A, np.exp(icpt))
+    with pytest.raises(FitError, match="at least 3 distinct"):
+        fit_power_law([1e6, 1e7], [3.0, 2.5], irreducible=False)
+
+
+def test_frontier_with_other_column_names():
+    c = curve("a", 1e4, [1e12, 1e13], [3.0, 2.5]).rename(columns={"loss": "val_loss"})
+    c = c[["run_id", "flops_detailed", "val_loss"]]  # other FRONTIER_COLS absent: kept if present
+    f = compute_frontier(c, "flops_detailed", n_bins=2, loss_col="val_loss")
+    assert list(f.columns) == ["run_id", "flops_detailed", "val_loss"]
+    assert f["val_loss"].tolist() == [3.0, 2.5]

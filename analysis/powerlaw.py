@@ -99,6 +99,8 @@ def json_safe(v):
         return {k: json_safe(x) for k, x in v.items()}
     if isinstance(v, (tuple, list)):
         return [json_safe(x) for x in v]
+    if isinstance(v, np.ndarray):
+        return json_safe(v.tolist())
     if isinstance(v, (float, np.floating)):
         return float(v) if np.isfinite(v) else None
     if isinstance(v, np.integer):

@@ -1,0 +1,434 @@
+"""Chinchilla approach 3: the parametric loss L(N, D) = E + A / N^alpha + B / D^beta.
+
+Fitted as Hoffmann et al. 2022 (sec. 3.3, App. D.2) and Besiroglu et al. 2024 ("Chinchilla
+scaling: a replication attempt") do: with a = log A, b = log B, e = log E, minimise
+
+    sum_i  w_i * Huber_delta( log L_i - LSE(a - alpha log N_i, b - beta log D_i, e) )
+
+(a sum, not a mean: a mean divides the gradient by n and default tolerances then stop the
+optimiser at its start, one of the pitfalls Besiroglu et al. found) by L-BFGS from every point
+of a start grid (by default theirs: alpha, beta in {0, 0.5, ..., 2}, e in {-1, -0.5, ..., 1},
+a, b in {0, 5, ..., 25}: 4,500 starts), keeping the lowest objective.
+
+Speed. All starts run at once in JAX (analysis.lbfgs): a float32 pass takes every start to
+working precision, then every end point within 2x of the best objective is polished in
+float64 to gtol = 1e-12. A start that stalls in float32 on the plateau where both power-law
+terms are negligible (~e^-20 of E, gradient ~1e-8) stays there, where scipy in float64 creeps
+on for hundreds of iterations and sometimes reaches the optimum. So `frac_at_optimum` (the
+share of starts that end within AT_OPTIMUM_RTOL of the optimum's objective) is lower than
+scipy's: 0.17 against 0.37-0.40 on Epoch's data. The optimum itself is the same.
+
+Bootstrap (Besiroglu et al. 2024, sec. 3): resample the points with replacement (as integer
+weights w_i), refit each resample from `boot_starts` starts - the full-data optimum and
+boot_starts - 1 grid points drawn at random per resample - and take percentile intervals of
+every parameter and derived quantity over the resamples.
+
+Compute-optimal allocation under C = 6 N D (Hoffmann et al. 2022, eq. 4 and App. D.2):
+N_opt(C) = G (C/6)^a_exp, D_opt(C) = G^-1 (C/6)^b_exp, with
+G = (alpha A / (beta B))^(1/(alpha+beta)), a_exp = beta / (alpha + beta) and
+b_exp = alpha / (alpha + beta). In the JSON these exponents are `a` and `b`; the
+log-coefficients are never reported under those names.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+
+from analysis import lbfgs
+from analysis.inputs import (
+    ConfigError,
+    require_columns,
+    require_min_rows,
+    require_positive_finite,
+)
+from analysis.powerlaw import json_safe
+
+# Start grid of Besiroglu et al. 2024 (and Hoffmann et al. 2022 App. D.2), in (a, b, e, alpha,
+# beta) order: a = log A, b = log B, e = log E.
+GRID = {
+    "a": np.arange(0.0, 30.0, 5.0),
+    "b": np.arange(0.0, 30.0, 5.0),
+    "e": np.arange(-1.0, 1.5, 0.5),
+    "alpha": np.arange(0.0, 2.5, 0.5),
+    "beta": np.arange(0.0, 2.5, 0.5),
+}
+PARAMS = tuple(GRID)
+N_PARAMS = len(PARAMS)
+DELTA = 1e-3  # Huber delta on log loss: Hoffmann et al. 2022, App. D.2
+
+# Optimiser settings. float32 pass: no gradient floor it could reach (1e-12), stop when an
+# accepted step no longer lowers f at all (ftol 0), i.e. at working precision. float64 polish:
+# the tolerances under which scipy's L-BFGS-B reproduces Epoch's figures.
+SCREEN = dict(gtol=1e-12, ftol=0.0, max_iter=500, dtype=np.float32)
+POLISH = dict(gtol=1e-12, ftol=1e-15, max_iter=2000, dtype=np.float64)
+# Float64 polish of the full-data fit (see _candidates).
+POLISH_WITHIN, POLISH_MAX = 2.0, 2048
+AT_OPTIMUM_RTOL = 1e-3  # a start "reaches the optimum" within 0.1% of its objective
+
+# Diagnostics. E below 1% of the smallest loss means the irreducible term has vanished, a
+# degenerate optimum that Besiroglu et al. found many starts fall into. Exponents outside
+# [0.01, 3] are far outside anything measured for language models (0.05-0.8).
+E_FLOOR_FRACTION = 0.01
+EXPONENT_RANGE = (0.01, 3.0)
+# A runner-up optimum whose objective is within 1% of the best but whose exponents differ by
+# more than 0.05 (or E, A or B by more than 25%) makes the fit ambiguous.
+RUNNER_UP_RTOL = 0.01
+FAR_EXPONENT = 0.05
+FAR_LOG_COEF = np.log(1.25)
+
+
+def start_grid(grid: dict | None = None) -> np.ndarray:
+    """The Cartesian product of the grid's values, (n_starts, 5) in PARAMS order."""
+    g = {**GRID, **(grid or {})}
+    unknown = set(g) - set(PARAMS)
+    if unknown:
+        raise ConfigError(
+            f"grid.{sorted(unknown)[0]}", "not a parameter", f"use {', '.join(PARAMS)}"
+        )
+    return np.array(list(itertools.product(*(np.asarray(g[p], float) for p in PARAMS))))
+
+
+def _objective(theta, w, log_n, log_d, log_l, delta):
+    """Weighted Huber objective and its gradient for lanes theta (L, 5); w (L, points).
+
+    In linear space: L_pred = E + A N^-alpha + B D^-beta (two exponentials per point instead
+    of the three of a max-shifted logsumexp). An overflow gives f = inf, which the line search
+    rejects.
+    """
+    a, b, e, alpha, beta = (theta[:, i : i + 1] for i in range(N_PARAMS))
+    t_n = jnp.exp(a - alpha * log_n)
+    t_d = jnp.exp(b - beta * log_d)
+    t_e = jnp.exp(e)
+    total = t_e + t_n + t_d
+    r = log_l - jnp.log(total)
+    abs_r = jnp.abs(r)
+    huber = jnp.where(abs_r < delta, 0.5 * r * r, delta * (abs_r - 0.5 * delta))
+    f = jnp.sum(w * huber, axis=1)
+    psi = -w * jnp.clip(r, -delta, delta) / total  # d f / d log L_pred, over L_pred
+    g_n, g_d = psi * t_n, psi * t_d
+    grad = jnp.stack(
+        [
+            g_n.sum(1),
+            g_d.sum(1),
+            t_e[:, 0] * psi.sum(1),
+            -(g_n * log_n).sum(1),
+            -(g_d * log_d).sum(1),
+        ],
+        axis=1,
+    )
+    return f, grad
+
+
+def _minimize(starts, weights, data, settings) -> lbfgs.Result:
+    return lbfgs.minimize(_objective, starts, data, (weights,), **settings)
+
+
+def _best_with_polish(
+    starts: np.ndarray, weights: np.ndarray, data: tuple, group: np.ndarray
+) -> np.ndarray:
+    """Per group (one resample each), the float64-polished best float32 end point."""
+    screen = _minimize(starts, weights, data, SCREEN)
+    f = np.where(np.isfinite(screen.f), screen.f, np.inf)
+    order = np.lexsort((f, group))
+    first = order[np.r_[True, group[order][1:] != group[order][:-1]]]
+    polish = _minimize(screen.x[first], weights[first], data, POLISH)
+    return np.where(np.isfinite(polish.f)[:, None], polish.x, np.nan)
+
+
+def _is_far(p: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Whether optima p and q (..., 5), broadcast, are distinct: FAR_EXPONENT apart in an
+    exponent, or FAR_LOG_COEF apart in log E, log A or log B."""
+    diff = np.abs(np.asarray(p) - np.asarray(q))
+    return np.any(diff[..., 3:] > FAR_EXPONENT, -1) | np.any(diff[..., :3] > FAR_LOG_COEF, -1)
+
+
+def _candidates(f: np.ndarray) -> np.ndarray:
+    """Lanes to polish in float64: every float32 end point within POLISH_WITHIN of the best
+    objective, at most POLISH_MAX of them.
+
+    Float32 end points in the valley of the optimum lie spread along it, up to ~20% above the
+    optimum's objective (the valley is flat to float32 precision), and polish to the optimum;
+    a runner-up optimum close enough to matter (RUNNER_UP_RTOL) is among them too."""
+    order = np.argsort(f)
+    return order[f[order] <= POLISH_WITHIN * f[order[0]]][:POLISH_MAX]
+
+
+def allocation_exponents(theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(a, b) = (beta / (alpha + beta), alpha / (alpha + beta)) for theta (..., 5)."""
+    alpha, beta = theta[..., 3], theta[..., 4]
+    return beta / (alpha + beta), alpha / (alpha + beta)
+
+
+def optimal_allocation(theta: np.ndarray, C) -> dict[str, np.ndarray]:
+    """N_opt, D_opt, L_opt at compute C under C = 6 N D; theta (..., 5) broadcasts against C."""
+    theta = np.asarray(theta, float)
+    a, b, e, alpha, beta = (theta[..., i, None] for i in range(N_PARAMS))
+    log_c6 = np.log(np.asarray(C, float) / 6.0)
+    log_g = (np.log(alpha / beta) + a - b) / (alpha + beta)
+    log_n = log_g + beta / (alpha + beta) * log_c6
+    log_d = log_c6 - log_n
+    loss = np.exp(e) + np.exp(a - alpha * log_n) + np.exp(b - beta * log_d)
+    return {"n_opt": np.exp(log_n), "d_opt": np.exp(log_d), "l_opt": loss}
+
+
+@dataclass
+class ChinchillaFit:
+    """L(N, D) = E + A/N^alpha + B/D^beta with bootstrap percentile intervals."""
+
+    theta: np.ndarray  # (a, b, e, alpha, beta) at the optimum
+    objective: float
+    n_points: int
+    delta: float
+    n_starts: int
+    frac_at_optimum: float
+    ci: float
+    n_boot: int
+    boot_starts: int
+    seed: int
+    columns: dict  # n, d (or c), loss: where the numbers came from
+    budgets: np.ndarray
+    diagnostics: dict
+    boot: np.ndarray = field(repr=False)  # (n_ok, 5) optima of the resamples
+
+    E = property(lambda self: float(np.exp(self.theta[2])))
+    A = property(lambda self: float(np.exp(self.theta[0])))
+    B = property(lambda self: float(np.exp(self.theta[1])))
+    alpha = property(lambda self: float(self.theta[3]))
+    beta = property(lambda self: float(self.theta[4]))
+    a = property(lambda self: float(allocation_exponents(self.theta)[0]))
+    b = property(lambda self: float(allocation_exponents(self.theta)[1]))
+
+    def predict(self, N, D) -> np.ndarray:
+        a, b, e, alpha, beta = self.theta
+        N, D = np.asarray(N, float), np.asarray(D, float)
+        return np.exp(e) + np.exp(a - alpha * np.log(N)) + np.exp(b - beta * np.log(D))
+
+    def _boot_values(self) -> dict[str, np.ndarray]:
+        t = self.boot
+        a_exp, b_exp = allocation_exponents(t)
+        return {
+            "E": np.exp(t[:, 2]),
+            "A": np.exp(t[:, 0]),
+            "B": np.exp(t[:, 1]),
+            "alpha": t[:, 3],
+            "beta": t[:, 4],
+            "a": a_exp,
+            "b": b_exp,
+        }
+
+    def _interval(self, v: np.ndarray, axis=0):
+        if len(self.boot) < 2:
+            nan = np.full(np.shape(v)[1:], np.nan)
+            return nan, nan
+        q = 50 * (1 - self.ci)
+        lo, hi = np.percentile(v, [q, 100 - q], axis=axis)
+        return lo, hi
+
+    def allocation(self, C=None) -> pd.DataFrame:
+        """N_opt, D_opt, L_opt (C = 6 N D) at budgets C, with bootstrap percentile intervals."""
+        C = np.atleast_1d(np.asarray(self.budgets if C is None else C, float))
+        best = optimal_allocation(self.theta, C)
+        boot = optimal_allocation(self.boot, C) if len(self.boot) else None
+        table = {"C": C}
+        for key, short in (("n_opt", "n"), ("d_opt", "d"), ("l_opt", "l")):
+            lo, hi = self._interval(boot[key]) if boot else (np.nan, np.nan)
+            table |= {key: best[key], f"{short}_lo": lo, f"{short}_hi": hi}
+        return pd.DataFrame(table)
+
+    def to_dict(self) -> dict:
+        estimates = {k: getattr(self, k) for k in ("E", "A", "B", "alpha", "beta", "a", "b")}
+        boot = self._boot_values()
+        out = {"status": "ok", "law": "L(N, D) = E + A / N^alpha + B / D^beta"}
+        for k, v in estimates.items():
+            lo, hi = self._interval(boot[k])
+            se = np.std(boot[k], ddof=1) if len(self.boot) > 1 else np.nan
+            out |= {k: v, f"{k}_ci": [lo, hi], f"{k}_se": se}
+        alloc = self.allocation()
+        out |= {
+            "allocation": alloc.to_dict("records"),
+            "allocation_convention": "C = 6 N D (Hoffmann et al. 2022, eq. 4)",
+            "objective": self.objective,
+            "n_points": self.n_points,
+            "columns": self.columns,
+            "settings": {
+                "delta": self.delta,
+                "n_starts": self.n_starts,
+                "ci": self.ci,
+                "n_boot": self.n_boot,
+                "boot_starts": self.boot_starts,
+                "seed": self.seed,
+                "loss": "sum of Huber(log L - log L_pred) over points",
+                "optimizer": "L-BFGS (analysis.lbfgs): float32 pass from every start, "
+                f"float64 polish (gtol {POLISH['gtol']:g})",
+                "bootstrap": "points resampled with replacement; each resample refit from "
+                "the full-data optimum and boot_starts - 1 random grid starts; percentile "
+                "intervals",
+            },
+            "frac_at_optimum": self.frac_at_optimum,
+            "diagnostics": self.diagnostics,
+        }
+        return json_safe(out)
+
+
+def _check_inputs(n, d, loss, n_col, d_name, where) -> None:
+    require_min_rows(len(loss), N_PARAMS + 1, "the 5-parameter law", where)
+    for values, col in ((n, n_col), (d, d_name)):
+        if len(np.unique(values)) < 2:
+            raise ConfigError(
+                f"{where}.{col}",
+                f"a single value ({values[0]:g}) for all {len(values)} points",
+                "the law needs at least 2 model sizes and 2 token counts",
+            )
+
+
+def _diagnostics(theta, objective, polished, f_polished, min_loss, boot_failed, n_boot):
+    """Warnings about a degenerate optimum, and the runner-up optimum if one is close."""
+    warnings = []
+    irreducible = np.exp(theta[2])
+    if irreducible < E_FLOOR_FRACTION * min_loss:
+        warnings.append(
+            f"E = {irreducible:.3g} < {E_FLOOR_FRACTION:g} x min loss: the irreducible term "
+            "vanished (degenerate optimum)"
+        )
+    lo, hi = EXPONENT_RANGE
+    for name, v in (("alpha", theta[3]), ("beta", theta[4])):
+        if not lo <= v <= hi:
+            warnings.append(f"{name} = {v:.3g} outside [{lo:g}, {hi:g}]: exponent at a bound")
+    far = [i for i in np.argsort(f_polished) if _is_far(theta, polished[i])]
+    runner_up = None
+    if far:
+        i = far[0]
+        gap = (f_polished[i] - objective) / objective
+        runner_up = {
+            "objective_rel_gap": gap,
+            **{k: v for k, v in zip(PARAMS, polished[i], strict=True)},
+        }
+        if gap < RUNNER_UP_RTOL:
+            warnings.append(
+                f"a distinct optimum (alpha {polished[i][3]:.3g}, beta {polished[i][4]:.3g}) "
+                f"is within {100 * gap:.2g}% of the best objective: the fit is ambiguous"
+            )
+    if n_boot and boot_failed > 0.05 * n_boot:
+        warnings.append(f"{boot_failed}/{n_boot} bootstrap resamples failed to converge")
+    return {"warnings": warnings, "runner_up": runner_up, "boot_failed": boot_failed}
+
+
+def fit_chinchilla_arrays(
+    N,
+    D,
+    loss,
+    *,
+    delta: float = DELTA,
+    grid: dict | None = None,
+    n_boot: int = 1000,
+    boot_starts: int = 25,
+    budgets=None,
+    ci: float = 0.95,
+    seed: int = 0,
+    columns: dict | None = None,
+) -> ChinchillaFit:
+    """Approach 3 on arrays (validated by the caller); see the module docstring."""
+    N, D, loss = (np.asarray(v, float) for v in (N, D, loss))
+    data = (np.log(N), np.log(D), np.log(loss), delta)
+    starts = start_grid(grid)
+    n = len(loss)
+
+    # Full data: every start, then the best POLISH_TOP end points polished in float64.
+    ones = np.ones((len(starts), n))
+    screen = _minimize(starts, ones, data, SCREEN)
+    f_screen = np.where(np.isfinite(screen.f), screen.f, np.inf)
+    top = _candidates(f_screen)
+    polish = _minimize(screen.x[top], ones[top], data, POLISH)
+    f_polished = np.where(np.isfinite(polish.f), polish.f, np.inf)
+    best = int(np.argmin(f_polished))
+    theta, objective = polish.x[best], float(f_polished[best])
+    frac = float(np.sum(f_polished <= objective * (1 + AT_OPTIMUM_RTOL)) / len(starts))
+
+    # Bootstrap: integer weights; lanes = resamples x starts.
+    rng = np.random.default_rng(seed)
+    boot = np.empty((0, N_PARAMS))
+    if n_boot:
+        counts = rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(float)
+        k = min(boot_starts - 1, len(starts))
+        picks = np.stack([rng.choice(len(starts), k, replace=False) for _ in range(n_boot)])
+        lane_starts = np.concatenate(
+            [np.broadcast_to(theta, (n_boot, 1, N_PARAMS)), starts[picks]], axis=1
+        ).reshape(-1, N_PARAMS)
+        group = np.repeat(np.arange(n_boot), k + 1)
+        boot = _best_with_polish(lane_starts, counts[group], data, group)
+        boot = boot[np.all(np.isfinite(boot), axis=1)]
+
+    if budgets is None:  # a decade beyond the data at either end, one point per decade
+        c = 6 * N * D
+        budgets = 10.0 ** np.arange(np.floor(np.log10(c.min())), np.ceil(np.log10(c.max())) + 2)
+    return ChinchillaFit(
+        theta=theta,
+        objective=objective,
+        n_points=n,
+        delta=delta,
+        n_starts=len(starts),
+        frac_at_optimum=frac,
+        ci=ci,
+        n_boot=n_boot,
+        boot_starts=boot_starts,
+        seed=seed,
+        columns=columns or {},
+        budgets=np.asarray(budgets, float),
+        diagnostics=_diagnostics(
+            theta, objective, polish.x, f_polished, loss.min(), n_boot - len(boot), n_boot
+        ),
+        boot=boot,
+    )
+
+
+def fit_chinchilla(
+    df: pd.DataFrame,
+    *,
+    n_col: str = "params_non_embedding",
+    d_col: str | None = None,
+    c_col: str | None = None,
+    loss_col: str = "loss",
+    delta: float = DELTA,
+    grid: dict | None = None,
+    n_boot: int = 1000,
+    boot_starts: int = 25,
+    budgets=None,
+    ci: float = 0.95,
+    seed: int = 0,
+    where: str = "chinchilla",
+) -> ChinchillaFit:
+    """Approach 3 on a table: N from n_col, D from d_col or D = C / (6 N) from c_col.
+
+    Bad input (unknown columns, non-positive or non-finite values, fewer than 6 points, a
+    single model size or token count, bad settings) raises ConfigError before any fitting.
+    """
+    if (d_col is None) == (c_col is None):
+        raise ConfigError(
+            f"{where}.d_col", "give exactly one of d_col and c_col", "pass tokens or FLOPs"
+        )
+    for name, value, ok in (
+        ("delta", delta, delta > 0),
+        ("boot_starts", boot_starts, boot_starts >= 1),
+        ("n_boot", n_boot, n_boot >= 0),
+        ("ci", ci, 0 < ci < 1),
+    ):
+        if not ok:
+            raise ConfigError(f"{where}.{name}", f"invalid value {value!r}", "see the docstring")
+    cols = [n_col, d_col or c_col, loss_col]
+    require_columns(df, cols, where)
+    require_positive_finite(df, cols, where)
+    N = df[n_col].to_numpy(float)
+    D = df[d_col].to_numpy(float) if d_col else df[c_col].to_numpy(float) / (6 * N)
+    loss = df[loss_col].to_numpy(float)
+    _check_inputs(N, D, loss, n_col, d_col or c_col, where)
+    columns = {"n": n_col, "loss": loss_col}
+    columns |= {"d": d_col} if d_col else {"c": c_col, "d": "C / (6 N)"}
+    return fit_chinchilla_arrays(
+        N, D, loss, delta=delta, grid=grid, n_boot=n_boot, boot_starts=boot_starts,
+        budgets=budgets, ci=ci, seed=seed, columns=columns,
+    )  # fmt: skip

@@ -1,37 +1,11 @@
-"""Analysis of a sweep: power-law fits, emergence classification, figures and report.
+"""From a results table to science: scaling-law fits, emergence, figures, tables, the report.
 
-Pure functions over the sweep's pandas tables (results, curves); no training code.
+Pure functions over pandas tables; the JAX used here is the batched optimiser of the fits
+(analysis.lbfgs), never the training code. Modules, one idea each:
+- chinchilla: approach 3, L(N, D) = E + A/N^alpha + B/D^beta (lbfgs: the batched L-BFGS)
+- isoflop, envelope: approaches 2 and 1; kaplan: Kaplan et al. 2020's laws;
+  powerlaw: 1-D saturating power laws and the compute frontier; extrapolation: backtests
+- scores: the tidy score schema and importers; emergence: classification; forecast
+- plots, fit_plots, tables, emergence_report, report: what gets published
+- inputs: checks on input tables (ConfigError naming the field and the fix)
 """
-
-from analysis.emergence import classify_curve, classify_tasks, run_labels
-from analysis.plots import plot_emergence, plot_loss_vs_flops
-from analysis.powerlaw import (
-    FitError,
-    FitSkipped,
-    PowerLawFit,
-    compute_frontier,
-    final_runs,
-    fit_loss_vs_flops,
-    fit_loss_vs_params,
-    fit_power_law,
-)
-from analysis.report import emergence_markdown, load_sweep_tables, write_report
-
-__all__ = [
-    "FitError",
-    "FitSkipped",
-    "PowerLawFit",
-    "classify_curve",
-    "classify_tasks",
-    "compute_frontier",
-    "emergence_markdown",
-    "final_runs",
-    "fit_loss_vs_flops",
-    "fit_loss_vs_params",
-    "fit_power_law",
-    "load_sweep_tables",
-    "plot_emergence",
-    "plot_loss_vs_flops",
-    "run_labels",
-    "write_report",
-]

@@ -93,25 +93,25 @@ def start_grid(grid: dict | None = None) -> np.ndarray:
     return np.array(list(itertools.product(*(np.asarray(g[p], float) for p in PARAMS))))
 
 
-def _objective(theta, w, log_n, log_d, log_l, delta):
+def _objective(theta, w, log_n, log_d, log_l, delta, xp=jnp):
     """Weighted Huber objective and its gradient for lanes theta (L, 5); w (L, points).
 
     In linear space: L_pred = E + A N^-alpha + B D^-beta (two exponentials per point instead
     of the three of a max-shifted logsumexp). An overflow gives f = inf, which the line search
-    rejects.
+    rejects. `xp` is the array module: jax.numpy here, numpy for the scipy peer in bench/fit.py.
     """
     a, b, e, alpha, beta = (theta[:, i : i + 1] for i in range(N_PARAMS))
-    t_n = jnp.exp(a - alpha * log_n)
-    t_d = jnp.exp(b - beta * log_d)
-    t_e = jnp.exp(e)
+    t_n = xp.exp(a - alpha * log_n)
+    t_d = xp.exp(b - beta * log_d)
+    t_e = xp.exp(e)
     total = t_e + t_n + t_d
-    r = log_l - jnp.log(total)
-    abs_r = jnp.abs(r)
-    huber = jnp.where(abs_r < delta, 0.5 * r * r, delta * (abs_r - 0.5 * delta))
-    f = jnp.sum(w * huber, axis=1)
-    psi = -w * jnp.clip(r, -delta, delta) / total  # d f / d log L_pred, over L_pred
+    r = log_l - xp.log(total)
+    abs_r = xp.abs(r)
+    huber = xp.where(abs_r < delta, 0.5 * r * r, delta * (abs_r - 0.5 * delta))
+    f = xp.sum(w * huber, axis=1)
+    psi = -w * xp.clip(r, -delta, delta) / total  # d f / d log L_pred, over L_pred
     g_n, g_d = psi * t_n, psi * t_d
-    grad = jnp.stack(
+    grad = xp.stack(
         [
             g_n.sum(1),
             g_d.sum(1),
@@ -276,13 +276,17 @@ class ChinchillaFit:
 
 
 def _check_inputs(n, d, loss, n_col, d_name, where) -> None:
+    """More points than parameters, and >= 3 distinct N and D: L = E + f(N) + g(D) identifies
+    f and g only up to a constant each, so a term with 3 parameters (its coefficient, exponent
+    and that constant) needs at least 3 distinct values; with 2 its exponent is arbitrary."""
     require_min_rows(len(loss), N_PARAMS + 1, "the 5-parameter law", where)
     for values, col in ((n, n_col), (d, d_name)):
-        if len(np.unique(values)) < 2:
+        distinct = np.unique(values)
+        if len(distinct) < 3:
             raise ConfigError(
                 f"{where}.{col}",
-                f"a single value ({values[0]:g}) for all {len(values)} points",
-                "the law needs at least 2 model sizes and 2 token counts",
+                f"{len(distinct)} distinct value(s) ({', '.join(f'{v:g}' for v in distinct)})",
+                "the law needs at least 3 model sizes and 3 token counts to identify its exponents",
             )
 
 

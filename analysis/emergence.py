@@ -1,189 +1,524 @@
-"""Classify each task's score-vs-scale curve as flat, emergent, smooth or inverse.
+"""Classify score-vs-scale curves as flat, smooth, emergent, inverse-scaling or U-shaped.
 
-One point per run (score on a task vs x, by default the run's training FLOPs), sorted by x.
+A curve is one (family, task, subtask, metric, shots) evaluated on several models, sorted by
+the x axis (training FLOPs, parameters, or a loss column read right to left). Scores whose
+metric is lower-is-better are negated first, so "better" is always "higher" below.
 
-Above baseline. A point with k = round(value * n_examples) successes is "above baseline" when
-a one-sided exact binomial test rejects H0: p <= p0 (scipy.stats.binomtest, alternative
-"greater"; computed here as binom.sf(k - 1, n, p0), which is the same number, vectorised),
-with p0 = max(random_baseline, min_rate). Equivalently: the one-sided lower Clopper-Pearson
-bound on the success rate exceeds p0. The floor `min_rate` (default 1%) exists because
-exact-match tasks report a random baseline of 0, against which the test is degenerate: a single
-lucky hit would give p = 0. With the floor a model must demonstrably solve more than 1% of
-the examples; it does not change multiple-choice tasks, whose baselines are >= 1/#choices.
-The p-values of the points of one curve are Holm-corrected (Holm 1979) at level alpha = 0.05:
-like Bonferroni it controls the family-wise error rate, so a curve of m chance-level runs is
-called non-flat with probability <= alpha whatever m is, and it needs no independence
-assumption, but it is uniformly more powerful than Bonferroni.
+Above baseline. Each point gets a one-sided p-value for H0: score <= p0, and the p-values of
+one curve are Holm-corrected (Holm 1979) at level `alpha`: the chance that a curve of
+chance-level models gets any point called "above" is <= alpha whatever the number of models.
+- Proportion metrics (accuracy, exact match) with a known number of examples n: the exact
+  binomial test P(X >= k | n, p0) with k = round(value * n), p0 = max(random_baseline,
+  min_rate). The floor `min_rate` (1%) exists because exact-match tasks have a baseline of 0,
+  against which one lucky hit would be "significant"; with the floor a model must solve more
+  than 1% of the examples. It leaves multiple-choice baselines (>= 1/#choices) unchanged.
+- Other metrics (log-likelihood, edit distance, Brier score) use the reported stderr:
+  z = (value - baseline) / stderr, p = 1 - Phi(z).
+`min_above` (2): a curve needs at least two points above baseline to be anything but flat.
+Holm controls chance, but not a single checkpoint's quirk (a contaminated or badly formatted
+run); published families have 5-10 sizes, so two points is the least that shows a trend.
 
-Classes, after Wei et al. 2022 ("Emergent abilities of large language models", sec. 2:
-"an ability is emergent if it is not present in smaller models but is present in larger
-models"; performance is "near random" below a threshold scale and well above it after), in
-order of precedence:
-- inverse: the largest-x run is significantly worse than the smallest-x run (one-sided Fisher
-  exact two-proportion test at level alpha), as in inverse scaling (McKenzie et al. 2023).
-- flat: no point is significantly above baseline.
-- emergent: the smallest-x point is at baseline and the largest-x point is above it.
-- smooth: the smallest-x point is already above baseline and the score increases with x
-  (Spearman rho > 0).
-- other: none of the above, e.g. non-monotonic curves (inverted U: up, then back to baseline)
-  or an above-baseline curve that does not increase. U-shaped scaling (Wei et al. 2023,
-  "Inverse scaling can become U-shaped") is not detected separately yet; it falls into
-  inverse, other or emergent depending on its endpoints.
+Trend. The slope of score on t (t = log10 x, or -loss) by weighted least squares, tested with
+known variances: weights n_i and variance p(1-p) at the pooled rate for proportions (the
+Cochran-Armitage test for trend), weights 1/stderr^2 otherwise. trend_z = slope / se.
 
-Threshold (emergent curves only): the points from index i on are all above baseline and point
-i - 1 is not. The transition lies in [x[i-1], x[i]] (threshold_lo, threshold_hi); threshold_x
-is its log-space midpoint sqrt(x[i-1] * x[i]).
+Classes, after Wei et al. 2022 ("Emergent abilities of large language models", sec. 2) and
+Wei et al. 2023 ("Inverse scaling can become U-shaped"), first match wins:
+- U-shaped: some interior point is below both the first and the last point, each by a
+  one-sided two-sample z-test at alpha / (P - 2) (Bonferroni over the P - 2 candidate
+  minima), and the curve has >= min_above points above baseline.
+- inverse-scaling: trend_z < -z(alpha), and >= min_above points above baseline (McKenzie et
+  al. 2023). A curve that only drifts within chance level is flat, as Wei defines it.
+- flat: fewer than min_above points above baseline ("no model above random").
+- emergent: the smallest model is at baseline and the largest `min_above` or more are above.
+- smooth: the smallest model is already above baseline and trend_z > z(alpha).
+- other: none of these (saturated or non-increasing above chance, inverted U, erratic).
 
-Confidence: the fraction of `n_boot` parametric bootstrap replicates that get the same class,
-where each replicate redraws every point's successes from Binomial(n_examples, value)
-(the example-level bootstrap of the score). It measures how stable the label is under
-example-sampling noise; it is not a posterior probability.
+Threshold (emergent curves): the last run of above-baseline points starts at index i, so the
+score first rises significantly above baseline between x[i-1] and x[i]; threshold_x is their
+midpoint in t. The reported interval is the union of that bracket and the central `ci`
+(90%) range of the brackets of the bootstrap replicates that are also emergent, so it widens
+when sampling noise could move the threshold by a model or more.
+
+Confidence: the share of `n_boot` parametric bootstrap replicates that get the same class;
+a replicate redraws every point from Binomial(n, value) (proportions) or Normal(value, stderr)
+(other metrics). It measures how stable the label is under example-sampling noise; it is not a
+posterior probability. Deterministic given the table and the seed.
+
+Linearity and breakthroughness (Srivastava et al. 2022, BIG-bench, appendix "Linearity and
+breakthroughness"), with y the scores in increasing scale: I = sign(argmax y - argmin y) *
+(max y - min y); linearity L = I / RMS(y[i+1] - y[i]); breakthroughness B = I /
+sqrt(median((y[i+1] - y[i])^2)). Both are invariant to BIG-bench's normalisation
+100 (y - low) / (high - low), so they are computed on the raw (oriented) scores. A steady rise
+over P points gives L ~ P - 1; a single jump gives a large B.
+
+Speed: curves with the same number of points are classified together as arrays, and exact
+binomial p-values are computed only for points between the two critical counts (alpha and
+alpha/P) where Holm's decision can depend on the exact value.
 """
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 import pandas as pd
-from scipy.stats import binom, hypergeom, rankdata
+from scipy.special import betainc, ndtr, ndtri
+from scipy.stats import binom
 
-CLASS_COLS = [
-    "task",
-    "metric",
-    "shots",
-    "random_baseline",
-    "class",
-    "threshold_x",
-    "threshold_lo",
-    "threshold_hi",
-    "confidence",
-    "n_points",
-]
+from analysis.inputs import require_columns
+from analysis.scores import PROPORTION_METRICS, metric_name
+from scaling.config import ConfigError
+
+CLASSES = ("flat", "smooth", "emergent", "inverse-scaling", "U-shaped", "other")
+KEYS = ["family", "task", "subtask", "metric", "shots"]
+X_AXES = ("flops", "params", "non_embedding_params", "tokens")
+CHUNK = 4_000_000  # bootstrap elements (replicates x points) per batch, bounds memory
+NORMAL_OK = 9.0  # n p (1 - p) from which bootstrap binomial draws use the normal approximation
 
 
-def _holm(p: np.ndarray) -> np.ndarray:
-    """Holm step-down adjusted p-values along the last axis (Holm 1979)."""
+@dataclass(frozen=True)
+class Settings:
+    """Every threshold of the method (see module docstring for why these defaults)."""
+
+    alpha: float = 0.05  # family-wise error per curve (Holm) and level of each trend test
+    min_rate: float = 0.01  # floor on the chance level of proportion metrics
+    min_above: int = 2  # points above baseline needed for any class but flat
+    min_points: int = 3  # models needed to classify a curve
+    n_boot: int = 200  # bootstrap replicates for confidence and threshold interval
+    ci: float = 0.9  # coverage of the threshold's bootstrap interval
+    seed: int = 0
+
+
+@dataclass
+class Classification:
+    """curves: one row per classified curve; points: one row per (curve, model) with the
+    `above` flag; skipped: what was not classified and why (never silently dropped)."""
+
+    curves: pd.DataFrame
+    points: pd.DataFrame
+    skipped: pd.DataFrame
+    x: str
+    x_scale: str  # "log" (t = log10 x) or "loss" (t = -x: lower loss is further right)
+    settings: Settings = field(default_factory=Settings)
+
+
+def _holm_reject(p: np.ndarray, alpha: float) -> np.ndarray:
+    """Holm's step-down decisions at level alpha along the last axis (Holm 1979): sort the
+    p-values, reject while p_(j) <= alpha / (m - j), i.e. every p <= the last one rejected."""
     m = p.shape[-1]
-    order = np.argsort(p, axis=-1, kind="stable")
-    stepped = np.take_along_axis(p, order, -1) * (m - np.arange(m))
-    adjusted = np.minimum(1.0, np.maximum.accumulate(stepped, axis=-1))
-    out = np.empty_like(adjusted)
-    np.put_along_axis(out, order, adjusted, -1)
-    return out
+    ordered = np.sort(p, axis=-1)
+    n_reject = np.cumprod(ordered <= alpha / (m - np.arange(m)), axis=-1).sum(-1)
+    last = np.take_along_axis(ordered, np.maximum(n_reject - 1, 0)[..., None], -1)
+    return (p <= last) & (n_reject[..., None] > 0)
 
 
-def _labels(k: np.ndarray, n: np.ndarray, p0: float, alpha: float):
-    """Class of each row of k (replicates x points, points sorted by x) -> (labels, above)."""
-    above = _holm(binom.sf(k - 1, n, p0)) < alpha
-    # One-sided Fisher exact test of rate(first) > rate(last): P(X >= k_first) with X the
-    # successes of the first run under the hypergeometric null of equal rates.
-    k_first, k_last = k[:, 0], k[:, -1]
-    p_decrease = hypergeom.sf(k_first - 1, n[0] + n[-1], k_first + k_last, n[0])
-    inverse = (k.shape[1] >= 2) & (p_decrease < alpha)
-    # Spearman rho of rate vs position: Pearson correlation of ranks (ties -> average ranks).
-    r = rankdata(k / n, axis=1)
-    r -= r.mean(axis=1, keepdims=True)
-    pos = np.arange(k.shape[1]) - (k.shape[1] - 1) / 2
-    increasing = (r @ pos) > 0  # same sign as rho; constant scores give 0 -> not increasing
-    label = np.select(
-        [inverse, ~above.any(axis=1), ~above[:, 0] & above[:, -1], above[:, 0] & increasing],
-        ["inverse", "flat", "emergent", "smooth"],
-        "other",
+@dataclass
+class _Batch:
+    """C curves of P points sorted by t, plus what the tests precompute from them; every field
+    has the curves on axis 0, so `take` slices a batch into chunks."""
+
+    t: np.ndarray  # (C, P)
+    s: np.ndarray  # (C, P) oriented scores
+    sd: np.ndarray  # (C, P) stderr (1 on binomial curves)
+    n: np.ndarray  # (C, P) examples (1 on stderr curves)
+    binom: np.ndarray  # (C,) tested with exact binomials
+    p0: np.ndarray  # (C,) tested level: baseline, floored at min_rate on binomial curves
+    k: np.ndarray  # (C, P) successes, round(s * n)
+    crit: np.ndarray  # (2, C, P) successes at which binomial p <= alpha and <= alpha / P
+    slope_coef: np.ndarray  # (C, P) slope = sum(slope_coef * s)
+    slope_var: np.ndarray  # (C,) variance of the slope, times p(1-p) on binomial curves
+
+    def take(self, c) -> _Batch:
+        return _Batch(
+            **{f.name: getattr(self, f.name)[c] for f in fields(self) if f.name != "crit"},
+            crit=self.crit[:, c],
+        )
+
+
+def _batch(t, s, sd, n, binomial, p0, alpha: float) -> _Batch:
+    b = binomial[:, None]
+    w = np.where(b, n, 1 / sd**2)
+    tc = t - (w * t).sum(-1, keepdims=True) / w.sum(-1, keepdims=True)
+    stt = (w * tc**2).sum(-1)
+    crit = np.full((2, *s.shape), np.inf)
+    if binomial.any():
+        nb, pb = n[binomial], np.broadcast_to(p0[binomial, None], n[binomial].shape)
+        # smallest k with P(X >= k) <= level
+        crit[:, binomial] = [binom.isf(lv, nb, pb) + 1 for lv in (alpha, alpha / s.shape[-1])]
+    return _Batch(t, s, sd, n, binomial, p0, np.rint(s * n), crit, w * tc / stt[:, None], 1 / stt)
+
+
+def _p_above(bt: _Batch, s, k):
+    """One-sided p-values of 'above p0' (see module docstring), shape of s."""
+    b = bt.binom[:, None]
+    p = ndtr(-(s - bt.p0[:, None]) / bt.sd) if not bt.binom.all() else np.ones(s.shape)
+    if b.any():
+        # Below crit[0] Holm never rejects and from crit[1] on it always does; only in between
+        # does the exact p-value matter.
+        p = np.where(b & (k >= bt.crit[1]), 0.0, np.where(b, 1.0, p))
+        mid = np.broadcast_to(b, k.shape) & (k >= bt.crit[0]) & (k < bt.crit[1])
+        kk, nn, pp = (np.broadcast_to(a, k.shape)[mid] for a in (k, bt.n, bt.p0[:, None]))
+        p[mid] = betainc(kk, nn - kk + 1, pp)
+    return p
+
+
+def _decide(bt: _Batch, s, k, st: Settings):
+    """Class codes (index into CLASSES), above flags, trailing-run length and trend z for
+    scores s (..., C, P) of the batch (k: successes, used by binomial curves)."""
+    b = bt.binom[:, None]
+    above = _holm_reject(_p_above(bt, s, k), st.alpha)
+    n_above = above.sum(-1)
+    run = np.cumprod(above[..., ::-1], axis=-1).sum(-1)
+    P = s.shape[-1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        pooled = k.sum(-1) / bt.n.sum(-1)
+        var_scale = np.where(bt.binom, pooled * (1 - pooled), 1.0)
+        trend_z = (bt.slope_coef * s).sum(-1) / np.sqrt(var_scale * bt.slope_var)
+        # U: the lowest interior point m against the first and the last point (two-sample z;
+        # pooled binomial variance on binomial curves). Bonferroni over the P - 2 candidates.
+        m = 1 + np.argmin(s[..., 1 : P - 1], axis=-1, keepdims=True) if P > 2 else None
+
+        def z_gap(i):
+            at = lambda a: np.take_along_axis(np.broadcast_to(a, s.shape), m, -1)  # noqa: E731
+            kp = (k[..., [i]] + at(k)) / (bt.n[..., [i]] + at(bt.n))
+            se_b = np.sqrt(kp * (1 - kp) * (1 / bt.n[..., [i]] + 1 / at(bt.n)))
+            se_n = np.sqrt(bt.sd[..., [i]] ** 2 + at(bt.sd) ** 2)
+            return ((s[..., [i]] - at(s)) / np.where(b, se_b, se_n))[..., 0]
+
+        z_u = np.minimum(z_gap(0), z_gap(P - 1)) if P > 2 else np.full(s.shape[:-1], -np.inf)
+    u_shaped = np.nan_to_num(z_u, nan=-np.inf) > ndtri(1 - st.alpha / max(P - 2, 1))
+    z_crit = ndtri(1 - st.alpha)
+    present = n_above >= st.min_above
+    code = np.select(
+        [
+            present & u_shaped,
+            present & (trend_z < -z_crit),
+            ~present,
+            ~above[..., 0] & (run >= st.min_above),
+            above[..., 0] & (trend_z > z_crit),
+        ],
+        [4, 3, 0, 2, 1],
+        5,
     )
-    return label, above
+    return code, above, run, trend_z
+
+
+def linearity_breakthroughness(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """BIG-bench linearity and breakthroughness of curves y (..., P) in increasing scale."""
+    improvement = np.sign(y.argmax(-1) - y.argmin(-1)) * (y.max(-1) - y.min(-1))
+    d2 = np.diff(y, axis=-1) ** 2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lin = improvement / np.sqrt(d2.mean(-1))
+        brk = improvement / np.sqrt(np.median(d2, -1))
+    return np.where(improvement == 0, 0.0, lin), np.where(improvement == 0, 0.0, brk)
+
+
+def _start_index(run: np.ndarray, P: int) -> np.ndarray:
+    """Index of the first point of the trailing run of above-baseline points (>= 1 when the
+    first point is at baseline, as on emergent curves)."""
+    return np.clip(P - run, 1, P - 1)
+
+
+def _replicates(bt: _Batch, n_boot: int, rng: np.random.Generator):
+    """Parametric bootstrap (scores, successes), each (n_boot, C, P). Binomial draws use the
+    normal approximation (rounded, clipped to [0, n]) where n p (1 - p) >= NORMAL_OK, the
+    textbook rule for it, and exact draws elsewhere (scores near 0 or 1): same distribution to
+    within a count, about five times faster."""
+    z = rng.standard_normal((n_boot, *bt.s.shape))
+    b = bt.binom[:, None]
+    p = np.clip(bt.k / bt.n, 0, 1)
+    var = bt.n * p * (1 - p)
+    k = np.where(b, np.clip(np.rint(bt.k + z * np.sqrt(var)), 0, bt.n), bt.k)
+    exact = b & (var < NORMAL_OK)
+    if exact.any():
+        n = bt.n[exact].astype(np.int64)
+        k[:, exact] = rng.binomial(n, p[exact], size=(n_boot, len(n)))
+    return np.where(b, k / bt.n, bt.s + z * bt.sd), k
+
+
+def _classify_batch(bt: _Batch, st: Settings, rng: np.random.Generator) -> dict:
+    """Observed classes plus bootstrap confidence and threshold interval for one batch."""
+    C, P = bt.s.shape
+    code, above, run, trend_z = _decide(bt, bt.s, bt.k, st)
+    emergent = code == 2
+    i = _start_index(run, P)
+    same = np.full(C, np.nan)
+    # Bootstrap bracket [i_lo, i_hi] of point indices: central ci range of the replicates'
+    # brackets [i-1, i], over the replicates that are emergent too (P marks the others).
+    i_lo, i_hi = i - 1, i.copy()
+    step = max(1, CHUNK // max(st.n_boot * P, 1))
+    for c0 in range(0, C if st.n_boot else 0, step):
+        c = slice(c0, c0 + step)
+        sub = bt.take(c)
+        code_b, _, run_b, _ = _decide(sub, *_replicates(sub, st.n_boot, rng), st)
+        same[c] = (code_b == code[c]).mean(0)
+        hit = code_b == 2
+        n_hit = hit.sum(0)
+        ib = np.sort(np.where(hit, _start_index(run_b, P), P), axis=0)
+        rank = (
+            np.maximum(n_hit - 1, 0)[None] * np.array([(1 - st.ci) / 2, (1 + st.ci) / 2])[:, None]
+        )
+        q_lo, q_hi = np.take_along_axis(ib, np.floor(rank).astype(int), 0)
+        i_lo[c] = np.where(n_hit > 0, np.minimum(i_lo[c], q_lo - 1), i_lo[c])
+        i_hi[c] = np.where(n_hit > 0, np.maximum(i_hi[c], q_hi), i_hi[c])
+    t_at = lambda idx: np.take_along_axis(bt.t, idx[:, None], 1)[:, 0]  # noqa: E731
+    nan = np.full(C, np.nan)
+    lin, brk = linearity_breakthroughness(bt.s)
+    return {
+        "class": np.asarray(CLASSES)[code],
+        "confidence": same,
+        "n_above": above.sum(-1),
+        "t_threshold": np.where(emergent, (t_at(i - 1) + t_at(i)) / 2, nan),
+        "t_lo": np.where(emergent, t_at(i_lo), nan),
+        "t_hi": np.where(emergent, t_at(i_hi), nan),
+        "trend_z": trend_z,
+        "linearity": lin,
+        "breakthroughness": brk,
+        "above": above,
+    }
+
+
+def x_transform(x: str, x_scale: str | None = None) -> tuple[str, callable, callable]:
+    """(scale, t(x), x(t)): log10 for sizes and compute; -x for a loss column (lower loss is a
+    more capable model, so it goes right). x_scale None picks "loss" when 'loss' is in x."""
+    scale = x_scale or ("loss" if "loss" in x.lower() else "log")
+    if scale == "loss":
+        return scale, np.negative, np.negative
+    if scale == "log":
+        return scale, np.log10, lambda t: 10.0**t
+    raise ConfigError("x_scale", f"unknown scale {scale!r}", "use 'log' or 'loss'")
+
+
+def _skip(rows: list, frame: pd.DataFrame, reason: str, model: bool = False) -> None:
+    cols = KEYS + (["model"] if model else [])
+    for r in frame[cols].drop_duplicates().to_dict("records"):
+        rows.append({**r, "model": r.get("model", ""), "reason": reason})
+
+
+def _prepare(scores, x, scale, family, pooled, st, missing_x, skipped):
+    """Rows that can be classified, one curve per KEYS group; everything else into skipped."""
+    require_columns(scores, ["model", "task", "subtask", "metric", "shots", "value", x], "scores")
+    for col in ("random_baseline", "higher_is_better", "stderr", "n_examples"):
+        if col not in scores.columns:
+            scores = scores.assign(**{col: np.nan})
+    if not pooled:
+        require_columns(scores, [family], "scores")
+    d = scores.reset_index(drop=True)
+    d = d.assign(family="pooled" if pooled else d[family].astype(str))
+    d = d.assign(x=pd.to_numeric(d[x], errors="coerce"))
+
+    nan_value = d["value"].isna()
+    _skip(skipped, d[nan_value], "NaN score: point dropped", model=True)
+    d = d[~nan_value]
+    bad_x = ~np.isfinite(d["x"]) | ((d["x"] <= 0) & (scale == "log"))
+    if bad_x.any():
+        models = sorted(d.loc[bad_x, "model"].unique())
+        if missing_x == "error":
+            raise ConfigError(
+                f"scores.{x}",
+                f"missing or non-positive for {len(models)} model(s): {', '.join(models)}",
+                "attach model sizes/FLOPs (--models FILE), choose another --x, or drop them",
+            )
+        _skip(skipped, d[bad_x], f"no {x}: point dropped", model=True)
+        d = d[~bad_x]
+
+    dup = d.duplicated([*KEYS, "model"], keep=False)
+    if dup.any():
+        r = d[dup].iloc[0]
+        times = int((d[[*KEYS, "model"]] == r[[*KEYS, "model"]]).all(axis=1).sum())
+        raise ConfigError(
+            "scores",
+            f"model {r['model']} appears {times} times in curve "
+            f"{r['family']}/{r['task']}/{r['subtask']}/{r['metric']}/{r['shots']}-shot",
+            "give each (model, task, subtask, metric, shots) one row",
+        )
+
+    # Mixed shots: several shot settings for one curve, but no model evaluated in two of them.
+    base = ["family", "task", "subtask", "metric"]
+    per_model = d.groupby([*base, "model"])["shots"].transform("nunique")
+    mixed = (d.groupby(base)["shots"].transform("nunique") > 1) & (
+        per_model.groupby([d[c] for c in base]).transform("max") == 1
+    )
+    _skip(skipped, d[mixed], "mixed shots: each model has a different shot count")
+    d = d[~mixed]
+
+    for col, reason in (
+        ("higher_is_better", "unknown metric direction: add higher_is_better"),
+        ("random_baseline", "no random baseline: give one in a task_info file"),
+    ):
+        bad = d[col].isna().groupby([d[c] for c in KEYS]).transform("any")
+        _skip(skipped, d[bad], reason)
+        d = d[~bad]
+    metric = d["metric"].map(metric_name)
+
+    hib = d["higher_is_better"] > 0
+    binomial = (
+        metric.isin(PROPORTION_METRICS) & hib & (d["n_examples"] >= 1) & d["value"].between(0, 1)
+    )
+    d = d.assign(
+        binomial=binomial.groupby([d[c] for c in KEYS]).transform("all"),
+        s=np.where(hib, d["value"], -d["value"]),
+        b=np.where(hib, d["random_baseline"], -d["random_baseline"]),
+    )
+    no_sd = ~d["binomial"] & ~(d["stderr"] > 0)
+    bad = no_sd.groupby([d[c] for c in KEYS]).transform("any")
+    _skip(skipped, d[bad], "no stderr or n_examples: sampling uncertainty unknown")
+    d = d[~bad]
+    size = d.groupby(KEYS)["model"].transform("size")
+    few = size < st.min_points
+    for n_pts, g in d[few].groupby(size[few]):
+        _skip(skipped, g, f"{n_pts} model(s) < min_points={st.min_points}")
+    return d[~few]
+
+
+def classify(
+    scores: pd.DataFrame,
+    *,
+    x: str = "flops",
+    family: str = "family",
+    pooled: bool = False,
+    x_scale: str | None = None,
+    missing_x: str = "error",
+    settings: Settings | None = None,
+) -> Classification:
+    """Classify every (family, task, subtask, metric, shots) curve of tidy `scores`
+    (analysis.scores) along column `x`; per family (column `family`) or pooled.
+
+    Models without a usable x raise ConfigError naming them (missing_x="skip": named skips).
+    Curves without baseline, direction or uncertainty, with NaN scores, mixed shots or fewer
+    than min_points models are listed in .skipped with the reason."""
+    settings = settings or Settings()
+    scale, to_t, _ = x_transform(x, x_scale)
+    skipped: list[dict] = []
+    d = _prepare(scores, x, scale, family, pooled, settings, missing_x, skipped)
+    d = d.assign(t=to_t(d["x"].to_numpy(float)))
+    d = d.sort_values([*KEYS, "t", "model"], kind="stable").reset_index(drop=True)
+    curve_id = d.groupby(KEYS, sort=False).ngroup().to_numpy()
+    d["curve"] = curve_id
+    size = np.bincount(curve_id) if len(d) else np.zeros(0, int)
+    first = d.groupby("curve", sort=True).head(1)
+    curves = first[[*KEYS, "random_baseline", "higher_is_better"]].reset_index(drop=True)
+    curves = curves.assign(
+        baseline_source=first["baseline_source"].to_numpy()
+        if "baseline_source" in first.columns
+        else "row",
+        test=np.where(first["binomial"], "binomial", "stderr"),
+        n_points=size,
+    )
+    out = {
+        k: np.full(len(curves), np.nan, dtype=object if k == "class" else float)
+        for k in (
+            "class",
+            "confidence",
+            "n_above",
+            "t_threshold",
+            "t_lo",
+            "t_hi",
+            "trend_z",
+            "linearity",
+            "breakthroughness",
+        )
+    }
+    above = np.zeros(len(d), bool)
+    rng = np.random.default_rng(settings.seed)
+    for P in np.unique(size):
+        ids = np.flatnonzero(size == P)
+        rows = np.flatnonzero(np.isin(curve_id, ids))  # curves are contiguous and sorted
+        g = d.iloc[rows]
+        col = {
+            k: g[k].to_numpy(float).reshape(len(ids), P)
+            for k in ("t", "s", "b", "stderr", "n_examples", "binomial")
+        }
+        binomial = col["binomial"][:, 0] > 0
+        b = col["b"][:, 0]
+        bt = _batch(
+            t=col["t"],
+            s=col["s"],
+            sd=np.where(binomial[:, None], 1.0, col["stderr"]),
+            n=np.where(binomial[:, None], col["n_examples"], 1.0),
+            binomial=binomial,
+            p0=np.where(binomial, np.maximum(b, settings.min_rate), b),
+            alpha=settings.alpha,
+        )
+        res = _classify_batch(bt, settings, rng)
+        above[rows] = res.pop("above").ravel()
+        for k, v in res.items():
+            out[k][ids] = v
+    _, _, from_t = x_transform(x, x_scale)
+    curves = curves.assign(
+        **{k: out[k] for k in ("class", "confidence")},
+        n_above=out["n_above"].astype(int),
+        threshold_x=from_t(out["t_threshold"]),
+        threshold_lo=from_t(out["t_lo"] if scale == "log" else out["t_hi"]),
+        threshold_hi=from_t(out["t_hi"] if scale == "log" else out["t_lo"]),
+        **{k: out[k] for k in ("trend_z", "linearity", "breakthroughness")},
+    )
+    points = d[["curve", *KEYS, "model", "x", "value", "stderr", "n_examples"]].assign(above=above)
+    skipped_df = pd.DataFrame(skipped, columns=[*KEYS, "model", "reason"])
+    return Classification(curves, points, skipped_df, x, scale, settings)
+
+
+def metric_sensitivity(curves: pd.DataFrame) -> pd.DataFrame:
+    """Schaeffer et al. (2023): does a curve's class depend on the metric? One row per
+    (family, task, subtask, shots) with two or more classified metrics: the class under each
+    metric ('acc: flat; acc_norm: smooth'), whether it changes, and whether the change is
+    "emergent" under one metric but not another (the case they argue is a metric artefact)."""
+    rows = []
+    for key, g in curves.groupby(["family", "task", "subtask", "shots"], sort=True):
+        if g["metric"].nunique() < 2:
+            continue
+        classes = dict(zip(g["metric"], g["class"], strict=True))
+        distinct = set(classes.values())
+        rows.append(
+            dict(zip(["family", "task", "subtask", "shots"], key, strict=True))
+            | {
+                "classes": "; ".join(f"{m}: {c}" for m, c in sorted(classes.items())),
+                "changes": len(distinct) > 1,
+                "emergent_only_under": ", ".join(
+                    sorted(m for m, c in classes.items() if c == "emergent")
+                )
+                if "emergent" in distinct and len(distinct) > 1
+                else "",
+            }
+        )
+    cols = ["family", "task", "subtask", "shots", "classes", "changes", "emergent_only_under"]
+    return pd.DataFrame(rows, columns=cols)
 
 
 def classify_curve(
     x,
     value,
-    n_examples,
-    random_baseline: float,
+    n_examples=None,
+    random_baseline=0.0,
     *,
-    alpha=0.05,
-    min_rate=0.01,
-    n_boot=1000,
-    seed=0,
+    stderr=None,
+    metric="acc",
+    higher_is_better=True,
+    x_scale=None,
+    settings: Settings | None = None,
 ) -> dict:
-    """Classify one score curve (see module docstring). Points are sorted by x here.
-
-    Returns class, threshold_x/lo/hi (NaN unless emergent), confidence, n_points and the
-    per-point `above` flags in x order.
-    """
-    order = np.argsort(np.asarray(x, float), kind="stable")
-    x = np.asarray(x, float)[order]
-    n = np.asarray(n_examples, int)[order]
-    k = np.rint(np.asarray(value, float)[order] * n).astype(int)
-    p0 = max(float(random_baseline), min_rate)
-
-    (label,), (above,) = _labels(k[None], n, p0, alpha)
-    lo = hi = np.nan
-    if label == "emergent":
-        i = np.flatnonzero(~above)[-1] + 1  # start of the final run of above-baseline points
-        lo, hi = x[i - 1], x[i]
-    rng = np.random.default_rng(seed)
-    boot_labels, _ = _labels(rng.binomial(n, k / n, size=(n_boot, len(n))), n, p0, alpha)
-    return {
-        "class": str(label),
-        "threshold_x": float(np.sqrt(lo * hi)),
-        "threshold_lo": float(lo),
-        "threshold_hi": float(hi),
-        "confidence": float(np.mean(boot_labels == label)) if n_boot else np.nan,
-        "n_points": len(x),
-        "above": above,
-    }
-
-
-def _si(v: float) -> str:
-    """1234567 -> '1.2M' (for column headers)."""
-    for div, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(v) >= div:
-            return f"{v / div:.3g}{suffix}"
-    return f"{v:.3g}"
-
-
-def run_labels(results: pd.DataFrame, x: str = "flops_detailed") -> dict[str, str]:
-    """run_id -> column header, in increasing x: the model name, plus '@<tokens>' where one model
-    was trained at several token budgets, or the run_id where that is still ambiguous."""
-    runs = results.drop_duplicates("run_id").sort_values([x, "run_id"], kind="stable")
-    label = runs["model"].astype(str)
-    label = label.where(~label.duplicated(keep=False), label + "@" + runs["tokens"].map(_si))
-    label = label.where(~label.duplicated(keep=False), runs["run_id"].astype(str))
-    return dict(zip(runs["run_id"], label, strict=True))
-
-
-def classify_tasks(
-    results: pd.DataFrame,
-    x: str = "flops_detailed",
-    *,
-    alpha: float = 0.05,
-    min_rate: float = 0.01,
-    n_boot: int = 1000,
-    seed: int = 0,
-) -> pd.DataFrame:
-    """One row per (task, metric, shots): CLASS_COLS, then one score column per run.
-
-    Score columns are headed by run_labels (model names) and ordered by x. Reads columns
-    run_id, model, tokens, task, metric, shots, value, n_examples, random_baseline and `x`.
-    Rows with n_examples < 1 are ignored. random_baseline is taken from the curve's first row.
-    """
-    if results.duplicated(["run_id", "task", "metric", "shots"]).any():
-        raise ValueError("results has several rows for one (run_id, task, metric, shots)")
-    labels = run_labels(results, x)
-    rows = []
-    evals = results[(results["n_examples"] >= 1) & results["value"].notna()]
-    for (task, metric, shots), g in evals.groupby(["task", "metric", "shots"], sort=True):
-        baseline = float(g["random_baseline"].iloc[0])
-        c = classify_curve(
-            g[x],
-            g["value"],
-            g["n_examples"],
-            baseline,
-            alpha=alpha,
-            min_rate=min_rate,
-            n_boot=n_boot,
-            seed=seed,
-        )
-        scores = dict(zip(g["run_id"].map(labels), g["value"], strict=True))
-        rows.append(
-            {"task": task, "metric": metric, "shots": shots, "random_baseline": baseline}
-            | {k: v for k, v in c.items() if k != "above"}
-            | {label: scores.get(label, np.nan) for label in labels.values()}
-        )
-    return pd.DataFrame(rows, columns=[*CLASS_COLS, *labels.values()])
+    """Classify one curve given as arrays; returns the curve's row as a dict, plus the
+    per-point `above` flags in x order. Give n_examples (proportions) or stderr."""
+    m = len(value)
+    scores = pd.DataFrame(
+        {
+            "model": [f"m{i}" for i in range(m)],
+            "family": "f",
+            "task": "t",
+            "subtask": "",
+            "metric": metric,
+            "shots": 0,
+            "x": np.asarray(x, float),
+            "value": np.asarray(value, float),
+            "stderr": np.nan if stderr is None else np.asarray(stderr, float),
+            "n_examples": np.nan if n_examples is None else np.asarray(n_examples, float),
+            "random_baseline": float(random_baseline),
+            "higher_is_better": float(higher_is_better),
+        }
+    )
+    c = classify(scores, x="x", x_scale=x_scale, settings=settings)
+    if c.curves.empty:
+        raise ConfigError("curve", "; ".join(c.skipped["reason"].unique()), "see the reason")
+    row = c.curves.iloc[0].to_dict()
+    return row | {"above": c.points["above"].to_numpy()}

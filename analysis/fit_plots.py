@@ -1,5 +1,6 @@
 """Figures for the compute-optimal fits: IsoFLOP profiles (approach 2), N_opt(C) / D_opt(C)
-allocations of any approach with interval bands, and the loss-vs-FLOPs envelope (approach 1).
+allocations of any approach with interval bands, the loss-vs-FLOPs envelope (approach 1), the
+approach-3 law against the data (loss vs C) and Kaplan et al. 2020 laws.
 
 matplotlib object API (Figure, no pyplot), rendered with Agg when saved, as analysis/plots.py.
 Every function returns the Figure and saves it when `path` is given.
@@ -26,6 +27,11 @@ def _save(fig: Figure, path) -> Figure:
     return fig
 
 
+def _log_norm(values) -> LogNorm:
+    """Color scale over positive values (a single value still gets a non-empty range)."""
+    return LogNorm(values.min(), max(values.max(), values.min() * 1.01))
+
+
 def plot_isoflop(fit: IsoFLOPFit, points: pd.DataFrame, path=None) -> Figure:
     """Per budget: loss vs N points, the fitted curve, and the minimum with its bootstrap interval.
 
@@ -36,7 +42,7 @@ def plot_isoflop(fit: IsoFLOPFit, points: pd.DataFrame, path=None) -> Figure:
     fig = Figure(figsize=(8, 5.5), layout="constrained")
     ax = fig.add_subplot()
     budgets = fit.budgets
-    norm = LogNorm(budgets["C"].min(), max(budgets["C"].max(), budgets["C"].min() * 1.01))
+    norm = _log_norm(budgets["C"])
     cmap = colormaps["plasma"]
     for _, row in budgets.iterrows():
         C, color = row["C"], cmap(0.85 * norm(row["C"]))
@@ -153,7 +159,7 @@ def plot_envelope(
     ax = fig.add_subplot()
     pts = curves[curves[c_col] > 0]
     sizes = pts[n_col]
-    norm = LogNorm(sizes.min(), max(sizes.max(), sizes.min() * 1.01))
+    norm = _log_norm(sizes)
     cmap = colormaps["viridis"]
     for _, g in pts.groupby(group_col, sort=False):
         g = g.sort_values(c_col)
@@ -172,4 +178,112 @@ def plot_envelope(
     ax.legend()
     ax.grid(True, which="both", alpha=0.2)
     fig.colorbar(ScalarMappable(norm, cmap), ax=ax, label=f"N ({n_col})")
+    return _save(fig, path)
+
+
+def plot_chinchilla_loss(
+    points: pd.DataFrame,
+    fit,
+    allocation: pd.DataFrame | None = None,
+    *,
+    n_col: str = "params_non_embedding",
+    c_col: str = "flops_6n",
+    loss_col: str = "loss",
+    path=None,
+) -> Figure:
+    """Loss vs C of the points, colored by N; the fitted L(N, D) along a few model sizes
+    (D = C / 6N) and, from `allocation` (columns C, l_opt and optionally l_lo, l_hi, e.g.
+    ChinchillaFit.allocation), the compute-optimal frontier L_opt(C) with its interval.
+
+    fit: an approach-3 fit with predict(N, D) and attributes E, alpha, beta.
+    """
+    fig = Figure(figsize=(8, 5.5), layout="constrained")
+    ax = fig.add_subplot()
+    N = points[n_col].to_numpy(float)
+    C = points[c_col].to_numpy(float)
+    L = points[loss_col].to_numpy(float)
+    norm, cmap = _log_norm(N), colormaps["viridis"]
+    ax.scatter(C, L, s=14, c=cmap(norm(N)), edgecolors="none")
+    sizes = np.unique(N)
+    if len(sizes) > 8:
+        sizes = np.unique(np.quantile(sizes, np.linspace(0, 1, 8), method="nearest"))
+    for n in sizes:
+        at = np.equal(N, n)
+        c = np.geomspace(C[at].min() / 3, C[at].max() * 3, 100)
+        ax.plot(c, fit.predict(np.full_like(c, n), c / (6 * n)), color=cmap(norm(n)), lw=0.8)
+    if allocation is not None and "l_opt" in allocation:
+        a = allocation.sort_values("C")
+        ax.plot(a["C"], a["l_opt"], color="red", lw=1.5, label="L_opt(C)")
+        if {"l_lo", "l_hi"} <= set(a.columns):
+            ax.fill_between(a["C"], a["l_lo"], a["l_hi"], color="red", alpha=0.15, lw=0)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel(f"C ({c_col})")
+    ax.set_ylabel(loss_col)
+    ax.set_title(
+        f"L = E + A/N^α + B/D^β: E={fit.E:.3g}, α={fit.alpha:.3g}, β={fit.beta:.3g}; "
+        f"lines: fixed N, D = C/6N",
+        fontsize=9,
+    )
+    ax.legend(fontsize=8)
+    ax.grid(True, which="both", alpha=0.2)
+    fig.colorbar(ScalarMappable(norm, cmap), ax=ax, label=f"N ({n_col})")
+    return _save(fig, path)
+
+
+def plot_kaplan(
+    fit,
+    points: pd.DataFrame,
+    *,
+    x_col: str | None = None,
+    n_col: str | None = None,
+    d_col: str | None = None,
+    loss_col: str = "loss",
+    curves: pd.DataFrame | None = None,
+    path=None,
+) -> Figure:
+    """A Kaplan et al. 2020 law and its data, on log-log axes.
+
+    One-variable law (x_col given; kaplan.KaplanFit): loss vs x_col with the fit and its band;
+    with `curves` (the training curves behind an L(C_min) envelope) their points in grey and
+    `points` labelled as the envelope. Joint L(N, D) (x_col None; n_col, d_col given;
+    kaplan.KaplanNDFit): loss vs D colored by N, the law along up to ~8 model sizes.
+    """
+    fig = Figure(figsize=(7, 5), layout="constrained")
+    ax = fig.add_subplot()
+    L = points[loss_col].to_numpy(float)
+    if x_col is None:
+        N, D = points[n_col].to_numpy(float), points[d_col].to_numpy(float)
+        norm, cmap = _log_norm(N), colormaps["viridis"]
+        ax.scatter(D, L, s=14, c=cmap(norm(N)))
+        for n in np.unique(N)[:: max(1, len(np.unique(N)) // 8)]:
+            at = np.equal(N, n)
+            d = np.geomspace(D[at].min() / 2, D[at].max() * 2, 100)
+            ax.plot(d, fit.predict(np.full_like(d, n), d), color=cmap(norm(n)), lw=0.8)
+            ax.plot([], [], color=cmap(norm(n)), label=f"N = {n:.3g}")
+        ax.set_xlabel(d_col)
+        ax.legend(fontsize=7)
+        ax.set_title(
+            f"L(N,D): α_N={fit.alpha_N:.3g}, α_D={fit.alpha_D:.3g}, N_c={fit.N_c:.3g}, "
+            f"D_c={fit.D_c:.3g}",
+            fontsize=9,
+        )
+    else:
+        if curves is not None:
+            cur = curves[curves[x_col] > 0]
+            ax.scatter(cur[x_col], cur[loss_col], s=4, color="0.75", label="all points")
+        x = points[x_col].to_numpy(float)
+        ax.scatter(x, L, s=16, color="black", label="data" if curves is None else "envelope")
+        g = np.geomspace(x.min(), x.max() * 10, 200)
+        ax.plot(g, fit.predict(g), color="red", lw=1.5, label=f"{fit.law} fit")
+        lo, hi = fit.band(g)
+        if np.isfinite(lo).any():
+            ax.fill_between(g, lo, hi, color="red", alpha=0.15, lw=0)
+        ax.set_xlabel(x_col)
+        ax.legend(fontsize=8)
+        ax.set_title(f"{fit.law}: α={fit.alpha:.3g}, x_c={fit.x_c:.3g}, E={fit.E:.3g}", fontsize=9)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_ylabel(loss_col)
+    ax.grid(True, which="both", alpha=0.2)
     return _save(fig, path)

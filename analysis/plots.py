@@ -1,7 +1,7 @@
-"""The report's two figures. Uses matplotlib's object API (Figure, no pyplot) so that nothing
-depends on the interactive backend or global figure state; PNGs are rendered with Agg."""
+"""The report's loss-vs-compute figure.
 
-import math
+Uses matplotlib's object API (Figure, no pyplot) so that nothing depends on the interactive
+backend or global figure state; PNGs are rendered with Agg."""
 
 import numpy as np
 import pandas as pd
@@ -93,46 +93,4 @@ def plot_loss_vs_flops(
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.colorbar(sm, ax=ax, label="non-embedding parameters N")
-    fig.savefig(path, dpi=DPI)
-
-
-def plot_emergence(
-    results: pd.DataFrame, classes: pd.DataFrame, path, x: str = "flops_detailed"
-) -> None:
-    """One panel per (task, metric, shots): score vs x (log), stderr bars, baseline, class."""
-    n = max(len(classes), 1)
-    ncols = min(3, n)
-    nrows = math.ceil(n / ncols)
-    fig = Figure(figsize=(4.2 * ncols, 3.3 * nrows), layout="constrained")
-    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
-    # strict=False: the grid may have more axes than panels; the spare ones are hidden below.
-    for ax, row in zip(axes, classes.to_dict("records"), strict=False):
-        g = results[
-            (results["task"] == row["task"])
-            & (results["metric"] == row["metric"])
-            & (results["shots"] == row["shots"])
-        ].sort_values(x)
-        ax.errorbar(g[x], g["value"], yerr=g["stderr"], fmt="o-", ms=4, lw=1, capsize=2)
-        ax.axhline(row["random_baseline"], color="gray", ls="--", lw=1, label="random baseline")
-        if row["class"] == "emergent":
-            ax.axvspan(
-                row["threshold_lo"],
-                row["threshold_hi"],
-                color="orange",
-                alpha=0.2,
-                label="threshold interval",
-            )
-        ax.set(
-            xscale="log",
-            xlabel=f"training compute (FLOPs, {x})",
-            ylabel=row["metric"],
-            title=f"{row['task']} ({row['shots']}-shot): {row['class']}",
-        )
-        ax.set_ylim(bottom=min(0.0, ax.get_ylim()[0]))
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=7)
-    for ax in axes[len(classes) :]:
-        ax.set_axis_off()
-    if classes.empty:
-        axes[0].text(0.5, 0.5, "no task evaluations in results", ha="center", va="center")
     fig.savefig(path, dpi=DPI)

@@ -1,4 +1,11 @@
-"""Turn a sweep's results/curves tables into figures, tables, fits.json and a summary report."""
+"""Turn a sweep's results/curves tables into figures, tables, fits.json and a summary report.
+
+Fits: the loss-vs-compute frontier L(C) (Kaplan et al. 2020 / approach 1 envelope), L(N) at each
+token budget, Chinchilla approach 3 L(N, D) with the compute-optimal allocation, approach 1
+(envelope of the training curves) and approach 2 (IsoFLOP, when the sweep is an IsoFLOP design).
+A fit the sweep cannot support is listed under "skipped" with the reason; it never raises.
+Emergence: analysis.emergence_report on the sweep's task scores.
+"""
 
 import json
 from pathlib import Path
@@ -6,8 +13,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.emergence import CLASS_COLS, classify_tasks
-from analysis.plots import plot_emergence, plot_loss_vs_flops
+from analysis.chinchilla import fit_chinchilla
+from analysis.emergence import Settings
+from analysis.emergence_report import write_emergence
+from analysis.envelope import fit_envelope
+from analysis.fit_plots import plot_allocation
+from analysis.isoflop import fit_isoflop
+from analysis.plots import plot_loss_vs_flops
 from analysis.powerlaw import (
     CONVENTIONS,
     PowerLawFit,
@@ -16,17 +28,25 @@ from analysis.powerlaw import (
     fit_loss_vs_params,
     json_safe,
 )
+from analysis.scores import from_project, resolve_baselines
+from analysis.tables import fmt, fmt_ci, latex_table, markdown_table
+from scaling.config import ConfigError
 
 FLOPS_COLS = ("flops_6n", "flops_detailed")
 N_FRONTIER_BINS = 20
 FILES = (
     "loss_vs_flops.png",
-    "emergence.png",
+    "allocation.png",
     "emergence.md",
+    "emergence.tex",
     "emergence.csv",
     "fits.json",
+    "fits.md",
+    "fits.tex",
     "report.md",
 )
+ESTIMATES = ("E", "A", "B", "alpha", "beta", "a", "b")
+ALLOCATION_LABELS = ("approach 3, L(N, D)", "approach 1, envelope", "approach 2, IsoFLOP")
 
 
 def load_sweep_tables(sweep_dir) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -41,96 +61,86 @@ def load_sweep_tables(sweep_dir) -> tuple[pd.DataFrame, pd.DataFrame]:
     return results, pd.read_csv(curves)
 
 
-def _fmt(v: float, spec: str = ".3g") -> str:
-    return "–" if v is None or not np.isfinite(v) else format(v, spec)
-
-
-def _fmt_ci(v: float, ci: tuple[float, float], spec: str = ".3g") -> str:
-    return f"{_fmt(v, spec)} [{_fmt(ci[0], spec)}, {_fmt(ci[1], spec)}]"
-
-
-def _md_table(header: list[str], rows: list[list[str]]) -> str:
-    lines = [header, ["---"] * len(header), *rows]
-    return "\n".join("| " + " | ".join(map(str, r)) + " |" for r in lines) + "\n"
-
-
-def _threshold(r: dict) -> str:
-    """Emergence threshold 'x [lo, hi]' in FLOPs for emergent tasks, '–' otherwise."""
-    if r["class"] != "emergent":
-        return "–"
-    return _fmt_ci(r["threshold_x"], (r["threshold_lo"], r["threshold_hi"]), ".2e")
-
-
-def emergence_markdown(classes: pd.DataFrame) -> str:
-    """The classes table as Markdown: scores per model (in increasing FLOPs), class, threshold."""
-    score_cols = [c for c in classes.columns if c not in CLASS_COLS]
-    header = [
-        "task",
-        "metric",
-        "shots",
-        "baseline",
-        *score_cols,
-        "class",
-        "confidence",
-        "threshold FLOPs [interval]",
-    ]
-    rows = [
-        [
-            r["task"],
-            r["metric"],
-            r["shots"],
-            _fmt(r["random_baseline"]),
-            *(_fmt(r[c], ".3f") for c in score_cols),
-            r["class"],
-            _fmt(r["confidence"], ".2f"),
-            _threshold(r),
-        ]
-        for r in classes.to_dict("records")
-    ]
-    return _md_table(header, rows)
-
-
 def _fit_sentence(fit: dict, what: str) -> str:
     if fit["status"] != "ok":
         return f"{what}: skipped ({fit['reason']})."
     n_ok = fit["n_boot"] - fit["n_boot_failed"]
     return (
-        f"{what}: alpha = {_fmt_ci(fit['alpha'], fit['alpha_ci'])}, "
-        f"E = {_fmt_ci(fit['E'], fit['E_ci'])}, A = {_fmt_ci(fit['A'], fit['A_ci'])} "
+        f"{what}: alpha = {fmt_ci(fit['alpha'], *fit['alpha_ci'])}, "
+        f"E = {fmt_ci(fit['E'], *fit['E_ci'])}, A = {fmt_ci(fit['A'], *fit['A_ci'])} "
         f"({round(100 * fit['ci'])}% bootstrap intervals, {n_ok}/{fit['n_boot']} resamples ok), "
-        f"{fit['n_points']} points, R²(log L) = {_fmt(fit['r2_log'], '.4f')}."
+        f"{fit['n_points']} points, R²(log L) = {fmt(fit['r2_log'], '.4f')}."
     )
 
 
-def _report_markdown(
-    sweep: str, runs: pd.DataFrame, fits: dict, classes: pd.DataFrame, flops_col: str
-) -> str:
+def _attempt(name: str, fit, skipped: list):
+    """Run a fit; a ConfigError (the sweep cannot support it) becomes a named skip (None)."""
+    try:
+        return fit()
+    except ConfigError as e:
+        skipped.append({"fit": name, "reason": str(e)})
+        return None
+
+
+def _estimates_rows(fits: dict) -> tuple[list[str], list[list[str]]]:
+    """One row per fit and estimate, for fits.md and fits.tex."""
+    rows = []
+    for name, keys in (
+        ("chinchilla", ESTIMATES),
+        ("envelope", ("a", "b")),
+        ("isoflop", ("a", "b")),
+        ("loss_vs_flops", ("E", "A", "alpha")),
+    ):
+        f = fits[name]
+        if f.get("status") == "ok":
+            rows += [[name, k, fmt(f[k], ".4g"), fmt_ci(None, *f[f"{k}_ci"], ".4g")] for k in keys]
+    ci = round(100 * fits["bootstrap"]["ci"])
+    return ["fit", "estimate", "value", f"{ci}% interval"], rows
+
+
+def _report_markdown(sweep: str, runs: pd.DataFrame, fits: dict, emergence: dict) -> str:
+    flops_col = fits["flops_col"]
     c_fit = _fit_sentence(fits["loss_vs_flops"], "L(C) = E + A·C^-alpha on the compute frontier")
     n_fits = "\n".join(
         "- " + _fit_sentence(f, f"{f['tokens']:,} tokens") for f in fits["loss_vs_params"]
     )
-    tasks = "\n".join(
-        f"- {r['task']} ({r['metric']}, {r['shots']}-shot): **{r['class']}**, "
-        f"confidence {_fmt(r['confidence'], '.2f')}, threshold FLOPs {_threshold(r)}"
-        for r in classes.to_dict("records")
+    ch = fits["chinchilla"]
+    if ch["status"] == "ok":
+        est = lambda keys: ", ".join(f"{k} = {fmt_ci(ch[k], *ch[f'{k}_ci'])}" for k in keys)
+        law = f"{est(ESTIMATES[:5])}; N_opt ∝ C^a, D_opt ∝ C^b with {est('ab')}"
+        warnings = "".join(f"\n- warning: {w}" for w in ch["diagnostics"]["warnings"])
+        alloc = markdown_table(
+            ["C (6ND)", "N_opt [interval]", "D_opt [interval]", "L_opt [interval]"],
+            [
+                [fmt(r["C"], ".1e"), fmt_ci(r["n_opt"], r["n_lo"], r["n_hi"]),
+                 fmt_ci(r["d_opt"], r["d_lo"], r["d_hi"]), fmt_ci(r["l_opt"], r["l_lo"], r["l_hi"])]
+                for r in ch["allocation"]
+            ],
+        )  # fmt: skip
+        law += f"{warnings}\n\nCompute-optimal allocation:\n\n{alloc}"
+    else:
+        law = f"skipped ({ch['reason']})"
+    others = "\n".join(
+        f"- {name}: a = {fmt_ci(f['a'], *f['a_ci'])}" if f["status"] == "ok"
+        else f"- {name}: skipped ({f['reason']})"
+        for name, f in (("approach 1 (envelope)", fits["envelope"]),
+                        ("approach 2 (IsoFLOP)", fits["isoflop"]))
+    )  # fmt: skip
+    counts = "; ".join(
+        f"{fam}: " + ", ".join(f"{k} {v}" for k, v in sorted(c.items()))
+        for fam, c in emergence["counts"].items()
     )
-    run_table = _md_table(
+    run_table = markdown_table(
         ["run", "model", "N (non-emb.)", "tokens", f"C ({flops_col})", "final loss"],
         [
-            [
-                r["run_id"],
-                r["model"],
-                f"{r['params_non_embedding']:,}",
-                f"{r['tokens']:,}",
-                _fmt(r[flops_col], ".3e"),
-                _fmt(r["loss"], ".4f"),
-            ]
+            [r["run_id"], r["model"], f"{r['params_non_embedding']:,}", f"{r['tokens']:,}",
+             fmt(r[flops_col], ".3e"), fmt(r["loss"], ".4f")]
             for r in runs.sort_values(flops_col).to_dict("records")
         ],
-    )
+    )  # fmt: skip
     return f"""# Scaling report: {sweep}
 
-{len(runs)} runs, {len(classes)} task evaluations. Compute `{flops_col}`: {CONVENTIONS[flops_col]}.
+{len(runs)} runs. Compute `{flops_col}`: {CONVENTIONS[flops_col]}.
 
 ## Loss vs compute
 
@@ -142,17 +152,28 @@ L(N) = E + A·N^-alpha, N = non-embedding parameters, final loss at each token b
 
 {n_fits}
 
-All fit numbers, bootstrap settings and skipped fits: [fits.json](fits.json).
+## L(N, D) and the compute-optimal allocation (Chinchilla approach 3)
+
+L(N, D) = E + A/N^alpha + B/D^beta, N = non-embedding parameters, D = tokens, Huber loss on
+log L (delta {fmt(ch.get("settings", {}).get("delta"))}) from the 4,500-start grid: {law}
+
+![allocation](allocation.png)
+
+Other estimates of the allocation exponent:
+
+{others}
+
+All estimates with intervals: [fits.md](fits.md) ([fits.tex](fits.tex)); every number,
+setting and skipped fit: [fits.json](fits.json).
 
 ## Emergence
 
 ![emergence](emergence.png)
 
-Classes after Wei et al. 2022; a run is above the random baseline by a one-sided exact binomial
-test, Holm-corrected over the runs at 0.05 (see `analysis/emergence.py`). Scores per model:
-[emergence.md](emergence.md), [emergence.csv](emergence.csv).
-
-{tasks}
+Classes per family ({emergence["n_curves"]} curves, x = training FLOPs): {counts or "none"}.
+Per-task scores, thresholds, BIG-bench linearity and breakthroughness and forecasts:
+[emergence.md](emergence.md) ([emergence.tex](emergence.tex), [emergence.csv](emergence.csv)).
+{emergence["n_skipped"]} curves skipped, with reasons in emergence_skipped.csv.
 
 ## Runs
 
@@ -166,37 +187,66 @@ def write_report(
     flops_col: str = "flops_detailed",
     n_boot: int = 1000,
     seed: int = 0,
+    ci: float = 0.95,
 ) -> dict:
     """Fit, classify and plot a sweep; write FILES into out_dir; return a summary dict.
 
-    Fits that cannot be done (too few points) are listed under "skipped" in fits.json with the
-    reason; they never raise.
+    Fits that cannot be done (too few points, not an IsoFLOP design) are listed under
+    "skipped" in fits.json with the reason; they never raise.
     """
     if flops_col not in FLOPS_COLS:
         raise ValueError(f"flops_col must be one of {FLOPS_COLS}, got {flops_col!r}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     runs = final_runs(results)
+    boot = {"n_boot": n_boot, "seed": seed, "ci": ci}
 
-    frontier, c_fit = fit_loss_vs_flops(
-        curves, flops_col, N_FRONTIER_BINS, n_boot=n_boot, seed=seed
-    )
-    n_fits = fit_loss_vs_params(results, n_boot=n_boot, seed=seed)
-    classes = classify_tasks(results, x=flops_col, n_boot=n_boot, seed=seed)
-
+    frontier, c_fit = fit_loss_vs_flops(curves, flops_col, N_FRONTIER_BINS, **boot)
+    n_fits = fit_loss_vs_params(results, **boot)
     plot_loss_vs_flops(curves, runs, frontier, c_fit, out / "loss_vs_flops.png", flops_col)
-    plot_emergence(results, classes, out / "emergence.png", flops_col)
-    classes.to_csv(out / "emergence.csv", index=False)
-    (out / "emergence.md").write_text(emergence_markdown(classes))
 
+    skipped = [
+        {"fit": name, "reason": f.reason}
+        for name, f in [("loss_vs_flops", c_fit)]
+        + [(f"loss_vs_params@tokens={t}", f) for t, f in n_fits.items()]
+        if not isinstance(f, PowerLawFit)
+    ]
+    cols = {"n_col": "params_non_embedding", "loss_col": "loss", **boot}
+    allocation_fits = {
+        "chinchilla": _attempt(
+            "chinchilla", lambda: fit_chinchilla(runs, d_col="tokens", **cols), skipped
+        ),
+        "envelope": _attempt(
+            "envelope", lambda: fit_envelope(curves, c_col=flops_col, **cols), skipped
+        ),
+        "isoflop": _attempt("isoflop", lambda: fit_isoflop(runs, c_col=flops_col, **cols), skipped),
+    }
+    reasons = {s["fit"]: s["reason"] for s in skipped}
+    fit_dicts = {
+        name: fit.to_dict() if fit else {"status": "skipped", "reason": reasons[name]}
+        for name, fit in allocation_fits.items()
+    }
+    budgets = np.geomspace(runs[flops_col].min(), 100 * runs[flops_col].max(), 20)
+    allocations = {
+        label: fit.allocation(budgets)
+        for label, fit in zip(ALLOCATION_LABELS, allocation_fits.values(), strict=True)
+        if fit is not None
+    }
+    plot_allocation(allocations, path=out / "allocation.png")
+
+    emergence = write_emergence(
+        resolve_baselines(from_project(results, flops_col)),
+        out,
+        x="flops",
+        settings=Settings(n_boot=n_boot, seed=seed),
+    )
     fits = {
         "flops_col": flops_col,
         "flops_convention": CONVENTIONS[flops_col],
         "bootstrap": {
-            "n_boot": n_boot,
-            "seed": seed,
-            "method": "nonparametric bootstrap over points, percentile intervals, each resample "
-            "warm-started from the full-data optimum",
+            **boot,
+            "method": "nonparametric bootstrap over points (runs for the envelope), "
+            "percentile intervals",
         },
         "loss_vs_flops": {
             **c_fit.to_dict(),
@@ -204,26 +254,22 @@ def write_report(
             "frontier": json_safe(frontier.to_dict("records")),
         },
         "loss_vs_params": [{"tokens": t, **f.to_dict()} for t, f in n_fits.items()],
+        **fit_dicts,
+        "skipped": skipped,
     }
-    fits["skipped"] = [
-        {"fit": name, "reason": f["reason"]}
-        for name, f in [("loss_vs_flops", fits["loss_vs_flops"])]
-        + [(f"loss_vs_params@tokens={f['tokens']}", f) for f in fits["loss_vs_params"]]
-        if f["status"] == "skipped"
-    ]
-    (out / "fits.json").write_text(json.dumps(fits, indent=2, allow_nan=False) + "\n")
+    (out / "fits.json").write_text(json.dumps(json_safe(fits), indent=2, allow_nan=False) + "\n")
+    header, rows = _estimates_rows(fits)
+    (out / "fits.md").write_text(markdown_table(header, rows))
+    (out / "fits.tex").write_text(latex_table(header, rows, caption="Scaling-law fits"))
 
     sweep = ", ".join(map(str, results["sweep"].unique())) or str(out.name)
-    (out / "report.md").write_text(_report_markdown(sweep, runs, fits, classes, flops_col))
-
+    (out / "report.md").write_text(_report_markdown(sweep, runs, fits, emergence))
     return {
         "out_dir": str(out),
         "files": [str(out / f) for f in FILES],
         "n_runs": len(runs),
         "alpha": (c_fit.alpha, *c_fit.alpha_ci) if isinstance(c_fit, PowerLawFit) else None,
-        "classes": {
-            f"{r['task']}/{r['metric']}/{r['shots']}": r["class"]
-            for r in classes.to_dict("records")
-        },
-        "skipped": fits["skipped"],
+        "chinchilla": {k: fit_dicts["chinchilla"].get(k) for k in ESTIMATES},
+        "classes": emergence["classes"],
+        "skipped": skipped,
     }

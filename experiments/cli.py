@@ -1,8 +1,10 @@
-"""`scaling` command line: train one run, run a sweep end to end, or report on a sweep.
+"""`scaling` command line: train a run or a sweep, report on it, fit laws, classify emergence.
 
     scaling train CONFIG.yaml [--run-dir DIR]
     scaling sweep SWEEP.yaml [--runs-dir runs] [--reports-dir reports] [--no-report]
     scaling report SWEEP_DIR [--out DIR]
+    scaling fit chinchilla|isoflop|envelope|kaplan INPUT [--n COL --d COL | --c COL ...] --out DIR
+    scaling emergence INPUT... [--x flops|params|...] [--family COL] --out DIR
 
 Bad input (unknown keys, wrong types, impossible shapes, missing files) is reported on one line
 naming the field and the fix, with exit code 2, before anything is compiled.
@@ -16,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+from experiments import cli_emergence, cli_fit
 from scaling.config import ConfigError
 
 EXIT_BAD_INPUT = 2
@@ -38,7 +41,6 @@ def cmd_train(args) -> int:
     cfg = run_config(read_yaml(args.config, "config"))
     runner.preflight([cfg])
     run_dir = Path(args.run_dir) if args.run_dir else Path(args.runs_dir) / "single" / run_id(cfg)
-    _enable_compilation_cache()
     status = runner.execute_run(cfg, run_dir)
     print(f"run {run_dir}: held-out loss {status['heldout_loss']:.4f} nats/token")
     return 0
@@ -51,7 +53,6 @@ def cmd_sweep(args) -> int:
     sweep = load_sweep(args.sweep)
     runs_dir = Path(args.runs_dir)
     print(f"sweep {sweep.name}: {len(sweep.runs)} runs -> {runs_dir / sweep.name}")
-    _enable_compilation_cache()
     started = time.time()
     outcome = runner.run_sweep(sweep, runs_dir)
     print(
@@ -109,11 +110,15 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("sweep_dir", help="the sweep's run directory, runs/<sweep name>")
     r.add_argument("--out", help="report directory (default: reports/<sweep name>)")
     r.set_defaults(func=cmd_report)
+
+    cli_fit.add_parser(sub)
+    cli_emergence.add_parser(sub)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    _enable_compilation_cache()
     try:
         return args.func(args)
     except ConfigError as e:

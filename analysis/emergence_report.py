@@ -1,0 +1,337 @@
+"""Emergence tables (CSV, Markdown, LaTeX booktabs), plot grid and class counts.
+
+One entry point, `write_emergence`, used by `scaling emergence` and by the sweep report:
+classify every curve (analysis.emergence), forecast one decade beyond the largest model and,
+if asked, backtest by holding out the largest models (analysis.forecast), then write
+
+    emergence.csv            one row per curve: keys, baseline, class, confidence, threshold
+                             [interval], trend z, linearity, breakthroughness, forecast, and
+                             one `score[model]` column per model (in increasing x)
+    emergence.md / .tex      the same per family (that family's models as columns), with the
+                             method, the axis and every setting stated above the tables
+    emergence_counts.csv     curves per class per family and shots
+    emergence_metrics.csv    metric sensitivity (Schaeffer et al. 2023)
+    emergence_skipped.csv    what was not classified, and why
+    emergence_backtest.csv   held-out points, predicted vs actual (with --holdout-largest)
+    emergence_backtest_curves.csv   per-curve backtest outcome
+    emergence.png (+ emergence_p2.png, ...)   score vs x per task (one metric), families in colour,
+                             baselines dashed, emergence thresholds marked
+    emergence.json           the summary returned
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib import colormaps
+from matplotlib.figure import Figure
+
+from analysis.emergence import (
+    CLASSES,
+    Classification,
+    Settings,
+    classify,
+    metric_sensitivity,
+    x_transform,
+)
+from analysis.forecast import backtest, forecast
+from analysis.powerlaw import json_safe
+from analysis.scores import PROPORTION_METRICS, metric_name
+from analysis.tables import fmt, fmt_ci, latex_table, markdown_table
+
+PANELS_PER_PAGE = 48
+COLS = 6
+DPI = 90
+
+
+def _curve_name(r) -> str:
+    sub = f"/{r['subtask']}" if r["subtask"] else ""
+    return f"{r['task']}{sub}"
+
+
+def emergence_table(c: Classification, fc: pd.DataFrame) -> pd.DataFrame:
+    """One row per curve: the classification, the forecast, and score[model] columns."""
+    order = c.points.sort_values(["family", "x", "model"]).drop_duplicates("model")["model"]
+    wide = c.points.pivot_table(index="curve", columns="model", values="value", aggfunc="first")
+    wide = wide.reindex(columns=order).add_prefix("score[").rename(columns=lambda s: s + "]")
+    return c.curves.join(fc).join(wide)
+
+
+def _threshold(r) -> str:
+    if r["class"] != "emergent":
+        return "–"
+    return fmt_ci(r["threshold_x"], r["threshold_lo"], r["threshold_hi"], ".2e")
+
+
+def _forecast(r) -> str:
+    if not np.isfinite(r["forecast"]):
+        return str(r["forecast_note"])
+    return fmt_ci(r["forecast"], r["forecast_lo"], r["forecast_hi"], ".3f")
+
+
+def _family_rows(table: pd.DataFrame, fam: str, c: Classification):
+    """(header, rows) of one family's table: its models as score columns, in increasing x."""
+    models = c.points[c.points["family"] == fam].sort_values("x")["model"].drop_duplicates()
+    header = [
+        "task",
+        "metric",
+        "shots",
+        "baseline",
+        *models,
+        "class",
+        "conf.",
+        f"threshold {c.x} [interval]",
+        "L",
+        "B",
+        "forecast ×10",
+    ]
+    rows = [
+        [
+            _curve_name(r),
+            r["metric"],
+            int(r["shots"]),
+            fmt(r["random_baseline"]),
+            *(fmt(r[f"score[{m}]"], ".3f") for m in models),
+            r["class"],
+            fmt(r["confidence"], ".2f"),
+            _threshold(r),
+            fmt(r["linearity"], ".2f"),
+            fmt(r["breakthroughness"], ".2f"),
+            _forecast(r),
+        ]
+        for r in table[table["family"] == fam].to_dict("records")
+    ]
+    return header, rows
+
+
+def class_counts(curves: pd.DataFrame) -> pd.DataFrame:
+    """Curves per class, per family and shots (every class a column, zeros included)."""
+    counts = pd.crosstab([curves["family"], curves["shots"]], curves["class"])
+    return counts.reindex(columns=list(CLASSES), fill_value=0).reset_index()
+
+
+def _method(c: Classification, holdout: int) -> str:
+    st = c.settings
+    return (
+        f"x axis: `{c.x}` ({'log10' if c.x_scale == 'log' else 'lower loss to the right'}). "
+        f"A point is above the random baseline by a one-sided exact binomial test "
+        f"(proportion metrics; chance floored at {st.min_rate}) or a z-test on its stderr, "
+        f"Holm-corrected per curve at alpha = {st.alpha}; a curve needs {st.min_above} such "
+        f"points to be anything but flat and {st.min_points} models to be classified. "
+        f"Classes after Wei et al. 2022 / 2023 (see analysis/emergence.py). Confidence: share "
+        f"of {st.n_boot} parametric bootstrap replicates (seed {st.seed}) with the same class; "
+        f"threshold intervals cover the {st.ci:.0%} bootstrap range. L, B: BIG-bench linearity "
+        f"and breakthroughness. Forecast: sigmoid in log x (proportions) or line (other "
+        f"metrics), one decade beyond the largest model, {st.ci:.0%} delta-method interval."
+        + (f" Backtest: the {holdout} largest models of each curve held out." if holdout else "")
+    )
+
+
+def plot_grid(c: Classification, path_stem: Path) -> list[Path]:
+    """Score vs x per (task, subtask, shots), families in colour (class written in the
+    family's colour), baseline dashed, emergence threshold dotted with its interval shaded;
+    filled markers are above baseline. PANELS_PER_PAGE panels per PNG. One metric per task:
+    the first proportion metric by name (acc before acc_norm), else the first by name; the
+    other metrics' classes are in the tables and emergence_metrics.csv."""
+    cur = c.curves.assign(_other=~c.curves["metric"].map(metric_name).isin(PROPORTION_METRICS))
+    first = cur.sort_values(["_other", "metric"]).groupby(["task", "subtask", "shots"])["metric"]
+    keep = cur.join(first.first().rename("_plotted"), on=["task", "subtask", "shots"])
+    panels = c.curves[keep["metric"] == keep["_plotted"]].groupby(
+        ["task", "subtask", "metric", "shots"], sort=True
+    )
+    colours = {
+        f: colormaps["tab10"](i % 10) for i, f in enumerate(sorted(c.curves["family"].unique()))
+    }
+    # Plotted in t (log10 x, or -loss) on linear axes: log-scale tick placement on hundreds of
+    # small axes costs most of the rendering time.
+    _, to_t, _ = x_transform(c.x, c.x_scale)
+    by_curve = dict(list(c.points.assign(x=to_t(c.points["x"].to_numpy(float))).groupby("curve")))
+    keys = list(panels.groups)
+    paths = []
+    for page in range(max(1, math.ceil(len(keys) / PANELS_PER_PAGE))):
+        chunk = keys[page * PANELS_PER_PAGE : (page + 1) * PANELS_PER_PAGE]
+        ncols = min(COLS, max(len(chunk), 1))
+        nrows = max(1, math.ceil(len(chunk) / ncols))
+        fig = Figure(figsize=(2.4 * ncols, 2.0 * nrows + 0.4))
+        fig.subplots_adjust(
+            left=0.05,
+            right=0.98,
+            bottom=0.3 / (2.0 * nrows + 0.4) + 0.03,
+            top=1 - 0.1 / nrows,
+            hspace=0.6,
+            wspace=0.3,
+        )
+        axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+        for ax, key in zip(axes, chunk, strict=False):
+            for line, (cid, r) in enumerate(panels.get_group(key).iterrows()):
+                p, col = by_curve[cid], colours[r["family"]]
+                up = p["above"].to_numpy()
+                ax.plot(p["x"], p["value"], "-", color=col, lw=0.8)
+                ax.plot(p["x"][up], p["value"][up], "o", color=col, ms=2.5)
+                ax.plot(p["x"][~up], p["value"][~up], "o", color=col, mfc="none", ms=2.5)
+                ax.axhline(r["random_baseline"], color=col, ls="--", lw=0.7, alpha=0.7)
+                if r["class"] == "emergent":
+                    lo, hi = sorted(to_t(np.array([r["threshold_lo"], r["threshold_hi"]])))
+                    ax.axvspan(lo, hi, color=col, alpha=0.12)
+                    ax.axvline(to_t(r["threshold_x"]), color=col, ls=":", lw=0.8)
+                ax.text(
+                    0.02,
+                    0.97 - 0.1 * line,
+                    f"{r['family']}: {r['class']}",
+                    color=col,
+                    transform=ax.transAxes,
+                    fontsize=5,
+                    va="top",
+                )
+            task, sub, metric, shots = key
+            ax.set_title(
+                f"{task}{'/' + sub if sub else ''} ({metric}, {int(shots)}-shot)", fontsize=6
+            )
+            ax.tick_params(labelsize=5)
+        for ax in axes[len(chunk) :]:
+            ax.set_axis_off()
+        if not keys:
+            axes[0].text(0.5, 0.5, "no classified curves", ha="center", va="center")
+        axis = f"log10 {c.x}" if c.x_scale == "log" else f"-{c.x}"
+        fig.supxlabel(
+            f"{axis} (filled: above baseline; dotted/shaded: emergence threshold)", fontsize=7
+        )
+        path = path_stem.with_name(path_stem.name + (f"_p{page + 1}" if page else "") + ".png")
+        fig.savefig(path, dpi=DPI)
+        paths.append(path)
+    return paths
+
+
+def write_emergence(
+    scores: pd.DataFrame,
+    out_dir,
+    *,
+    x: str = "flops",
+    family: str = "family",
+    pooled: bool = False,
+    holdout_largest: int = 0,
+    x_scale: str | None = None,
+    missing_x: str = "error",
+    settings: Settings | None = None,
+    plot: bool = True,
+) -> dict:
+    """Classify, forecast, optionally backtest, and write the files of the module docstring
+    into out_dir. `scores` is a tidy table (analysis.scores: load_scores, from_project, ...)
+    with baselines resolved. Returns the summary (also written as emergence.json)."""
+    settings = settings or Settings()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    c = classify(
+        scores,
+        x=x,
+        family=family,
+        pooled=pooled,
+        x_scale=x_scale,
+        missing_x=missing_x,
+        settings=settings,
+    )
+    table = emergence_table(c, forecast(c))
+    counts = class_counts(c.curves)
+    sensitivity = metric_sensitivity(c.curves)
+    files = {
+        "table": out / "emergence.csv",
+        "markdown": out / "emergence.md",
+        "latex": out / "emergence.tex",
+        "counts": out / "emergence_counts.csv",
+        "metrics": out / "emergence_metrics.csv",
+        "skipped": out / "emergence_skipped.csv",
+    }
+    table.to_csv(files["table"], index=False)
+    counts.to_csv(files["counts"], index=False)
+    sensitivity.to_csv(files["metrics"], index=False)
+    c.skipped.to_csv(files["skipped"], index=False)
+
+    method = _method(c, holdout_largest)
+    md = [
+        f"# Emergence\n\n{method}\n\n## Curves per class\n\n"
+        + markdown_table(list(counts.columns), counts.astype(str).values.tolist())
+    ]
+    tex = [f"% {method}\n"]
+    for fam in sorted(table["family"].unique()):
+        header, rows = _family_rows(table, fam, c)
+        md.append(f"\n## {fam}\n\n" + markdown_table(header, rows))
+        caption = f"Emergence classes, {fam}, x = {x}"
+        align = "l" * 3 + "r" * (len(header) - 3)
+        tex.append(
+            latex_table(header, rows, caption, align=align, placement="ht", size="scriptsize")
+        )
+    changed = sensitivity[sensitivity["changes"]]
+    md.append(
+        f"\n## Metric sensitivity\n\n{len(changed)} of {len(sensitivity)} curves with several "
+        f"metrics change class with the metric.\n\n"
+        + markdown_table(list(changed.columns), changed.astype(str).values.tolist())
+    )
+
+    summary = {
+        "out_dir": str(out),
+        "x": x,
+        "x_scale": c.x_scale,
+        "pooled": pooled,
+        "settings": asdict(settings),
+        "n_curves": len(c.curves),
+        "counts": {f: g.value_counts().to_dict() for f, g in c.curves.groupby("family")["class"]},
+        "classes": {
+            f"{r['family']}/{r['task']}/{r['subtask']}/{r['metric']}/{int(r['shots'])}": r["class"]
+            for r in c.curves.to_dict("records")
+        },
+        "n_skipped": len(c.skipped),
+        "metric_changes": int(len(changed)),
+    }
+    if holdout_largest:
+        bt_points, bt_curves = backtest(c, holdout_largest)
+        files["backtest"] = out / "emergence_backtest.csv"
+        files["backtest_curves"] = out / "emergence_backtest_curves.csv"
+        bt_points.to_csv(files["backtest"], index=False)
+        bt_curves.to_csv(files["backtest_curves"], index=False)
+        fitted = bt_points.dropna(subset=["predicted"])
+        summary["backtest"] = {
+            "holdout_largest": holdout_largest,
+            "n_points_predicted": len(fitted),
+            "n_points_not_possible": int(bt_points["predicted"].isna().sum()),
+            "mean_abs_error": float(np.abs(fitted["error"]).mean()) if len(fitted) else None,
+            "share_inside_interval": float(fitted["inside"].mean()) if len(fitted) else None,
+            "outcomes": bt_curves["outcome"].value_counts().to_dict() if len(bt_curves) else {},
+        }
+        md.append(
+            f"\n## Backtest (largest {holdout_largest} held out)\n\n"
+            + markdown_table(
+                ["family", "task", "metric", "shots", "model", "actual", "predicted [interval]"],
+                [
+                    [
+                        r["family"],
+                        _curve_name(r),
+                        r["metric"],
+                        int(r["shots"]),
+                        r["model"],
+                        f"{r['actual']:.3f}",
+                        fmt_ci(r["predicted"], r["lo"], r["hi"], ".3f"),
+                    ]
+                    for r in fitted.to_dict("records")
+                ],
+            )
+            + "\nOutcomes: "
+            + ", ".join(f"{k}: {v}" for k, v in summary["backtest"]["outcomes"].items())
+            + "\n"
+        )
+    md.append(
+        f"\n## Skipped\n\n{len(c.skipped)} entries, see emergence_skipped.csv.\n\n"
+        + markdown_table(["reason", "count"], list(c.skipped["reason"].value_counts().items()))
+    )
+    files["markdown"].write_text("".join(md))
+    files["latex"].write_text("\n".join(tex))
+    if plot:
+        files.update({f"grid{i}": p for i, p in enumerate(plot_grid(c, out / "emergence"))})
+    files["summary"] = out / "emergence.json"
+    summary["files"] = [str(p) for p in files.values()]
+    files["summary"].write_text(json.dumps(json_safe(summary), indent=2, allow_nan=False) + "\n")
+    return summary

@@ -76,7 +76,8 @@ AT_OPTIMUM_RTOL = 1e-3  # a start "reaches the optimum" within 0.1% of its objec
 E_FLOOR_FRACTION = 0.01
 EXPONENT_RANGE = (0.01, 3.0)
 # A runner-up optimum whose objective is within 1% of the best but whose exponents differ by
-# more than 0.05 (or E, A or B by more than 25%) makes the fit ambiguous.
+# more than 0.05 (or A or B by more than 25%, or E by 1% of the smallest loss) makes the fit
+# ambiguous.
 RUNNER_UP_RTOL = 0.01
 FAR_EXPONENT = 0.05
 FAR_LOG_COEF = np.log(1.25)
@@ -140,11 +141,17 @@ def _best_with_polish(
     return np.where(np.isfinite(polish.f)[:, None], polish.x, np.nan)
 
 
-def _is_far(p: np.ndarray, q: np.ndarray) -> np.ndarray:
+def _is_far(p: np.ndarray, q: np.ndarray, loss_scale: float) -> np.ndarray:
     """Whether optima p and q (..., 5), broadcast, are distinct: FAR_EXPONENT apart in an
-    exponent, or FAR_LOG_COEF apart in log E, log A or log B."""
+    exponent, FAR_LOG_COEF apart in log A or log B, or E differing by more than
+    E_FLOOR_FRACTION x loss_scale (E is compared in loss units: log E is arbitrary as E -> 0)."""
     diff = np.abs(np.asarray(p) - np.asarray(q))
-    return np.any(diff[..., 3:] > FAR_EXPONENT, -1) | np.any(diff[..., :3] > FAR_LOG_COEF, -1)
+    e_diff = np.abs(np.exp(np.asarray(p)[..., 2]) - np.exp(np.asarray(q)[..., 2]))
+    return (
+        np.any(diff[..., 3:] > FAR_EXPONENT, -1)
+        | np.any(diff[..., :2] > FAR_LOG_COEF, -1)
+        | (e_diff > E_FLOOR_FRACTION * loss_scale)
+    )
 
 
 def _candidates(f: np.ndarray) -> np.ndarray:
@@ -303,7 +310,7 @@ def _diagnostics(theta, objective, polished, f_polished, min_loss, boot_failed, 
     for name, v in (("alpha", theta[3]), ("beta", theta[4])):
         if not lo <= v <= hi:
             warnings.append(f"{name} = {v:.3g} outside [{lo:g}, {hi:g}]: exponent at a bound")
-    far = [i for i in np.argsort(f_polished) if _is_far(theta, polished[i])]
+    far = [i for i in np.argsort(f_polished) if _is_far(theta, polished[i], min_loss)]
     runner_up = None
     if far:
         i = far[0]

@@ -93,7 +93,15 @@ def _estimates_rows(fits: dict) -> tuple[list[str], list[list[str]]]:
     ):
         f = fits[name]
         if f.get("status") == "ok":
-            rows += [[name, k, fmt(f[k], ".4g"), fmt_ci(None, *f[f"{k}_ci"], ".4g")] for k in keys]
+            rows += [
+                [
+                    name,
+                    k,
+                    fmt(f[k], ".4g"),
+                    "[{}, {}]".format(*(fmt(v, ".4g") for v in f[f"{k}_ci"])),
+                ]
+                for k in keys
+            ]
     ci = round(100 * fits["bootstrap"]["ci"])
     return ["fit", "estimate", "value", f"{ci}% interval"], rows
 

@@ -25,6 +25,8 @@ format: $(INSTALLED)
 
 bench: $(INSTALLED)
 	$(PY) bench/train_step.py
+	$(PY) -W ignore bench/fit.py
+	$(PY) bench/emergence.py
 
 clean:
 	rm -rf runs reports

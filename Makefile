@@ -25,7 +25,7 @@ format: $(INSTALLED)
 
 bench: $(INSTALLED)
 	$(PY) bench/train_step.py
-	$(PY) -W ignore bench/fit.py
+	$(PY) bench/fit.py
 	$(PY) bench/emergence.py
 
 clean:

@@ -37,8 +37,8 @@ import numpy as np
 import pandas as pd
 
 from analysis.inputs import ConfigError, require_columns, require_min_rows, require_positive_finite
-from analysis.isoflop import allocation_table
-from analysis.powerlaw import CONVENTIONS, json_safe
+from analysis.isoflop import AllocationLaw, coefficient
+from analysis.powerlaw import CONVENTIONS, json_safe, percentile_interval
 
 RESAMPLES = ("runs", "points")
 RESAMPLED = {
@@ -49,7 +49,7 @@ RESAMPLED = {
 
 
 @dataclass
-class EnvelopeFit:
+class EnvelopeFit(AllocationLaw):
     """N_opt = n_coef * C^a and D_opt = d_coef * C^b from the loss-vs-FLOPs envelope."""
 
     n_col: str
@@ -65,16 +65,6 @@ class EnvelopeFit:
     n_edge_points: int  # of which attained by the smallest or largest model
     n_points: int  # used in the fit
     exclude_edge_models: bool
-    a: float
-    a_ci: tuple[float, float]
-    n_coef: float
-    n_coef_ci: tuple[float, float]
-    b: float
-    b_ci: tuple[float, float]
-    d_coef: float
-    d_coef_ci: tuple[float, float]
-    r2_n: float
-    r2_d: float
     n_bins: int
     resample: str
     resampled: str
@@ -85,16 +75,6 @@ class EnvelopeFit:
     envelope: pd.DataFrame = field(repr=False)  # group, N, C, D, loss, edge, used
     boot: np.ndarray = field(repr=False, compare=False)  # (a, log N at c_ref, b, log D at c_ref)
     c_ref: float = field(repr=False, default=1.0)
-
-    def n_opt(self, C) -> np.ndarray:
-        return self.n_coef * np.asarray(C, float) ** self.a
-
-    def d_opt(self, C) -> np.ndarray:
-        return self.d_coef * np.asarray(C, float) ** self.b
-
-    def allocation(self, C, label: str | None = None) -> pd.DataFrame:
-        """N_opt(C), D_opt(C) with bootstrap intervals (columns C, n_opt, n_lo, ..., d_hi)."""
-        return allocation_table(self, C, label)
 
     def to_dict(self) -> dict:
         skip = ("envelope", "boot", "c_ref")
@@ -215,20 +195,8 @@ def fit_envelope(
     boot = np.array(boot, float).reshape(-1, 4)
     a, ia, b, ib, r2n, r2d = est
 
-    q = 50 * (1 - ci)
-
-    def interval(v):
-        return (
-            tuple(float(t) for t in np.percentile(v, [q, 100 - q]))
-            if len(v) >= 2
-            else (
-                np.nan,
-                np.nan,
-            )
-        )
-
-    def coef(slope, icpt):
-        return np.exp(icpt - slope * np.log(c_ref))
+    interval = lambda v: percentile_interval(v, ci)
+    coef = lambda slope, icpt: coefficient(slope, icpt, c_ref)
 
     used = ~edge if exclude_edge_models else np.ones(len(env), bool)
     table = pd.DataFrame(

@@ -62,7 +62,7 @@ import pandas as pd
 from scipy.interpolate import Akima1DInterpolator
 
 from analysis.inputs import ConfigError, require_columns, require_min_rows, require_positive_finite
-from analysis.powerlaw import CONVENTIONS, json_safe
+from analysis.powerlaw import CONVENTIONS, json_safe, percentile_interval
 
 METHODS = ("parabola", "akima")
 RESAMPLES = ("residuals", "noise", "points")
@@ -91,7 +91,34 @@ class _Budget:
 
 
 @dataclass
-class IsoFLOPFit:
+class AllocationLaw:
+    """N_opt = n_coef * C^a and D_opt = d_coef * C^b with intervals: what approaches 1 and 2
+    both estimate. Subclasses carry `ci`, `boot` and `c_ref` for `allocation_table`."""
+
+    a: float
+    a_ci: tuple[float, float]
+    n_coef: float
+    n_coef_ci: tuple[float, float]
+    b: float
+    b_ci: tuple[float, float]
+    d_coef: float
+    d_coef_ci: tuple[float, float]
+    r2_n: float  # R^2 of log N_opt vs log C
+    r2_d: float
+
+    def n_opt(self, C) -> np.ndarray:
+        return self.n_coef * np.asarray(C, float) ** self.a
+
+    def d_opt(self, C) -> np.ndarray:
+        return self.d_coef * np.asarray(C, float) ** self.b
+
+    def allocation(self, C, label: str | None = None) -> pd.DataFrame:
+        """N_opt(C), D_opt(C) with bootstrap percentile intervals; see `allocation_table`."""
+        return allocation_table(self, C, label)
+
+
+@dataclass
+class IsoFLOPFit(AllocationLaw):
     """N_opt = n_coef * C^a and D_opt = d_coef * C^b from per-budget loss minima (approach 2)."""
 
     method: str
@@ -106,16 +133,6 @@ class IsoFLOPFit:
     n_points: int
     n_budgets: int
     n_budgets_used: int
-    a: float
-    a_ci: tuple[float, float]
-    n_coef: float
-    n_coef_ci: tuple[float, float]
-    b: float
-    b_ci: tuple[float, float]
-    d_coef: float
-    d_coef_ci: tuple[float, float]
-    r2_n: float  # R^2 of log N_opt vs log C
-    r2_d: float
     edge_budgets: list[float]
     unstable_budgets: list[float]
     skipped_budgets: list[float]
@@ -132,16 +149,6 @@ class IsoFLOPFit:
     c_ref: float = field(repr=False, default=1.0)  # geometric mean of the used budgets
     _curves: dict = field(repr=False, compare=False, default_factory=dict)
 
-    def n_opt(self, C) -> np.ndarray:
-        return self.n_coef * np.asarray(C, float) ** self.a
-
-    def d_opt(self, C) -> np.ndarray:
-        return self.d_coef * np.asarray(C, float) ** self.b
-
-    def allocation(self, C, label: str | None = None) -> pd.DataFrame:
-        """N_opt(C), D_opt(C) with bootstrap percentile intervals; see `allocation_table`."""
-        return allocation_table(self, C, label)
-
     def curve(self, C: float, n) -> np.ndarray:
         """The fitted loss-vs-N curve of budget C (for plots); NaN outside its sampled range."""
         return self._curves[float(C)](np.log(np.asarray(n, float)))
@@ -154,6 +161,11 @@ class IsoFLOPFit:
         }
         d["budgets"] = self.budgets.to_dict(orient="records")
         return {"status": "ok", **json_safe(d)}
+
+
+def coefficient(slope, icpt, c_ref: float):
+    """G in G * C^slope from a line log y = icpt + slope * (log C - log c_ref)."""
+    return np.exp(icpt - slope * np.log(c_ref))
 
 
 def allocation_table(fit, C, label: str | None = None) -> pd.DataFrame:
@@ -456,19 +468,8 @@ def fit_isoflop(
     boot = boot[np.all(np.isfinite(boot), axis=1)]
 
     q = 50 * (1 - ci)
-
-    def interval(v):
-        return (
-            tuple(float(t) for t in np.percentile(v, [q, 100 - q]))
-            if len(v) >= 2
-            else (
-                np.nan,
-                np.nan,
-            )
-        )
-
-    def coef(slope, icpt):  # log N_opt = icpt + slope * (log C - log c_ref)
-        return np.exp(icpt - slope * np.log(c_ref))
+    interval = lambda v: percentile_interval(v, ci)
+    coef = lambda slope, icpt: coefficient(slope, icpt, c_ref)
 
     n_lo = n_hi = sd = np.full(len(budgets), np.nan)
     if n_boot:

@@ -43,18 +43,10 @@ from analysis.powerlaw import (
     compute_frontier,
     fit_power_law,
     json_safe,
+    percentile_interval,
 )
 
 RESAMPLED = "rows (points) resampled with replacement, law refitted"
-
-
-def _interval(v, ci):
-    v = np.asarray(v, float)
-    v = v[np.isfinite(v)]
-    if len(v) < 2:
-        return (np.nan, np.nan)
-    q = 50 * (1 - ci)
-    return tuple(float(b) for b in np.percentile(v, [q, 100 - q]))
 
 
 @dataclass
@@ -158,7 +150,7 @@ def fit_kaplan_1d(
         alpha=f.alpha,
         alpha_ci=f.alpha_ci,
         x_c=float(x_c),
-        x_c_ci=_interval(xc_boot, ci),
+        x_c_ci=percentile_interval(xc_boot, ci),
         E=f.E,
         E_ci=f.E_ci if irreducible else (0.0, 0.0),
         r2_log=f.r2_log,
@@ -340,13 +332,13 @@ def fit_kaplan_nd(
         n_convention=CONVENTIONS.get(n_col, n_col),
         n_points=len(N),
         alpha_N=float(est[0]),
-        alpha_N_ci=_interval(boot[:, 0], ci),
+        alpha_N_ci=percentile_interval(boot[:, 0], ci),
         alpha_D=float(est[1]),
-        alpha_D_ci=_interval(boot[:, 1], ci),
+        alpha_D_ci=percentile_interval(boot[:, 1], ci),
         N_c=float(est[2]),
-        N_c_ci=_interval(boot[:, 2], ci),
+        N_c_ci=percentile_interval(boot[:, 2], ci),
         D_c=float(est[3]),
-        D_c_ci=_interval(boot[:, 3], ci),
+        D_c_ci=percentile_interval(boot[:, 3], ci),
         r2_log=float(1 - np.sum(res**2) / ss) if ss > 0 else float("nan"),
         rmse_log=float(np.sqrt(np.mean(res**2))),
         ci=ci,

@@ -108,6 +108,16 @@ def json_safe(v):
     return v
 
 
+def percentile_interval(v, ci: float) -> tuple[float, float]:
+    """The central `ci` percentile interval of the finite bootstrap values v; NaNs if < 2."""
+    v = np.asarray(v, float)
+    v = v[np.isfinite(v)]
+    if len(v) < 2:
+        return (np.nan, np.nan)
+    q = 50 * (1 - ci)
+    return tuple(float(b) for b in np.percentile(v, [q, 100 - q]))
+
+
 def _predict(p, z):
     E, A, alpha = p
     return E + A * z ** (-alpha)
@@ -224,12 +234,7 @@ def _make_fit(x_col, x, x0, params, boot, ci, n_boot, seed, logz, logy) -> Power
     E, A_scaled, alpha = params
     A_boot = boot[:, 1] * x0 ** boot[:, 2]
 
-    def interval(v):
-        if len(v) < 2:
-            return (np.nan, np.nan)
-        q = 50 * (1 - ci)
-        return tuple(float(b) for b in np.percentile(v, [q, 100 - q]))
-
+    interval = lambda v: percentile_interval(v, ci)
     res = logy - np.log(_predict(params, np.exp(logz)))
     ss_tot = np.sum((logy - logy.mean()) ** 2)
     return PowerLawFit(

@@ -38,7 +38,8 @@ def scipy_fit(N, D, loss, starts, delta=chinchilla.DELTA):
     ones = np.ones((1, len(loss)))
 
     def fg(theta):
-        f, g = chinchilla._objective(theta[None], ones, *data, delta, xp=np)
+        with np.errstate(all="ignore"):  # overflow -> inf, which the line search rejects
+            f, g = chinchilla._objective(theta[None], ones, *data, delta, xp=np)
         return float(f[0]), g[0]
 
     opts = {"gtol": 1e-12, "ftol": 1e-15, "maxiter": 10000}

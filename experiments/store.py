@@ -51,7 +51,7 @@ def claim_config(run_dir: Path, config: dict) -> None:
     existing = read_json(run_dir / CONFIG)
     if existing is None:
         write_atomic(run_dir / CONFIG, json.dumps(config, indent=1) + "\n")
-    elif {**existing, "name": None} != {**config, "name": None}:
+    elif {**existing, "name": None, "mesh": None} != {**config, "name": None, "mesh": None}:
         raise RuntimeError(
             f"{run_dir} holds a different run's config.json; move it away or use another --runs-dir"
         )

@@ -40,9 +40,11 @@ class RunSpec:
 
 
 def run_id(cfg: RunConfig) -> str:
-    """12 hex digits of the SHA-256 of the config (its display name left out)."""
+    """12 hex digits of the SHA-256 of the config, its display name and device layout (`mesh`)
+    left out: they do not change the numbers a run produces."""
     fields = cfg.to_dict()
     fields.pop("name")
+    fields.pop("mesh")
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
 
 

@@ -193,6 +193,39 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class MeshConfig:
+    """How a run is laid out over devices (scaling.sharding): the sizes of the mesh axes `data`,
+    `fsdp` and `tensor` (one of them may be -1: all remaining devices), and `slices` for
+    multi-slice jobs (an outer data-parallel axis across slices, over DCN). The layout never
+    changes the numbers a run produces, so it is left out of the run id."""
+
+    data: int = -1
+    fsdp: int = 1
+    tensor: int = 1
+    slices: int = 1
+    device_memory_gb: float = 0.0  # 0: use the device's own figure when known, else no check
+
+    def validate(self, where: str = "mesh") -> None:
+        sizes = {"data": self.data, "fsdp": self.fsdp, "tensor": self.tensor}
+        for name, size in sizes.items():
+            if size == 0 or size < -1:
+                raise ConfigError(
+                    f"{where}.{name}", f"must be >= 1 or -1, got {size}", "use e.g. 1, 2 or -1"
+                )
+        if list(sizes.values()).count(-1) > 1:
+            raise ConfigError(
+                where,
+                "more than one axis is -1",
+                "give every axis but one an explicit size",
+            )
+        _require_positive(self, ("slices",), where)
+        if self.device_memory_gb < 0:
+            raise ConfigError(
+                f"{where}.device_memory_gb", "must be >= 0", "use e.g. 80 (0 disables the check)"
+            )
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """Everything one training run needs; its hash is the run id."""
 
@@ -200,6 +233,7 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    mesh: MeshConfig = field(default_factory=MeshConfig)
     name: str = ""
 
     def validate(self) -> None:
@@ -207,6 +241,7 @@ class RunConfig:
         self.data.validate()
         self.train.validate()
         self.eval.validate()
+        self.mesh.validate()
 
     @property
     def steps(self) -> int:

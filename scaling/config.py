@@ -164,32 +164,70 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class EvalConfig:
-    """Few-shot evaluation after training: which tasks, how many shots and examples."""
+    """Few-shot evaluation (scaling.evaluate): which tasks, shots and prompting, and sampling.
+
+    tasks: built-in names (scaling.task_suite) or paths of BIG-bench task.json files/dirs.
+    shots: every k in the list is evaluated (GPT-3's zero-, one- and few-shot); with pack_shots,
+    each task instead gets the most shots that fit the context for all its test items.
+    chain_of_thought: also evaluate tasks that have rationales with chain-of-thought exemplars,
+    and, when samples > 0, by self-consistency (a majority vote over `samples` chains drawn at
+    sc_temperature). samples: n samples per code problem for pass@k at each temperature."""
 
     tasks: tuple[str, ...] = (
         "add2",
         "add3",
+        "sub2",
         "cycle_letters",
         "reversed_words",
         "copy_letters",
         "largest_of_4",
+        "navigate",
     )
-    shots: int = 3
+    shots: tuple[int, ...] = (3,)
     n_examples: int = 100
     seed: int = 1234
+    instruction: bool = True
+    pack_shots: bool = False
+    chain_of_thought: bool = False
+    samples: int = 0
+    temperatures: tuple[float, ...] = (0.2, 0.8)
+    top_p: float = 0.95
+    pass_k: tuple[int, ...] = (1, 5)
+    sc_temperature: float = 0.7
+    every_steps: int = 0  # also evaluate during training every this many steps (0: only at end)
+    batch_size: int = 50
 
     def validate(self, where: str = "eval") -> None:
-        from scaling.tasks import TASKS  # imported here: tasks imports ConfigError from here
+        from scaling.tasks import resolve  # imported here: tasks imports ConfigError from here
 
+        if not self.tasks:
+            raise ConfigError(f"{where}.tasks", "empty", "name at least one task")
         for name in self.tasks:
-            if name not in TASKS:
-                raise ConfigError(
-                    f"{where}.tasks", f"unknown task {name!r}", f"choose from {sorted(TASKS)}"
-                )
-        if self.shots < 0:
-            raise ConfigError(f"{where}.shots", "must be >= 0", "use e.g. 3")
-        if self.n_examples < 1:
-            raise ConfigError(f"{where}.n_examples", "must be >= 1", "use e.g. 100")
+            resolve(name)
+        if not self.shots or min(self.shots) < 0:
+            raise ConfigError(
+                f"{where}.shots",
+                f"needs a non-empty list of numbers >= 0, got {list(self.shots)}",
+                "write e.g. shots: [0, 1, 3]",
+            )
+        _require_positive(self, ("n_examples", "batch_size"), where)
+        for name in ("samples", "every_steps"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{where}.{name}", "must be >= 0", "use 0 to turn it off")
+        if self.samples and max(self.pass_k) > self.samples:
+            raise ConfigError(
+                f"{where}.pass_k",
+                f"k={max(self.pass_k)} exceeds samples={self.samples} (pass@k needs n >= k)",
+                f"raise eval.samples to at least {max(self.pass_k)} or lower pass_k",
+            )
+        if not self.pass_k or min(self.pass_k) < 1:
+            raise ConfigError(f"{where}.pass_k", "needs values >= 1", "use e.g. [1, 5]")
+        if not self.temperatures or min(self.temperatures) <= 0 or self.sc_temperature <= 0:
+            raise ConfigError(
+                f"{where}.temperatures", "sampling temperatures must be > 0", "use e.g. [0.2, 0.8]"
+            )
+        if not 0.0 < self.top_p <= 1.0:
+            raise ConfigError(f"{where}.top_p", f"{self.top_p} not in (0, 1]", "use e.g. 0.95")
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from scaling.config import ConfigError, DataConfig
-from scaling.tasks import TASKS, WORDS, training_example
+from scaling.task_suite import TASKS, WORDS
+from scaling.tasks import CODE, solved, training_example
 
 DOC_SEPARATOR = "\n\n"
 
@@ -46,17 +47,21 @@ class Corpus:
 def synthetic_text(n_chars: int, task_fraction: float, seed: int) -> str:
     """Prose from a tiny grammar mixed with blocks of task demonstrations, deterministic in seed.
 
-    A task document is 4-10 demonstration lines of one task, the same format as k-shot prompts,
-    so larger models (which fit more of this text) learn more of the tasks.
+    A task document is 4-10 solved items of one generated task, formatted as k-shot prompts
+    are (scaling.tasks.solved), so larger models (which fit more of this text) learn more of
+    the tasks. Half of the documents open with the task's instruction; in tasks with
+    rationales, half of the documents show chains of thought.
     """
     rng = np.random.default_rng(seed)
-    tasks = list(TASKS.values())
+    tasks = [t for t in TASKS.values() if t.kind != CODE]
     docs, size = [], 0
     while size < n_chars:
         if rng.random() < task_fraction:
             task = tasks[rng.integers(len(tasks))]
-            lines = (training_example(task, rng).line() for _ in range(rng.integers(4, 11)))
-            doc = "".join(lines).rstrip("\n")
+            cot = task.has_rationales and rng.random() < 0.5
+            items = [training_example(task, rng) for _ in range(rng.integers(4, 11))]
+            body = task.few_shot_example_separator.join(solved(task, ex, cot) for ex in items)
+            doc = (task.task_prefix if rng.random() < 0.5 else "") + body
         else:
             doc = " ".join(_sentence(rng) for _ in range(rng.integers(2, 7)))
         docs.append(doc)

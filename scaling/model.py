@@ -1,6 +1,9 @@
 """A GPT-style decoder in Flax (linen): pre-LayerNorm blocks, causal multi-head self-attention,
 GELU MLP, learned positions, input and output embedding tied (GPT-2 / nanoGPT).
 
+Decoding reuses each layer's keys and values from a cache (`init_cache`, `decode`), so a
+generated token costs one position's compute, not a pass over the whole sequence.
+
 Every parameter is created with logical axis names (`vocab`, `embed`, `heads`, `kv`, `mlp`,
 `seq`), so that sharding is only a table mapping these names to mesh axes, never code in here.
 `logical_axes(cfg)` returns the names for the whole tree.
@@ -38,7 +41,8 @@ class CausalSelfAttention(nn.Module):
     cfg: ModelConfig
 
     @nn.compact
-    def __call__(self, x):
+    def __call__(self, x, cache=None, index=None, mask=None):
+        """Causal attention over x; with a cache, x fills slots index.. of it (see GPT)."""
         cfg, dtype = self.cfg, jnp.dtype(self.cfg.dtype)
         # GPT-2 scales the init of projections that write into the residual stream by 1/sqrt(2L).
         out_std = INIT_STD / (2 * cfg.n_layer) ** 0.5
@@ -53,13 +57,14 @@ class CausalSelfAttention(nn.Module):
             )(x)
 
         q, k, v = project("query"), project("key"), project("value")
-        scores = jnp.einsum("bqhd,bkhd->bhqk", q, k) / jnp.sqrt(cfg.head_dim).astype(dtype)
-        t = x.shape[1]
-        causal = jnp.tril(jnp.ones((t, t), dtype=bool))
-        scores = jnp.where(causal, scores.astype(jnp.float32), jnp.finfo(jnp.float32).min)
-        weights = jax.nn.softmax(scores, axis=-1).astype(dtype)
-        out = jnp.einsum("bhqk,bkhd->bqhd", weights, v)
-        return nn.DenseGeneral(
+        if cache is None:  # training and scoring: one causal pass (cuDNN flash attention on GPU)
+            out = jax.nn.dot_product_attention(q, k, v, is_causal=True)
+        else:
+            k = jax.lax.dynamic_update_slice_in_dim(cache["k"], k.astype(dtype), index, axis=1)
+            v = jax.lax.dynamic_update_slice_in_dim(cache["v"], v.astype(dtype), index, axis=1)
+            cache = {"k": k, "v": v}
+            out = jax.nn.dot_product_attention(q, k, v, mask=mask)
+        out = nn.DenseGeneral(
             cfg.d_model,
             axis=(-2, -1),
             dtype=dtype,
@@ -67,6 +72,7 @@ class CausalSelfAttention(nn.Module):
             kernel_init=_init(("heads", "kv", "embed"), out_std),
             bias_init=_zeros(("embed",)),
         )(out)
+        return out, cache
 
 
 class Mlp(nn.Module):
@@ -96,28 +102,48 @@ class Block(nn.Module):
     cfg: ModelConfig
 
     @nn.compact
-    def __call__(self, x):
-        x = x + CausalSelfAttention(self.cfg, name="attn")(_layer_norm("ln_attn")(x))
-        return x + Mlp(self.cfg, name="mlp")(_layer_norm("ln_mlp")(x))
+    def __call__(self, x, cache=None, index=None, mask=None):
+        attn = CausalSelfAttention(self.cfg, name="attn")
+        h, cache = attn(_layer_norm("ln_attn")(x), cache, index, mask)
+        x = x + h
+        return x + Mlp(self.cfg, name="mlp")(_layer_norm("ln_mlp")(x)), cache
 
 
 class GPT(nn.Module):
     cfg: ModelConfig
 
     @nn.compact
-    def __call__(self, tokens):
-        """tokens (batch, time) int32 -> logits (batch, time, vocab) float32."""
+    def __call__(self, tokens, cache=None, index=None, pad=None):
+        """tokens (batch, time) int32 -> (logits (batch, time, vocab) float32, cache).
+
+        Without a cache, tokens start at position 0 (training, scoring). With one (decoding),
+        `cache` holds every layer's keys and values for seq_len slots and tokens fill slots
+        index, index+1, ...; rows are right-aligned, so row r's first pad[r] slots are padding:
+        masked out of attention, and positions count from the row's first real token. A padding
+        slot attends to itself only, so that no softmax is over an empty set."""
         cfg = self.cfg
         wte = nn.Embed(
             cfg.vocab_size, cfg.d_model, embedding_init=_init(("vocab", "embed")), name="wte"
         )
         wpe = self.param("wpe", _init(("seq", "embed"), 0.01), (cfg.seq_len, cfg.d_model))
-        x = wte(tokens) + wpe[: tokens.shape[1]]
-        x = x.astype(jnp.dtype(cfg.dtype))
+        t = tokens.shape[1]
+        if cache is None:
+            positions, mask = wpe[:t], None
+        else:
+            slots = index + jnp.arange(t)
+            positions = wpe[jnp.maximum(slots[None, :] - pad[:, None], 0)]
+            keys = jnp.arange(cfg.seq_len)
+            visible = (keys <= slots[:, None]) & (keys >= pad[:, None, None])
+            mask = (visible | (keys == slots[:, None]))[:, None]  # (batch, 1, time, slots)
+        x = (wte(tokens) + positions).astype(jnp.dtype(cfg.dtype))
+        new_cache = []
         for i in range(cfg.n_layer):
-            x = Block(cfg, name=f"block_{i}")(x)
+            layer_cache = None if cache is None else cache[i]
+            x, layer_cache = Block(cfg, name=f"block_{i}")(x, layer_cache, index, mask)
+            new_cache.append(layer_cache)
         x = _layer_norm("ln_f")(x)
-        return wte.attend(x.astype(jnp.float32))  # tied output embedding
+        logits = wte.attend(x.astype(jnp.float32))  # tied output embedding
+        return logits, (None if cache is None else new_cache)
 
 
 def init_params(cfg: ModelConfig, seed: int):
@@ -135,4 +161,17 @@ def logical_axes(cfg: ModelConfig):
 
 
 def apply(params, cfg: ModelConfig, tokens):
-    return GPT(cfg).apply({"params": params}, tokens)
+    """Logits of a batch of sequences that start at position 0."""
+    return GPT(cfg).apply({"params": params}, tokens)[0]
+
+
+def init_cache(cfg: ModelConfig, batch: int) -> list[dict]:
+    """An empty key/value cache: per layer, keys and values for seq_len slots."""
+    shape = (batch, cfg.seq_len, cfg.n_head, cfg.head_dim)
+    zeros = jnp.zeros(shape, jnp.dtype(cfg.dtype))
+    return [{"k": zeros, "v": zeros} for _ in range(cfg.n_layer)]
+
+
+def decode(params, cfg: ModelConfig, tokens, cache, index, pad):
+    """(logits, cache) for tokens filling cache slots index.. (right-aligned rows, see GPT)."""
+    return GPT(cfg).apply({"params": params}, tokens, cache, index, pad)

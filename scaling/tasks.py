@@ -1,164 +1,117 @@
-"""Few-shot task registry: GPT-3's synthetic tasks, a copying task and a multiple-choice task.
+"""Few-shot tasks in the BIG-bench JSON task format, and how prompts are built from them.
 
-A task draws examples from a numpy Generator, so a task's examples are a pure function of a seed.
-Every task declares its random baseline: the expected score of a model that guesses
-(1/number of choices for multiple choice; 0 for exact-match generation, as the DESIGN conventions
-state). The same line format is used for the training corpus's demonstrations and for k-shot
-prompts, so few-shot prompting asks the model to continue a familiar pattern:
+A task is what a BIG-bench `task.json` holds (Srivastava et al. 2022, docs/doc.md "JSON schema"):
 
-    57+38=95            (add2)       GPT-3 (Brown et al. 2020), section 3.9.1
-    cycle lohel = hello (cycle_letters) GPT-3 section 3.9.2, "cycle letters in word"
-    reverse olleh = hello (reversed_words) GPT-3 section 3.9.2, "reversed words"
-    copy xqzvb = xqzvb  (copy_letters)  in-context copying, which needs an induction head
-                                        (Olsson et al. 2022): a two-layer circuit
-    max 12 97 40 3 = 97 (largest_of_4)  multiple choice by log-likelihood, 4 choices
+    {"name": ..., "description": ..., "keywords": [...],
+     "metrics": ["exact_str_match"] | ["multiple_choice_grade"], "preferred_score": ...,
+     "task_prefix": "", "example_input_prefix": "\\nQ: ", "example_output_prefix": "\\nA: ",
+     "choice_prefix": "\\n  choice: ", "few_shot_example_separator": "\\n",
+     "append_choices_to_input": true,
+     "examples": [{"input": ..., "target": "..." | [...]} | {"input": ..., "target_scores": {...}}]}
+
+A directory holding a task.json (or the file itself) can be given wherever a task name can
+(`eval.tasks`). The built-in tasks (scaling.task_suite) are the same structure with a seeded
+generator of items instead of a fixed list, and export to task.json (`to_bigbench`); this
+project adds three optional fields of its own: `rationale` per example (a chain of thought),
+`answer_suffix` (appended to every scored answer: the built-ins' lines end with a newline) and
+`random_baseline`.
+
+A prompt is `task_prefix` (the instruction, optional) followed by k solved exemplars and the
+query, joined by `few_shot_example_separator`; an exemplar is its formatted input followed by
+its answer, or by its rationale and then its answer under chain-of-thought prompting
+(Wei et al. 2022). Exemplars are drawn with a fixed seed and are never the query: a built-in
+task draws them from the training side of its item space, which never holds a test item; a
+JSON task draws them from its other examples.
+
+Random baseline (DESIGN conventions): multiple choice, the mean of each example's mean
+target score (1/#choices for one right answer); exact match, 0 unless the task says otherwise.
 """
 
 from __future__ import annotations
 
+import json
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 
 from scaling.config import ConfigError
 
-# Common English words (4-8 letters) for word tasks and the synthetic prose.
-WORDS = tuple(
-    """
-    about above after again along always animal answer apple around asked began being below
-    better between bird black board body book bread bring brother brown build built called
-    carry cause center change children circle city class clean clear close cloud color
-    common count country cover cross dance dark daughter death deep different dinner doctor
-    door double dream dress drink drive early earth east eight enough even evening every
-    example face family farm father field figure final finger fire first fish floor flower
-    follow food force forest form found four free friend front fruit full game garden girl
-    glass gold good grass great green ground group grow half hand happy hard head hear heart
-    heavy help high hill history hold home horse hour house hundred idea inside island keep
-    kind king kitchen know land large last late laugh learn leave letter light line list
-    listen little live long look machine make many mark market master matter measure middle
-    might mind minute money month moon morning mother mountain move music name nature near
-    never night north note number ocean office often open order other paper party people
-    person picture piece place plain plan plant play point power press problem pull question
-    quick quiet rain reach read ready real record remember rest river road rock room round
-    rule said school science score season second sentence seven shape ship short show side
-    simple since sister size sleep small snow sound south space speak special spring square
-    stand start station stay step still stone story street strong study summer table teacher
-    thing think three time today together town travel tree true turn under unit until usual
-    valley voice walk warm watch water weather week weight west wheel while white whole wind
-    window winter woman wonder wood word work world write yellow young
-    """.split()  # noqa: SIM905 - a word list reads best as text
-)
+MULTIPLE_CHOICE, GENERATE, CODE = "multiple_choice", "generate", "code"
+COT_ANSWER = " So the answer is "  # joins a rationale to its answer; answers are read after it
 
 
 @dataclass(frozen=True)
 class Example:
-    """One task item. For multiple choice, `choices` holds the candidates and `target` is one."""
+    """One item. Exact match: `target` lists the accepted answers (the first is the one shown in
+    exemplars). Multiple choice: `target_scores` maps each choice to its score (1 right, 0
+    wrong). Code: `input` is the prompt, `target` the reference solution, `test` the unit test."""
 
     input: str
-    target: str
-    choices: tuple[str, ...] = ()
+    target: tuple[str, ...] = ()
+    target_scores: tuple[tuple[str, float], ...] = ()
+    rationale: str = ""
+    test: str = ""
+    entry_point: str = ""
 
-    def line(self) -> str:
-        """The demonstration line: input, answer, newline (newline ends generation)."""
-        return f"{self.input}{self.target}\n"
+    @property
+    def choices(self) -> tuple[str, ...]:
+        return tuple(c for c, _ in self.target_scores)
+
+    @property
+    def answer(self) -> str:
+        """The answer an exemplar shows: the first target, or the best-scoring choice."""
+        if self.target_scores:
+            return max(self.target_scores, key=lambda cs: cs[1])[0]
+        return self.target[0]
 
 
 @dataclass(frozen=True)
 class Task:
-    name: str
-    kind: str  # "generate" (exact match by greedy decoding) | "multiple_choice"
-    sample: Callable[[np.random.Generator], Example]
-    random_baseline: float
-    max_new_tokens: int
-    description: str
-    test_share: float = 0.1  # share of the item space reserved for testing
+    """A task: BIG-bench's fields, plus a generator of items (built-ins) or a fixed list (JSON)."""
 
-    def is_test_item(self, ex: Example) -> bool:
-        """Test items never appear in the training corpus or as few-shot demonstrations, so a
-        score measures generalisation, not recall of a memorised line."""
-        return _stable_hash(ex.input) % 1000 < 1000 * self.test_share
+    name: str
+    description: str
+    metrics: tuple[str, ...]
+    kind: str  # MULTIPLE_CHOICE | GENERATE | CODE
+    max_new_tokens: int
+    random_baseline: float
+    sample: Callable[[np.random.Generator], Example] | None = field(default=None, repr=False)
+    examples: tuple[Example, ...] = field(default=(), repr=False)
+    task_prefix: str = ""
+    example_input_prefix: str = "\nQ: "
+    example_output_prefix: str = "\nA: "
+    choice_prefix: str = "\n  choice: "
+    few_shot_example_separator: str = "\n"
+    append_choices_to_input: bool = True
+    answer_suffix: str = ""
+    preferred_score: str = ""
+    test_share: float = 0.1  # generated tasks: share of the item space kept for testing
 
     @property
-    def metric(self) -> str:
-        return "exact_match" if self.kind == "generate" else "acc"
+    def has_rationales(self) -> bool:
+        if self.sample is not None:
+            return bool(self.sample(np.random.default_rng(0)).rationale)
+        return all(ex.rationale for ex in self.examples)
+
+    def is_test_item(self, ex: Example) -> bool:
+        """Generated tasks: test items never appear in the training corpus or as exemplars,
+        so a score measures generalisation, not recall of a memorised line."""
+        return _stable_hash(ex.input) % 1000 < 1000 * self.test_share
 
 
-def _addition(digits: int) -> Callable[[np.random.Generator], Example]:
-    def sample(rng: np.random.Generator) -> Example:
-        lo, hi = 10 ** (digits - 1), 10**digits
-        a, b = (int(v) for v in rng.integers(lo, hi, size=2))
-        return Example(f"{a}+{b}=", str(a + b))
-
-    return sample
+def _stable_hash(text: str) -> int:
+    """A process-independent hash (Python's hash() is salted per process)."""
+    return zlib.crc32(text.encode())
 
 
-def _cycle_letters(rng: np.random.Generator) -> Example:
-    word = WORDS[rng.integers(len(WORDS))]
-    shift = int(rng.integers(1, len(word)))
-    return Example(f"cycle {word[shift:] + word[:shift]} = ", word)
-
-
-def _reversed_words(rng: np.random.Generator) -> Example:
-    word = WORDS[rng.integers(len(WORDS))]
-    return Example(f"reverse {word[::-1]} = ", word)
-
-
-def _copy_letters(rng: np.random.Generator) -> Example:
-    letters = "".join(chr(97 + i) for i in rng.integers(26, size=5))
-    return Example(f"copy {letters} = ", letters)
-
-
-def _largest_of_4(rng: np.random.Generator) -> Example:
-    numbers = [str(v) for v in rng.choice(100, size=4, replace=False)]
-    return Example(f"max {' '.join(numbers)} = ", max(numbers, key=int), tuple(numbers))
-
-
-TASKS: dict[str, Task] = {
-    t.name: t
-    for t in (
-        Task("add2", "generate", _addition(2), 0.0, 4, "2-digit addition (GPT-3)"),
-        Task("add3", "generate", _addition(3), 0.0, 5, "3-digit addition (GPT-3)"),
-        Task(
-            "cycle_letters",
-            "generate",
-            _cycle_letters,
-            0.0,
-            9,
-            "undo a cyclic shift of a word's letters (GPT-3 word unscrambling)",
-        ),
-        Task(
-            "reversed_words",
-            "generate",
-            _reversed_words,
-            0.0,
-            9,
-            "spell a reversed word forwards (GPT-3 word unscrambling)",
-            test_share=0.4,
-        ),
-        Task(
-            "copy_letters",
-            "generate",
-            _copy_letters,
-            0.0,
-            6,
-            "repeat a random 5-letter string: in-context copying (induction heads)",
-        ),
-        Task(
-            "largest_of_4",
-            "multiple_choice",
-            _largest_of_4,
-            0.25,
-            0,
-            "pick the largest of four numbers (multiple choice by log-likelihood)",
-        ),
-    )
-}
+# ---------------------------------------------------------------------------------- items
 
 
 def training_example(task: Task, rng: np.random.Generator) -> Example:
-    """An item from the training part of the item space (never a test item)."""
+    """An item from the training side of a generated task's item space (never a test item)."""
     while True:
         ex = task.sample(rng)
         if not task.is_test_item(ex):
@@ -166,7 +119,10 @@ def training_example(task: Task, rng: np.random.Generator) -> Example:
 
 
 def eval_examples(task: Task, n: int, seed: int) -> list[Example]:
-    """n distinct test items of `task`, a pure function of (task, n, seed)."""
+    """n distinct test items, a pure function of (task, n, seed). A JSON task gives its first n
+    examples in file order (all of them when it has fewer)."""
+    if task.sample is None:
+        return list(task.examples[:n])
     rng = np.random.default_rng([seed, _stable_hash(task.name)])
     seen, items = set(), []
     for _ in range(500 * n):
@@ -177,18 +133,223 @@ def eval_examples(task: Task, n: int, seed: int) -> list[Example]:
             if len(items) == n:
                 return items
     raise ConfigError(
-        "eval.n_examples",
-        f"task {task.name} has fewer than {n} test items",
-        "lower eval.n_examples",
+        "eval.n_examples", f"task {task.name} has fewer than {n} test items", "lower n_examples"
     )
 
 
-def few_shot_prompt(task: Task, example: Example, shots: int, rng: np.random.Generator) -> str:
-    """k demonstration lines from the training items (so never a test item), then the test input."""
-    demos = [training_example(task, rng).line() for _ in range(shots)]
-    return "".join(demos) + example.input
+def exemplars(task: Task, query: Example, k: int, rng: np.random.Generator) -> list[Example]:
+    """k distinct solved examples for a k-shot prompt, never the query itself."""
+    if k == 0:
+        return []
+    if task.sample is None:
+        pool = [ex for ex in task.examples if ex != query]
+        if len(pool) < k:
+            raise ConfigError(
+                "eval.shots",
+                f"task {task.name} has {len(pool)} other examples, fewer than {k} shots",
+                f"use at most {len(pool)} shots for this task",
+            )
+        return [pool[i] for i in rng.choice(len(pool), size=k, replace=False)]
+    chosen: dict[str, Example] = {}
+    for _ in range(200 * k):
+        ex = training_example(task, rng)
+        chosen.setdefault(ex.input, ex)
+        if len(chosen) == k:
+            return list(chosen.values())
+    raise ConfigError(
+        "eval.shots", f"task {task.name} has fewer than {k} distinct exemplars", "use fewer shots"
+    )
 
 
-def _stable_hash(text: str) -> int:
-    """A process-independent hash (Python's hash() is salted per process)."""
-    return zlib.crc32(text.encode())
+# --------------------------------------------------------------------------------- prompts
+
+
+def format_input(task: Task, ex: Example) -> str:
+    """BIG-bench's formatting of one input: prefix, input, choices (if appended), output prefix."""
+    text = task.example_input_prefix + ex.input
+    if task.kind == MULTIPLE_CHOICE and task.append_choices_to_input:
+        text += "".join(task.choice_prefix + c for c in ex.choices)
+    return text + task.example_output_prefix
+
+
+def solved(task: Task, ex: Example, cot: bool = False) -> str:
+    """An exemplar: its input and answer (after its rationale under chain of thought)."""
+    answer = ex.rationale + COT_ANSWER + ex.answer if cot else ex.answer
+    return format_input(task, ex) + answer
+
+
+def prompt(
+    task: Task,
+    query: Example,
+    shots: int,
+    rng: np.random.Generator,
+    instruction: bool = True,
+    cot: bool = False,
+) -> str:
+    """The k-shot prompt for `query`: instruction, k solved exemplars, the query's input."""
+    if cot and not task.has_rationales:
+        raise ConfigError(
+            "eval.chain_of_thought",
+            f"task {task.name} has no rationales for chain-of-thought exemplars",
+            "leave it out of the chain-of-thought tasks",
+        )
+    demos = [solved(task, ex, cot) for ex in exemplars(task, query, shots, rng)]
+    body = task.few_shot_example_separator.join([*demos, format_input(task, query)])
+    return (task.task_prefix if instruction else "") + body
+
+
+def cot_answer(generated: str) -> str:
+    """The answer in a generated chain of thought: what follows its last COT_ANSWER."""
+    head, sep, tail = generated.rpartition(COT_ANSWER.strip())
+    return tail.strip().rstrip(".") if sep else ""
+
+
+# ---------------------------------------------------------------------------- JSON format
+
+_OPTIONAL = {
+    "task_prefix": "",
+    "example_input_prefix": "\nQ: ",
+    "example_output_prefix": "\nA: ",
+    "choice_prefix": "\n  choice: ",
+    "few_shot_example_separator": "\n",
+    "append_choices_to_input": True,
+    "answer_suffix": "",
+}
+SUPPORTED_METRICS = {"exact_str_match": GENERATE, "multiple_choice_grade": MULTIPLE_CHOICE}
+MAX_NEW_TOKENS = 32  # generation budget of a JSON task: the longest target plus slack, capped
+
+
+def from_bigbench(spec: dict, source: str) -> Task:
+    """A Task from a parsed task.json; ConfigError naming the task, example and field."""
+
+    def bad(where: str, problem: str, fix: str):
+        return ConfigError(f"task {source}: {where}", problem, fix)
+
+    if not isinstance(spec, dict):
+        raise bad("file", "does not hold a JSON object", "write a BIG-bench task.json object")
+    examples = spec.get("examples")
+    if not isinstance(examples, list) or not examples:
+        raise bad("examples", "missing or empty", "give a non-empty list of examples")
+    metrics = tuple(spec.get("metrics") or ())
+    kinds = {SUPPORTED_METRICS[m] for m in metrics if m in SUPPORTED_METRICS}
+    if not kinds:
+        has_scores = all(isinstance(e, dict) and "target_scores" in e for e in examples)
+        kinds = {MULTIPLE_CHOICE if has_scores else GENERATE}
+    if len(kinds) > 1:
+        raise bad("metrics", f"mixes {sorted(metrics)}", "split it into two tasks")
+    kind = kinds.pop()
+    parsed = tuple(_example(e, i, kind, bad) for i, e in enumerate(examples))
+    if kind == MULTIPLE_CHOICE:
+        baseline = float(np.mean([np.mean([s for _, s in ex.target_scores]) for ex in parsed]))
+    else:
+        baseline = 0.0
+    longest = max(len(t.encode()) for ex in parsed for t in (ex.target or ("",)))
+    fields = {k: spec.get(k, default) for k, default in _OPTIONAL.items()}
+    for k, v in fields.items():
+        if not isinstance(v, type(_OPTIONAL[k])):
+            raise bad(k, f"expected {type(_OPTIONAL[k]).__name__}", f"fix {k}")
+    return Task(
+        name=str(spec.get("name") or source),
+        description=str(spec.get("description", "")),
+        metrics=metrics or (("multiple_choice_grade",) if kind == MULTIPLE_CHOICE else ()),
+        kind=kind,
+        max_new_tokens=min(MAX_NEW_TOKENS, longest + 4),
+        random_baseline=float(spec.get("random_baseline", baseline)),
+        examples=parsed,
+        preferred_score=str(spec.get("preferred_score", metrics[0] if metrics else "")),
+        **fields,
+    )
+
+
+def _example(e, i: int, kind: str, bad) -> Example:
+    where = f"examples[{i}]"
+    if not isinstance(e, dict) or not isinstance(e.get("input"), str):
+        raise bad(f"{where}.input", "missing or not a string", "give every example an input")
+    rationale = str(e.get("rationale", ""))
+    if kind == MULTIPLE_CHOICE:
+        scores = e.get("target_scores")
+        if not isinstance(scores, dict) or len(scores) < 2:
+            raise bad(
+                f"{where}.target_scores", "missing or fewer than 2 choices", "map each choice"
+            )
+        if not all(isinstance(s, (int, float)) for s in scores.values()) or max(
+            scores.values()
+        ) <= min(scores.values()):
+            raise bad(
+                f"{where}.target_scores", "no choice scores above another", "mark the right one 1"
+            )
+        target = e.get("target")
+        targets = [target] if isinstance(target, str) else list(target or [])
+        missing = [t for t in targets if t not in scores]
+        if missing:
+            raise bad(
+                f"{where}.target", f"{missing[0]!r} is not among the choices", "fix target_scores"
+            )
+        return Example(
+            e["input"],
+            target_scores=tuple((c, float(s)) for c, s in scores.items()),
+            rationale=rationale,
+        )
+    target = e.get("target")
+    targets = (target,) if isinstance(target, str) else tuple(target or ())
+    if not targets or not all(isinstance(t, str) for t in targets):
+        raise bad(f"{where}.target", "missing or not a string (list)", "give the expected answer")
+    return Example(e["input"], target=targets, rationale=rationale)
+
+
+def load_task_file(path: str | Path) -> Task:
+    """A task.json, or a directory holding one, as a Task."""
+    path = Path(path)
+    file = path / "task.json" if path.is_dir() else path
+    if not file.is_file():
+        raise ConfigError(
+            "eval.tasks", f"no task.json at {path}", "give a built-in name or a task.json path"
+        )
+    try:
+        spec = json.loads(file.read_text())
+    except json.JSONDecodeError as e:
+        raise ConfigError(
+            f"task {file}", f"not valid JSON ({e.msg}, line {e.lineno})", "fix the JSON syntax"
+        ) from None
+    return from_bigbench(spec, str(file))
+
+
+def to_bigbench(task: Task, n: int, seed: int) -> dict:
+    """A task (built-in or loaded) as a BIG-bench task.json dict holding n test examples."""
+    examples = []
+    for ex in eval_examples(task, n, seed):
+        row: dict = {"input": ex.input}
+        if ex.target_scores:
+            row["target_scores"] = dict(ex.target_scores)
+        else:
+            row["target"] = list(ex.target) if len(ex.target) > 1 else ex.target[0]
+        if ex.rationale:
+            row["rationale"] = ex.rationale
+        examples.append(row)
+    fields = {k: getattr(task, k) for k in _OPTIONAL}
+    return {
+        "name": task.name,
+        "description": task.description,
+        "keywords": ["scaling built-in"],
+        "metrics": list(task.metrics),
+        "preferred_score": task.preferred_score or task.metrics[0],
+        "random_baseline": task.random_baseline,
+        **fields,
+        "examples": examples,
+    }
+
+
+def resolve(name: str) -> Task:
+    """A built-in task by name, or a BIG-bench task.json (file or directory) by path."""
+    from scaling.task_suite import TASKS  # the suite imports the format from here
+
+    if name in TASKS:
+        return TASKS[name]
+    if name.endswith(".json") or "/" in name or Path(name).is_dir():
+        return load_task_file(name)
+    raise ConfigError("eval.tasks", f"unknown task {name!r}", f"choose from {sorted(TASKS)}")
+
+
+def with_examples(task: Task, examples: list[Example]) -> Task:
+    """The same task holding a fixed list of examples (used by tests and exports)."""
+    return replace(task, sample=None, examples=tuple(examples))

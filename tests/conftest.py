@@ -33,6 +33,6 @@ def tiny_cfg():
                 "checkpoint_every": 10,
                 "eval_batches": 2,
             },
-            "eval": {"shots": 1, "n_examples": 20},
+            "eval": {"shots": [1], "n_examples": 20, "instruction": False},
         }
     )

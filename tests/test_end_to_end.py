@@ -17,7 +17,7 @@ MICRO = {
         "model": {"seq_len": 64},
         "data": {"synthetic_chars": 100_000},
         "train": {"batch_size": 8, "warmup_steps": 5, "eval_every": 10, "checkpoint_every": 20},
-        "eval": {"shots": 1, "n_examples": 20, "tasks": ["add2", "copy_letters", "largest_of_4"]},
+        "eval": {"shots": [1], "n_examples": 20, "tasks": ["add2", "copy_letters", "largest_of_4"]},
     },
     "grid": {"model": ["s0", "s1", "s2"], "train.tokens": [20480]},
 }
@@ -41,7 +41,9 @@ def test_micro_sweep_end_to_end(tmp_path, capsys):
         assert json.loads((run_dir / "status.json").read_text())["state"] == "done"
 
     results = pd.read_parquet(sweep_dir / "results.parquet")
-    assert len(results) == 3 * 3  # runs × task metrics
+    # runs × (add2, copy_letters: exact match, edit distance, logprob; largest_of_4: acc,
+    # acc_norm, brier, logprob)
+    assert len(results) == 3 * (3 + 3 + 4)
     for column in (
         "params_total",
         "params_non_embedding",
@@ -65,7 +67,9 @@ def test_micro_sweep_end_to_end(tmp_path, capsys):
         assert (report / name).stat().st_size > 0, name
     fits = json.loads((report / "fits.json").read_text())
     assert "frontier" in json.dumps(fits)
-    assert len(pd.read_csv(report / "emergence.csv")) == 3
+    emergence = pd.read_csv(report / "emergence.csv")
+    with_chance_level = results[results["random_baseline"].notna()]
+    assert len(emergence) == with_chance_level.groupby(["task", "metric"]).ngroups == 5
 
     # A re-run trains nothing and reports again.
     assert main(args) == 0

@@ -1,100 +1,187 @@
-import jax
+"""The task format (BIG-bench JSON), the built-in suite and prompt construction."""
+
+import json
+
 import numpy as np
 import pytest
 
 from scaling import data
-from scaling.config import EvalConfig, ModelConfig
-from scaling.evaluate import (
-    choice_correct,
-    continuation_logprobs,
-    evaluate,
-    exact_match,
-    generate,
+from scaling.config import ConfigError
+from scaling.task_suite import TASKS
+from scaling.tasks import (
+    COT_ANSWER,
+    MULTIPLE_CHOICE,
+    cot_answer,
+    eval_examples,
+    from_bigbench,
+    load_task_file,
+    prompt,
+    resolve,
+    to_bigbench,
+    training_example,
 )
-from scaling.model import apply, init_params
-from scaling.tasks import TASKS, Example, eval_examples, few_shot_prompt, training_example
 
-M = ModelConfig(n_layer=2, d_model=32, n_head=2, d_ff=64, seq_len=64)
+GENERATED = [t for t in TASKS.values() if t.sample is not None]
 
 
-def test_every_task_declares_its_baseline_and_is_deterministic():
-    for task in TASKS.values():
+def test_every_generated_task_is_deterministic_and_declares_its_baseline():
+    for task in GENERATED:
         a = eval_examples(task, 20, seed=5)
-        assert a == eval_examples(task, 20, seed=5)
-        assert a != eval_examples(task, 20, seed=6)
+        assert a == eval_examples(task, 20, seed=5), task.name
+        assert a != eval_examples(task, 20, seed=6), task.name
         assert len({ex.input for ex in a}) == 20
-        expected = 1 / 4 if task.kind == "multiple_choice" else 0.0
-        assert task.random_baseline == expected
+        if task.kind == MULTIPLE_CHOICE:
+            want = np.mean([np.mean([s for _, s in ex.target_scores]) for ex in a])
+            assert task.random_baseline == pytest.approx(want, abs=0.01)
+        else:
+            assert task.random_baseline == 0.0
+
+
+def _value(expr: str) -> int:
+    return int(eval(expr, {"__builtins__": {}}))  # the task's own arithmetic strings
 
 
 def test_task_answers_are_right():
     rng = np.random.default_rng(0)
-    ex = TASKS["add3"].sample(rng)
-    a, b = ex.input.rstrip("=").split("+")
-    assert int(ex.target) == int(a) + int(b) and len(a) == len(b) == 3
-    ex = TASKS["reversed_words"].sample(rng)
-    assert ex.input == f"reverse {ex.target[::-1]} = "
-    ex = TASKS["cycle_letters"].sample(rng)
-    scrambled = ex.input.split()[1]
-    assert sorted(scrambled) == sorted(ex.target) and scrambled in ex.target * 2
-    ex = TASKS["largest_of_4"].sample(rng)
-    assert ex.target == max(ex.choices, key=int) and len(ex.choices) == 4
+    for name in ("add5", "sub4", "mul2", "composite1"):
+        for _ in range(20):
+            ex = TASKS[name].sample(rng)
+            assert _value(ex.input.rstrip("=")) == int(ex.answer), ex
+    ex = TASKS["sub3"].sample(rng)
+    assert all(len(s.lstrip("-")) == 3 for s in ex.input.rstrip("=").split("-") if s)
+    for _ in range(20):
+        word = TASKS["anagram1"].sample(rng)
+        scrambled = word.input.split()[1]
+        assert sorted(scrambled) == sorted(word.answer) and scrambled != word.answer
+        assert scrambled[0] == word.answer[0] and scrambled[-1] == word.answer[-1]
+        word = TASKS["anagram2"].sample(rng)
+        scrambled = word.input.split()[1]
+        assert scrambled[:2] == word.answer[:2] and scrambled[-2:] == word.answer[-2:]
+        noisy = TASKS["random_insertion"].sample(rng)
+        assert "".join(c for c in noisy.input[9:-3] if c.isalpha()) == noisy.answer
+        walk = TASKS["navigate"].sample(rng)
+        position, facing = 0, 1
+        for move in walk.input.split()[1:-2]:
+            facing, position = (
+                (-facing, position) if move == "u" else (facing, position + facing * int(move))
+            )
+        assert walk.answer == str(position == 0)
+        assert walk.rationale.split()[-1].rstrip(".") == str(position)
+        concat = TASKS["last_letter_concat"].sample(rng)
+        words = concat.input.split()[2:4]
+        assert concat.answer == words[0][-1] + words[1][-1]
+        ws = TASKS["word_sorting"].sample(rng)
+        assert ws.answer.split() == sorted(ws.input.split()[1:4])
+    largest = TASKS["largest_of_4"].sample(rng)
+    assert largest.answer == str(max(int(c) for c in largest.choices))
 
 
-def test_test_items_never_reach_training_or_prompts():
-    for task in TASKS.values():
+def test_test_items_never_reach_training_or_exemplars():
+    for task in GENERATED:
         tests = {ex.input for ex in eval_examples(task, 30, seed=0)}
         rng = np.random.default_rng(1)
-        assert not tests & {training_example(task, rng).input for _ in range(2000)}
-        prompt = few_shot_prompt(task, eval_examples(task, 1, 0)[0], 3, rng)
-        lines = prompt.split("\n")
-        assert len(lines) == 4 and not tests & {line[: len(line) - 1] for line in lines[:3]}
+        assert not tests & {training_example(task, rng).input for _ in range(500)}, task.name
+        text = prompt(task, eval_examples(task, 1, 0)[0], 3, rng, instruction=False)
+        lines = text.split("\n")
+        assert len(lines) == 4 and not any(line.startswith(tuple(tests)) for line in lines[:3])
     corpus = data.synthetic_text(300_000, 1.0, seed=0)
     assert not any(f"\n{ex.input}" in corpus for ex in eval_examples(TASKS["add3"], 50, 0))
 
 
-def test_exact_match_and_choice_scoring_on_hand_made_cases():
-    assert exact_match(" 95 ", "95") and not exact_match("951", "95")
-    examples = [Example("q1", "b", ("a", "b")), Example("q2", "c", ("c", "d", "e"))]
-    logprobs = np.array([-3.0, -1.0, -0.5, -0.1, -2.0])  # picks b (right), then d (wrong)
-    np.testing.assert_array_equal(choice_correct(logprobs, examples), [1.0, 0.0])
+def test_bigbench_prompt_format_worked_example():
+    task = from_bigbench(
+        {
+            "task_prefix": "Answer the question.\n",
+            "metrics": ["multiple_choice_grade"],
+            "examples": [
+                {"input": "2+2?", "target_scores": {"4": 1, "5": 0}},
+                {"input": "1+2?", "target_scores": {"3": 1, "4": 0}},
+            ],
+        },
+        "toy",
+    )
+    query = task.examples[0]
+    text = prompt(task, query, 1, np.random.default_rng(0))
+    assert text == (
+        "Answer the question.\n"
+        "\nQ: 1+2?\n  choice: 3\n  choice: 4\nA: 3"
+        "\n"
+        "\nQ: 2+2?\n  choice: 4\n  choice: 5\nA: "
+    )
+    assert task.random_baseline == 0.5 and task.kind == MULTIPLE_CHOICE
+    assert prompt(task, query, 0, np.random.default_rng(0), instruction=False) == (
+        "\nQ: 2+2?\n  choice: 4\n  choice: 5\nA: "
+    )
 
 
-@pytest.fixture(scope="module")
-def params():
-    return init_params(M, 0)
+def test_chain_of_thought_exemplars_and_answer_extraction():
+    task = TASKS["last_letter_concat"]
+    query = eval_examples(task, 1, 0)[0]
+    text = prompt(task, query, 2, np.random.default_rng(0), instruction=False, cot=True)
+    demo = text.split("\n")[0]
+    assert " ends in " in demo and COT_ANSWER in demo and text.endswith(query.input)
+    assert cot_answer("apple ends in e, river ends in r. So the answer is er") == "er"
+    assert cot_answer("no answer here") == ""
+    with pytest.raises(ConfigError, match="has no rationales"):
+        prompt(TASKS["add2"], query, 1, np.random.default_rng(0), cot=True)
 
 
-def test_continuation_logprob_matches_a_direct_computation(params):
-    pairs = [("12+34=", "46\n"), ("max 1 2 3 4 = ", "4\n")]
-    got = continuation_logprobs(params, M, pairs)
-    forward = jax.jit(lambda p, x: apply(p, M, x))
-    for (context, continuation), value in zip(pairs, got):
-        tokens = data.encode(context + continuation).astype(np.int32)
-        window = np.zeros((1, M.seq_len), np.int32)
-        window[0, : len(tokens)] = tokens
-        logp = jax.nn.log_softmax(forward(params, window)[0])
-        n = len(context)
-        want = sum(float(logp[i - 1, tokens[i]]) for i in range(n, len(tokens)))
-        assert value == pytest.approx(want, abs=1e-4)
+def test_builtin_tasks_export_to_bigbench_json_and_load_back(tmp_path):
+    for name in ("add3", "navigate", "last_letter_concat"):
+        spec = to_bigbench(TASKS[name], 10, seed=3)
+        path = tmp_path / name / "task.json"
+        path.parent.mkdir()
+        path.write_text(json.dumps(spec))
+        loaded = resolve(str(path.parent))
+        assert loaded.kind == TASKS[name].kind and loaded.examples == tuple(
+            eval_examples(TASKS[name], 10, 3)
+        )
+        query = loaded.examples[0]
+        assert prompt(loaded, query, 0, np.random.default_rng(0)) == prompt(
+            TASKS[name], query, 0, np.random.default_rng(0)
+        )
 
 
-def test_batched_greedy_generation_matches_one_at_a_time(params):
-    prompts = ["12+34=", "reverse olleh = ", "a"]
-    batched = generate(params, M, prompts, max_new_tokens=5)
-    forward = jax.jit(lambda p, x: apply(p, M, x))
-    for prompt, out in zip(prompts, batched):
-        tokens = list(data.encode(prompt))
-        for _ in range(5):
-            window = np.zeros((1, M.seq_len), np.int32)  # one shape: compiled once
-            window[0, : len(tokens)] = tokens
-            tokens.append(int(np.argmax(forward(params, window)[0, len(tokens) - 1])))
-        assert out == data.decode(tokens[len(prompt) :]).split("\n")[0]
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"examples": []}, "examples: missing or empty"),
+        ({"name": "t"}, "examples: missing or empty"),
+        ({"examples": [{"target": "a"}]}, "examples[0].input: missing"),
+        ({"examples": [{"input": "q"}]}, "examples[0].target: missing"),
+        (
+            {"examples": [{"input": "q", "target": "c", "target_scores": {"a": 1, "b": 0}}]},
+            "examples[0].target: 'c' is not among the choices",
+        ),
+        (
+            {"examples": [{"input": "q", "target_scores": {"a": 0, "b": 0}}]},
+            "examples[0].target_scores: no choice scores above another",
+        ),
+        (
+            {"metrics": ["exact_str_match", "multiple_choice_grade"], "examples": [{"input": "q"}]},
+            "metrics: mixes",
+        ),
+    ],
+)
+def test_malformed_task_files_name_the_task_example_and_field(spec, message):
+    with pytest.raises(ConfigError) as e:
+        from_bigbench(spec, "mytask")
+    assert "task mytask" in str(e.value) and message in str(e.value) and "fix:" in str(e.value)
 
 
-def test_evaluate_rows(params):
-    rows = evaluate(params, M, EvalConfig(tasks=("add2", "largest_of_4"), shots=1, n_examples=10))
-    assert [r["task"] for r in rows] == ["add2", "largest_of_4"]
-    for r in rows:
-        assert 0 <= r["value"] <= 1 and r["n_examples"] == 10
-        assert r["stderr"] == pytest.approx(np.sqrt(r["value"] * (1 - r["value"]) / 10))
+def test_bad_task_paths_and_json(tmp_path):
+    with pytest.raises(ConfigError, match="no task.json"):
+        resolve(str(tmp_path / "nothing" / "task.json"))
+    bad = tmp_path / "task.json"
+    bad.write_text("{oops")
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        load_task_file(bad)
+    with pytest.raises(ConfigError, match="unknown task 'add9'"):
+        resolve("add9")
+
+
+def test_more_shots_than_other_examples_is_an_error():
+    task = from_bigbench({"examples": [{"input": f"q{i}", "target": "a"} for i in range(3)]}, "t")
+    assert len(prompt(task, task.examples[0], 2, np.random.default_rng(0)).split("\nQ: ")) == 4
+    with pytest.raises(ConfigError, match="fewer than 3 shots"):
+        prompt(task, task.examples[0], 3, np.random.default_rng(0))

@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from scaling import data
+from scaling import code_eval, data
 from scaling.config import ConfigError, EvalConfig, ModelConfig
 from scaling.generate import generate
 from scaling.model import apply
@@ -326,12 +326,69 @@ def _score_cot(params, cfg: ModelConfig, ps: PromptSet, ecfg: EvalConfig) -> lis
     return rows
 
 
+def _passes(ps: PromptSet, samples: list, n: int) -> list[code_eval.ProblemScore]:
+    """Sandboxed unit tests of n truncated samples per problem (samples problem-major)."""
+    problems = [
+        code_eval.Problem(str(i), ex.input, ex.entry_point, ex.answer, ex.test)
+        for i, ex in enumerate(ps.examples)
+    ]
+    completions = [
+        [code_eval.truncate_completion(s.text) for s in samples[i * n : (i + 1) * n]]
+        for i in range(len(problems))
+    ]
+    return code_eval.score_completions(problems, completions)
+
+
+def _score_code(params, cfg: ModelConfig, ps: PromptSet, ecfg: EvalConfig) -> list[dict]:
+    """Codex's protocol: greedy pass@1; with samples, pass@k at each temperature (unbiased
+    estimator over n = samples), its best temperature per k, and pick-1 of n by mean
+    log-probability."""
+    budget = ps.task.max_new_tokens
+    row = {"random_baseline": 0.0, "higher_is_better": True}
+    greedy = generate(params, cfg, ps.prompts, budget, stop=None, batch=ecfg.batch_size)
+    rows = [summary([s.c for s in _passes(ps, greedy, 1)], metric="pass@1:greedy", **row)]
+    if not ecfg.samples:
+        return rows
+    n, best = ecfg.samples, {}
+    for temperature in ecfg.temperatures:
+        sampled = generate(
+            params,
+            cfg,
+            [p for p in ps.prompts for _ in range(n)],
+            budget,
+            stop=None,
+            temperature=temperature,
+            top_p=ecfg.top_p,
+            seed=ecfg.seed,
+            batch=ecfg.batch_size,
+        )
+        scores = _passes(ps, sampled, n)
+        c = [s.c for s in scores]
+        for k in ecfg.pass_k:
+            r = summary(code_eval.pass_at_k_many(n, c, k), metric=f"pass@{k}:t{temperature}", **row)
+            rows.append(r)
+            if r["value"] >= best.get(k, {"value": -1})["value"]:
+                best[k] = r | {"metric": f"pass@{k}"}
+        picked = [
+            s.passed[
+                code_eval.pick_by_mean_logprob(
+                    [x.mean_logprob for x in sampled[i * n : (i + 1) * n]]
+                )
+            ]
+            for i, s in enumerate(scores)
+        ]
+        rows.append(summary(picked, metric=f"pass@1:ranked_t{temperature}", **row))
+    return rows + list(best.values())
+
+
 def evaluate(params, cfg: ModelConfig, ecfg: EvalConfig) -> list[dict]:
     """One row per task × shots × metric (see the module docstring)."""
     rows = []
     for ps in prompt_sets(cfg, ecfg):
         if ps.task.kind == MULTIPLE_CHOICE:
             scored = _score_choices(params, cfg, ps, ecfg) + _score_cot(params, cfg, ps, ecfg)
+        elif ps.task.kind == CODE:
+            scored = _score_code(params, cfg, ps, ecfg)
         else:
             scored = _score_generation(params, cfg, ps, ecfg)
         rows += [{"task": ps.task.name, "shots": ps.shots, **r} for r in scored]

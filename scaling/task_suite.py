@@ -32,7 +32,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from scaling.tasks import GENERATE, MULTIPLE_CHOICE, Example, Task
+from scaling import code_eval
+from scaling.tasks import CODE, GENERATE, MULTIPLE_CHOICE, Example, Task
 
 # Common English words (4-8 letters) for word tasks and the synthetic prose.
 WORDS = tuple(
@@ -233,6 +234,27 @@ def _arithmetic() -> list[Task]:
     return tasks
 
 
+def _python_functions() -> Task:
+    """The project's HumanEval-style problems (scaling/task_data), zero-shot, pass@k."""
+    examples = tuple(
+        Example(p.prompt, (p.canonical_solution,), test=p.test, entry_point=p.entry_point)
+        for p in code_eval.load_problems()
+    )
+    return Task(
+        name="python_functions",
+        description="write a Python function from its signature and docstring (unit-tested)",
+        metrics=("pass_at_k",),
+        kind=CODE,
+        max_new_tokens=128,
+        random_baseline=0.0,
+        examples=examples,
+        example_input_prefix="",
+        example_output_prefix="",
+        few_shot_example_separator="\n\n",
+        preferred_score="pass_at_k",
+    )
+
+
 TASKS: dict[str, Task] = {
     t.name: t
     for t in (
@@ -327,5 +349,6 @@ TASKS: dict[str, Task] = {
             kind=MULTIPLE_CHOICE,
             random_baseline=0.25,
         ),
+        _python_functions(),
     )
 }

@@ -158,3 +158,43 @@ def test_pack_shots_takes_the_most_that_fit():
 def test_pass_k_larger_than_samples_is_rejected():
     with pytest.raises(ConfigError, match="pass_k"):
         EvalConfig(samples=2, pass_k=(1, 5)).validate()
+
+
+def test_code_task_pass_at_k_against_the_closed_form(monkeypatch):
+    """Problem i gets i % 4 right answers among n = 3 samples per temperature (the canonical
+    solution, else a wrong body); pass@k must equal 1 - C(n-c, k)/C(n, k) averaged."""
+    from math import comb
+
+    from scaling import evaluate as ev
+    from scaling.generate import Sample
+    from scaling.task_suite import TASKS
+
+    task = TASKS["python_functions"]
+    examples = task.examples[:4]
+    answers = {ex.input: ex.answer for ex in examples}
+    n = 3
+
+    def fake_generate(params, cfg, prompts, budget, temperature=0.0, **kw):
+        out, seen = [], {}
+        for p in prompts:
+            j = seen[p] = seen.get(p, -1) + 1
+            right = j < list(answers).index(p) % 4 if temperature else j == 0
+            text = answers[p] if right else "    return None\n"
+            out.append(Sample(text + "\ndef extra():\n    pass\n", -1.0 - (not right), True))
+        return out
+
+    monkeypatch.setattr(ev, "generate", fake_generate)
+    cfg = dataclasses.replace(M, seq_len=512)
+    ecfg = EvalConfig(
+        tasks=("python_functions",), n_examples=4, samples=n, temperatures=(0.5,), pass_k=(1, 2, 3)
+    )
+    rows = {r["metric"]: r for r in ev.evaluate(None, cfg, ecfg)}
+    c = [min(i % 4, n) for i in range(4)]
+    for k in (1, 2, 3):
+        want = np.mean([1 - comb(n - ci, k) / comb(n, k) for ci in c])
+        assert rows[f"pass@{k}:t0.5"]["value"] == pytest.approx(want)
+        assert rows[f"pass@{k}"]["value"] == pytest.approx(want)
+    assert rows["pass@1:greedy"]["value"] == 1.0  # the greedy fake is always right
+    # ranking by mean log-probability picks a right sample wherever there is one
+    assert rows["pass@1:ranked_t0.5"]["value"] == pytest.approx(np.mean([ci > 0 for ci in c]))
+    assert all(r["shots"] == 0 and r["n_examples"] == 4 for r in rows.values())

@@ -1,0 +1,210 @@
+"""Code evaluation in the manner of Codex (Chen et al. 2021): write a function, pass its tests.
+
+A problem is a prompt (imports, signature, docstring with examples), the name of the function
+(`entry_point`), a canonical solution and a test defining `check(candidate)`. A completion
+passes when prompt + completion + test + `check(entry_point)` runs to its end in the sandbox
+(scaling.sandbox); a random marker printed after check() tells an ended program from one that
+left early with exit(0). From n samples per problem, c of them correct, pass@k is the unbiased
+estimator 1 - C(n-c, k)/C(n, k); pick-1 ranking keeps the sample of highest mean token
+log-probability, which needs no tests at generation time.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import numpy as np
+
+from scaling.config import ConfigError
+from scaling.sandbox import Limits, run_many
+
+PROBLEMS_PATH = Path(__file__).parent / "task_data" / "python_functions.json"
+# Codex's stop sequences: a new top-level statement ends the function body.
+STOP_SEQUENCES = ("\nclass", "\ndef", "\n#", "\nif", "\nprint")
+CODE_LIMITS = Limits(timeout_s=3.0)  # the 3 s per program of Chen et al.
+
+
+@dataclass(frozen=True)
+class Problem:
+    task_id: str
+    prompt: str
+    entry_point: str
+    canonical_solution: str
+    test: str
+
+
+FIELDS = tuple(f.name for f in fields(Problem))
+
+
+@dataclass(frozen=True)
+class ProblemScore:
+    """The samples of one problem: which passed, and how each program ended."""
+
+    task_id: str
+    passed: tuple[bool, ...]
+    statuses: tuple[str, ...]  # scaling.sandbox.STATUSES
+
+    @property
+    def n(self) -> int:
+        return len(self.passed)
+
+    @property
+    def c(self) -> int:
+        return sum(self.passed)
+
+
+def load_problems(path: str | Path = PROBLEMS_PATH) -> list[Problem]:
+    """The problems of a JSON file: a list of objects with exactly the fields of Problem."""
+    path = Path(path)
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(str(path), "no such file", "give the path of a problem file") from None
+    except json.JSONDecodeError as e:
+        raise ConfigError(str(path), f"not valid JSON ({e})", "fix the JSON syntax") from None
+    return parse_problems(raw, str(path))
+
+
+def parse_problems(raw, where: str) -> list[Problem]:
+    """Problems from decoded JSON; ConfigError names the problem and field at fault."""
+    if not isinstance(raw, list) or not raw:
+        raise ConfigError(where, "not a non-empty list", "write a JSON list of problem objects")
+    problems = [_problem(item, i, where) for i, item in enumerate(raw)]
+    seen = set()
+    for p in problems:
+        if p.task_id in seen:
+            raise ConfigError(
+                f"{where}: {p.task_id}.task_id", "appears twice", "give each problem its own id"
+            )
+        seen.add(p.task_id)
+    return problems
+
+
+def _problem(item, index: int, where: str) -> Problem:
+    named = isinstance(item, dict) and isinstance(item.get("task_id"), str)
+    name = f"{where}: {item['task_id'] if named else f'problem #{index}'}"
+    if not isinstance(item, dict):
+        raise ConfigError(name, "not a JSON object", f"give the fields {', '.join(FIELDS)}")
+    for key in item:
+        if key not in FIELDS:
+            raise ConfigError(f"{name}.{key}", "unknown field", f"use only {', '.join(FIELDS)}")
+    for key in FIELDS:
+        if not isinstance(item.get(key), str) or not item[key].strip():
+            raise ConfigError(f"{name}.{key}", "missing or empty", "give it as a non-empty string")
+    problem = Problem(**item)
+    if not problem.entry_point.isidentifier():
+        raise ConfigError(
+            f"{name}.entry_point",
+            f"{problem.entry_point!r} is not a Python name",
+            "name the function the prompt defines",
+        )
+    if f"def {problem.entry_point}(" not in problem.prompt:
+        raise ConfigError(
+            f"{name}.prompt",
+            f"does not define {problem.entry_point}()",
+            "end the prompt with the function's signature and docstring",
+        )
+    if "def check(candidate)" not in problem.test:
+        raise ConfigError(
+            f"{name}.test", "does not define check(candidate)", "define check(candidate)"
+        )
+    return problem
+
+
+def program(problem: Problem, completion: str, marker: str) -> str:
+    """The program that tests one completion; it prints `marker` only if check() returns."""
+    return (
+        f"{problem.prompt}{completion}\n\n\n{problem.test}\n\n"
+        f"check({problem.entry_point})\nprint({marker!r})\n"
+    )
+
+
+def truncate_completion(completion: str, stops: Sequence[str] = STOP_SEQUENCES) -> str:
+    """The completion up to its first stop sequence: the end of the function body."""
+    cuts = [i for i in (completion.find(s) for s in stops) if i >= 0]
+    return completion[: min(cuts)] if cuts else completion
+
+
+def score_completions(
+    problems: Sequence[Problem],
+    completions: Sequence[Sequence[str]],
+    *,
+    limits: Limits = CODE_LIMITS,
+    workers: int | None = None,
+) -> list[ProblemScore]:
+    """Run every completion of every problem (completions[i] belongs to problems[i], already
+    truncated) in the sandbox, `workers` at a time, and say which passed."""
+    if len(completions) != len(problems):
+        raise ConfigError(
+            "completions",
+            f"{len(completions)} lists of completions for {len(problems)} problems",
+            "give one list of completions per problem, in the order of the problems",
+        )
+    marker = f"passed-{secrets.token_hex(8)}"
+    programs = [program(p, c, marker) for p, cs in zip(problems, completions) for c in cs]
+    results = iter(run_many(programs, limits, workers=workers))
+    scores = []
+    for problem, samples in zip(problems, completions):
+        mine = [next(results) for _ in samples]
+        scores.append(
+            ProblemScore(
+                problem.task_id,
+                tuple(r.passed and r.stdout.endswith(f"{marker}\n") for r in mine),
+                tuple(r.status for r in mine),
+            )
+        )
+    return scores
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Chen et al.'s unbiased pass@k from n samples of which c pass, as the stable product
+    1 - prod_{i=n-c+1}^{n} (1 - k/i), which equals 1 - C(n-c, k)/C(n, k)."""
+    if not 0 <= c <= n or not 1 <= k <= n:
+        raise ConfigError(
+            "pass_at_k",
+            f"needs 0 <= c <= n and 1 <= k <= n, got n={n}, c={c}, k={k}",
+            "draw at least k samples per problem",
+        )
+    if n - c < k:  # every draw of k samples contains a correct one
+        return 1.0
+    return float(1.0 - np.prod(1.0 - k / np.arange(n - c + 1, n + 1)))
+
+
+def pass_at_k_many(n: Sequence[int] | int, c: Sequence[int], k: int) -> np.ndarray:
+    """pass@k of several problems (n: one number of samples for all, or one per problem)."""
+    ns = np.broadcast_to(np.asarray(n), np.shape(c))
+    return np.array([pass_at_k(int(a), int(b), k) for a, b in zip(ns, c)])
+
+
+def pick_by_mean_logprob(mean_logprobs: Sequence[float]) -> int:
+    """Index of the sample Codex would submit: the highest mean token log-probability (ties:
+    the first; NaN counts as the lowest)."""
+    scores = np.asarray(mean_logprobs, float)
+    if scores.ndim != 1 or not len(scores):
+        raise ConfigError(
+            "mean_logprobs", f"shape {scores.shape} is not a non-empty list", "give one per sample"
+        )
+    return int(np.argmax(np.where(np.isnan(scores), -np.inf, scores)))
+
+
+def ranked_pass_rate(
+    scores: Sequence[ProblemScore], mean_logprobs: Sequence[Sequence[float]]
+) -> float:
+    """Share of problems whose top-ranked sample passes: pass@1 when one sample is picked
+    from n by mean log-probability rather than at random."""
+    if (
+        not scores
+        or len(mean_logprobs) != len(scores)
+        or any(len(lp) != s.n for lp, s in zip(mean_logprobs, scores))
+    ):
+        raise ConfigError(
+            "mean_logprobs",
+            "does not match the samples scored (or nothing was scored)",
+            "give one list per scored problem, one value per sample",
+        )
+    picks = [s.passed[pick_by_mean_logprob(lp)] for s, lp in zip(scores, mean_logprobs)]
+    return float(np.mean(picks))

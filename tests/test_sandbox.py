@@ -1,0 +1,191 @@
+"""Every kind of misbehaving program is contained: with the layers this machine has, and with
+the weaker sets a machine without namespaces (or without root) falls back to."""
+
+import dataclasses
+import os
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from scaling import sandbox
+from scaling.config import ConfigError
+from scaling.sandbox import Limits, run_many, run_program
+
+QUICK = Limits(timeout_s=1.0)
+
+
+@pytest.fixture(params=["detected", "no-namespaces", "hook-only"])
+def setup(request, monkeypatch):
+    """The detected setup, then as if unshare were missing, then as if we were not root
+    either (the candidate keeps our uid: only the audit hook and rlimits remain)."""
+    detected = sandbox.sandbox_setup()
+    setups = {
+        "detected": detected,
+        "no-namespaces": dataclasses.replace(detected, unshare=(), namespaces=()),
+        "hook-only": dataclasses.replace(detected, unshare=(), namespaces=(), dedicated_uid=False),
+    }
+    monkeypatch.setattr(sandbox, "sandbox_setup", lambda: setups[request.param])
+    return setups[request.param]
+
+
+def _processes_in(directory: str) -> list[int]:
+    """Live processes whose working directory is (or was) inside `directory`."""
+    found = []
+    for name in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cwd = os.readlink(f"/proc/{name}/cwd")
+            state = Path(f"/proc/{name}/stat").read_text().rpartition(")")[2].split()[0]
+        except OSError:
+            continue
+        if cwd.startswith(directory) and state != "Z":
+            found.append(int(name))
+    return found
+
+
+def test_a_correct_program_passes_in_a_directory_that_is_then_deleted(setup):
+    result = run_program("import os\nprint(6 * 7, os.getcwd(), os.environ.get('HOME'))")
+    answer, cwd, home = result.stdout.split()
+    assert result.status == "ok" and result.passed and result.returncode == 0
+    assert answer == "42" and home == cwd and not Path(cwd).parent.exists()
+    expected = {f"{name}-namespace" for name in setup.namespaces} | {"rlimits", "audit-hook"}
+    assert expected <= set(result.isolation)
+    assert ("dedicated-uid" in result.isolation) == setup.dedicated_uid
+
+
+def test_exceptions_fail_and_signals_crash(setup):
+    failed, syntax, abort, segfault, exit0 = run_many(
+        [
+            "raise ValueError('no')",
+            "def f(:\n    pass",
+            "import os\nos.abort()",
+            "import faulthandler\nfaulthandler._sigsegv()",
+            "raise SystemExit(0)",
+        ]
+    )
+    assert failed.status == "failed" and failed.returncode == 1
+    assert 'File "main.py", line 1' in failed.stderr and "ValueError: no" in failed.stderr
+    assert syntax.status == "failed" and "SyntaxError" in syntax.stderr
+    assert (abort.status, abort.returncode) == ("crashed", -6)
+    assert (segfault.status, segfault.returncode) == ("crashed", -11)
+    assert exit0.status == "ok"
+    suicide = "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)"
+    assert run_program(suicide, audit_hook=False).status == "killed"
+
+
+def test_loops_and_sleeps_time_out_near_the_limit(setup):
+    for result in run_many(["while True:\n    pass", "import time\ntime.sleep(100)"], QUICK):
+        assert result.status == "timeout" and result.returncode is None
+        assert 1.0 <= result.duration_s < 2.0
+
+
+def test_the_cpu_limit_backs_up_the_wall_clock(setup):
+    result = run_program("while True:\n    pass", Limits(timeout_s=30.0, cpu_s=1))
+    assert result.status == "timeout" and result.returncode == -24  # SIGXCPU, not the clock
+
+
+def test_process_creation_network_and_ctypes_are_denied(setup):
+    programs = [
+        "import os\nwhile True:\n    os.fork()",
+        "import subprocess\nsubprocess.run(['true'])",
+        "import os\nos.system('true')",
+        "import socket\nsocket.socket()",
+        "import ctypes\nctypes.string_at(0)",
+        "import resource\nresource.setrlimit(resource.RLIMIT_CPU, (100, 100))",
+        "import os\nos.listdir('/')",
+        # A directory descriptor from outside would let os.open(..., dir_fd=) write anywhere.
+        "import os\nos.open(os.path.dirname(os.__file__), os.O_RDONLY)",
+        # Re-pointing the hook's code: the hook sees the attempt, and it can't be removed.
+        "import gc\nhook = [f for f in gc.get_objects() if getattr(f, '__name__', '') =="
+        " 'sandbox_hook'][0]\nhook.__code__ = (lambda event, args: None).__code__",
+    ]
+    for result in run_many(programs):
+        assert result.status == "denied" and result.returncode == sandbox.DENIED_EXIT
+        assert "sandbox: denied" in result.stderr
+
+
+def test_memory_bombs_fail(setup):
+    programs = ["x = bytearray(10**10)", "x = []\nwhile True:\n    x.append(bytearray(10**7))"]
+    for result in run_many(programs, Limits(memory_mb=256)):
+        assert result.status in ("failed", "killed")
+        assert result.status == "killed" or "MemoryError" in result.stderr
+
+
+def test_output_is_capped_and_files_are_size_limited(setup):
+    flood, big_file, own_files = run_many(
+        [
+            "print('x' * 10**6)",
+            "open('big', 'wb').write(bytes(2 << 20))",
+            "import os, pathlib\npathlib.Path('a.txt').write_text('hi')\n"
+            "open(os.devnull, 'w').write('gone')\nprint(open('a.txt').read())",
+        ],
+        Limits(file_mb=1, output_bytes=1000),
+    )
+    assert flood.status == "ok" and len(flood.stdout) < 1100 and "bytes cut" in flood.stdout
+    assert big_file.status == "failed" and "File too large" in big_file.stderr
+    assert own_files.status == "ok" and own_files.stdout == "hi\n"
+
+
+def _without_hook_only_if(layer_present: bool, audit_hook: bool) -> None:
+    if not (audit_hook or layer_present):
+        pytest.skip("this setup has no operating-system layer for this case")
+
+
+@pytest.mark.parametrize("audit_hook", [True, False])
+def test_writes_outside_the_directory_are_stopped(setup, audit_hook, tmp_path):
+    _without_hook_only_if(setup.dedicated_uid, audit_hook)
+    target = tmp_path / "escaped.txt"
+    program = f"open({str(target)!r}, 'w').write('x')"
+    result = run_program(program, audit_hook=audit_hook)
+    assert result.status == ("denied" if audit_hook else "failed")
+    assert not target.exists()
+
+
+@pytest.mark.parametrize("audit_hook", [True, False])
+def test_the_users_private_files_are_unreadable(setup, audit_hook, tmp_path):
+    _without_hook_only_if(setup.dedicated_uid, audit_hook)
+    secret = tmp_path / "secret.txt"
+    secret.write_text("hunter2")
+    secret.chmod(0o600)
+    result = run_program(f"print(open({str(secret)!r}).read())", audit_hook=audit_hook)
+    assert result.status == ("denied" if audit_hook else "failed")
+    assert "hunter2" not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("audit_hook", [True, False])
+def test_no_network_connection_reaches_a_local_listener(setup, audit_hook):
+    _without_hook_only_if("network" in setup.namespaces, audit_hook)
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        server.setblocking(False)
+        port = server.getsockname()[1]
+        program = f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=1)"
+        result = run_program(program, QUICK, audit_hook=audit_hook)
+        assert result.status == ("denied" if audit_hook else "failed")
+        with pytest.raises(BlockingIOError):
+            server.accept()
+
+
+def test_a_fork_bomb_without_the_hook_leaves_nothing_behind(setup):
+    """Processes that fork until the process limit, leave the group (setsid) and hold their
+    slots: all of them die at the timeout, and the machine can still start processes."""
+    _without_hook_only_if(setup.dedicated_uid or "pid" in setup.namespaces, audit_hook=False)
+    program = (
+        "import os, time\nprint(os.getcwd(), flush=True)\nwhile True:\n    try:\n"
+        "        if os.fork() == 0:\n            os.setsid()\n"
+        "    except OSError:\n        time.sleep(100)\n"
+    )
+    result = run_program(program, QUICK, audit_hook=False)
+    workdir = result.stdout.split()[0]
+    assert result.status == "timeout" and result.duration_s < 2.0
+    assert _processes_in(workdir) == [] and not Path(workdir).exists()
+    assert subprocess.run(["true"], check=False).returncode == 0
+
+
+def test_bad_limits_name_the_field_and_the_fix():
+    with pytest.raises(ConfigError, match=r"sandbox\.timeout_s: 0 .*fix: use at least"):
+        run_program("pass", Limits(timeout_s=0))
+    with pytest.raises(ConfigError, match=r"sandbox\.memory_mb"):
+        Limits(memory_mb=8).validate()
+    with pytest.raises(ConfigError, match=r"sandbox\.workers"):
+        run_many(["pass"], workers=1000)

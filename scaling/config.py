@@ -233,15 +233,17 @@ class EvalConfig:
 @dataclass(frozen=True)
 class MeshConfig:
     """How a run is laid out over devices (scaling.sharding): the sizes of the mesh axes `data`,
-    `fsdp` and `tensor` (one of them may be -1: all remaining devices), and `slices` for
-    multi-slice jobs (an outer data-parallel axis across slices, over DCN). The layout never
-    changes the numbers a run produces, so it is left out of the run id."""
+    `fsdp` and `tensor` within one slice (one of them may be -1: all remaining devices), and
+    `slices` for multi-slice jobs (an outer data-parallel axis across slices, over DCN: the
+    mesh's data axis is slices·data). scaling.memory checks the plan against
+    `device_memory_gb` (decimal GB) before anything compiles. The layout never changes the
+    numbers a run produces, so it is left out of the run id."""
 
     data: int = -1
     fsdp: int = 1
     tensor: int = 1
     slices: int = 1
-    device_memory_gb: float = 0.0  # 0: use the device's own figure when known, else no check
+    device_memory_gb: float = 0.0  # 0: the device's own figure when known (GPU, TPU), else none
 
     def validate(self, where: str = "mesh") -> None:
         sizes = {"data": self.data, "fsdp": self.fsdp, "tensor": self.tensor}
@@ -259,7 +261,7 @@ class MeshConfig:
         _require_positive(self, ("slices",), where)
         if self.device_memory_gb < 0:
             raise ConfigError(
-                f"{where}.device_memory_gb", "must be >= 0", "use e.g. 80 (0 disables the check)"
+                f"{where}.device_memory_gb", "must be >= 0", "use e.g. 80 (0: the device's own)"
             )
 
 

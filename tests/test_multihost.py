@@ -1,0 +1,134 @@
+"""Multi-host start-up: SLURM node lists, where a process finds its job (flags, SCALING_*,
+SLURM, TPU VM), and two local jax.distributed processes training like one."""
+
+import socket
+
+import numpy as np
+import pytest
+import shard_cases as case
+
+from scaling import sharding
+from scaling.config import ConfigError
+
+
+@pytest.mark.parametrize(
+    "nodelist, hosts",
+    [
+        ("node01", ["node01"]),
+        ("node[01-04,07]", ["node01", "node02", "node03", "node04", "node07"]),
+        ("gpu[8-10],login1", ["gpu8", "gpu9", "gpu10", "login1"]),
+        ("a[1-2]-ib,b3", ["a1-ib", "a2-ib", "b3"]),
+        ("r[1-2]n[01-02]", ["r1n01", "r1n02", "r2n01", "r2n02"]),
+        ("dgx-[009-011]", ["dgx-009", "dgx-010", "dgx-011"]),
+    ],
+)
+def test_slurm_node_lists_expand_like_scontrol_show_hostnames(nodelist, hosts):
+    assert sharding.expand_nodelist(nodelist) == hosts
+
+
+def test_a_bad_range_in_a_node_list_is_an_error():
+    with pytest.raises(ValueError, match="bad range"):
+        sharding.expand_nodelist("node[04-01]")
+
+
+SLURM = {
+    "SLURM_NTASKS": "16",
+    "SLURM_PROCID": "9",
+    "SLURM_LOCALID": "1",
+    "SLURM_JOB_ID": "4242",
+    "SLURM_JOB_NODELIST": "gpu[07-08]",
+    "SLURM_STEP_NODELIST": "gpu[07-08]",
+}
+
+
+def test_slurm_tasks_find_the_first_host_and_their_gpu():
+    c = sharding.detect_cluster(SLURM)
+    assert (c.source, c.num_processes, c.process_id) == ("slurm", 16, 9)
+    assert c.coordinator == f"gpu07:{61440 + 4242 % 4096}" and c.local_device_ids == (1,)
+    port = sharding.detect_cluster(SLURM | {"SCALING_COORDINATOR_PORT": "1234"}).coordinator
+    assert port == "gpu07:1234"
+    # a task SLURM bound to one GPU (--gpus-per-task=1) sees only that one: no restriction
+    bound = sharding.detect_cluster(SLURM | {"CUDA_VISIBLE_DEVICES": "1"})
+    assert bound.local_device_ids is None
+    assert sharding.detect_cluster(SLURM | {"CUDA_VISIBLE_DEVICES": "0,1"}).local_device_ids == (1,)
+
+
+def test_a_single_slurm_task_is_a_single_process():
+    assert sharding.detect_cluster(SLURM | {"SLURM_NTASKS": "1"}).source == "single"
+
+
+def test_explicit_arguments_then_scaling_variables_take_precedence_over_slurm():
+    c = sharding.detect_cluster(SLURM, coordinator="h:1", num_processes=2, process_id=1)
+    assert (c.source, c.coordinator, c.process_id) == ("explicit", "h:1", 1)
+    env = SLURM | {
+        "SCALING_COORDINATOR": "10.0.0.1:8476",
+        "SCALING_NUM_PROCESSES": "4",
+        "SCALING_PROCESS_ID": "3",
+    }
+    c = sharding.detect_cluster(env)
+    assert (c.source, c.coordinator, c.num_processes, c.process_id) == (
+        "env",
+        "10.0.0.1:8476",
+        4,
+        3,
+    )
+
+
+def test_tpu_vms_and_single_processes():
+    assert sharding.detect_cluster({"SCALING_CLUSTER": "tpu"}).source == "tpu"
+    assert sharding.detect_cluster({"TPU_WORKER_HOSTNAMES": "a,b"}).source == "tpu"
+    assert sharding.detect_cluster({}) == sharding.Cluster("single")
+    assert sharding.initialize_distributed(env={}) == sharding.Cluster("single")  # no-op
+
+
+@pytest.mark.parametrize(
+    "env, field",
+    [
+        ({"SCALING_NUM_PROCESSES": "2", "SCALING_PROCESS_ID": "0"}, "SCALING_COORDINATOR"),
+        ({"SCALING_NUM_PROCESSES": "2", "SCALING_PROCESS_ID": "2"}, "SCALING_PROCESS_ID"),
+        ({"SCALING_NUM_PROCESSES": "two"}, "SCALING_NUM_PROCESSES"),
+        (SLURM | {"SLURM_JOB_NODELIST": "", "SLURM_STEP_NODELIST": ""}, "SLURM_JOB_NODELIST"),
+    ],
+)
+def test_an_incomplete_environment_names_the_variable(env, field):
+    with pytest.raises(ConfigError) as e:
+        sharding.detect_cluster(env)
+    assert e.value.field == field
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_processes_with_process_local_batches_train_like_one():
+    port = _free_port()
+    procs = [
+        case.run_worker(
+            "multihost_worker.py",
+            devices=2,
+            env={
+                "SCALING_COORDINATOR": f"127.0.0.1:{port}",
+                "SCALING_NUM_PROCESSES": "2",
+                "SCALING_PROCESS_ID": str(i),
+            },
+        )
+        for i in range(2)
+    ]
+    try:
+        reference = case.reference_losses()
+    finally:
+        results = [result for result, _ in case.results_of(procs, timeout=500)]
+    for i, result in enumerate(results):
+        assert result["cluster"] == ["env", i, 2] and result["main"] == (i == 0)
+        assert result["devices"] == [4, 2]
+        for losses in result["losses"].values():
+            np.testing.assert_allclose(losses, reference, rtol=0, atol=1e-5)
+    # both processes fetch the same whole state, whatever the mesh
+    sums = [s for r in results for s in r["param_sum"].values()]
+    np.testing.assert_allclose(sums, sums[0], rtol=1e-6)
+    # each process built only its own half of every batch
+    for mesh in ("dp4", "fsdp2_tp2"):
+        assert [r["rows"][mesh] for r in results] == [[0, 1, 2, 3], [4, 5, 6, 7]]

@@ -45,7 +45,8 @@ class ModelConfig:
     d_ff: int = 256
     vocab_size: int = 256
     seq_len: int = 128
-    dtype: str = "float32"  # activation dtype; parameters are always float32
+    dtype: str = "float32"  # activation dtype (bfloat16: mixed precision); params float32
+    remat: str = "none"  # "none" | "full" (recompute each block) | "dots" (keep matmul outputs)
 
     def validate(self, where: str = "model") -> None:
         _require_positive(
@@ -62,6 +63,10 @@ class ModelConfig:
                 f"{where}.vocab_size",
                 f"{self.vocab_size} < 256 byte tokens",
                 "use vocab_size >= 256 (the tokenizer is byte-level)",
+            )
+        if self.remat not in ("none", "full", "dots"):
+            raise ConfigError(
+                f"{where}.remat", f"unknown policy {self.remat!r}", "use 'none', 'full' or 'dots'"
             )
         if self.dtype not in ("float32", "bfloat16"):
             raise ConfigError(

@@ -15,6 +15,13 @@ forcing. Chain of thought (`exact_match:cot`): the exemplars show rationales, th
 after the last "So the answer is"; self-consistency (`exact_match:self_consistency`, Wang et al.
 2023) takes a majority vote over sampled chains.
 
+Code (Codex, Chen et al. 2021): zero-shot completions of a signature and docstring, cut at the
+end of the function body and unit-tested in the sandbox (scaling.sandbox). `pass@1:greedy`;
+with eval.samples = n, `pass@k:t{T}` by the unbiased estimator 1 − C(n−c, k)/C(n, k) at each
+temperature T, `pass@k` at the best temperature for that k (Codex's reporting; optimistic by
+the choice), and `pass@1:ranked_t{T}`, the pass rate of the one sample of highest mean token
+log-probability.
+
 Every row: task, metric, shots, value, stderr (sample standard deviation / sqrt(n), as
 lm-eval), n_examples, random_baseline, higher_is_better.
 """
@@ -31,7 +38,7 @@ import numpy as np
 
 from scaling import code_eval, data
 from scaling.config import ConfigError, EvalConfig, ModelConfig
-from scaling.generate import generate
+from scaling.generate import PROMPT_BUCKET, generate
 from scaling.model import apply
 from scaling.tasks import (
     CODE,
@@ -65,8 +72,8 @@ def _pad_rows(arrays: list[np.ndarray], width: int, batch: int) -> np.ndarray:
 def continuation_logprobs(
     params, cfg: ModelConfig, pairs: list[tuple[str, str]], batch: int = 50
 ) -> np.ndarray:
-    """log p(continuation | context) for each (context, continuation) pair, in batches of one
-    compiled shape (rows left-aligned in seq_len+1 tokens: the last needs no input position)."""
+    """log p(continuation | context) for each (context, continuation) pair, in batches of rows
+    left-aligned in at most seq_len+1 tokens (the last token needs no input position)."""
     rows, masks = [], []
     for context, continuation in pairs:
         ctx, cont = data.encode(context), data.encode(continuation)
@@ -74,8 +81,12 @@ def continuation_logprobs(
             raise ValueError(f"{len(ctx) + len(cont)} tokens exceed seq_len+1={cfg.seq_len + 1}")
         rows.append(np.concatenate([ctx, cont]))
         masks.append(np.r_[np.zeros(len(ctx)), np.ones(len(cont))])
-    tokens = _pad_rows(rows, cfg.seq_len + 1, batch)
-    mask = _pad_rows(masks, cfg.seq_len + 1, batch)
+    # Rows are causal and start at position 0, so a window just wide enough for the longest
+    # row (rounded up to a bucket, to bound the number of compiled shapes) gives the same
+    # log-probabilities as the full context at a fraction of the cost.
+    width = min(cfg.seq_len + 1, -(-max(map(len, rows)) // PROMPT_BUCKET) * PROMPT_BUCKET)
+    tokens = _pad_rows(rows, width, batch)
+    mask = _pad_rows(masks, width, batch)
     scores = [
         np.asarray(_continuation_logprob(params, tokens[i : i + batch], mask[i : i + batch], cfg))
         for i in range(0, len(tokens), batch)

@@ -16,8 +16,14 @@ import jax
 import jax.numpy as jnp
 
 from scaling.config import ModelConfig
+from scaling.sharding import constrain
 
 INIT_STD = 0.02
+# ModelConfig.remat: what a block keeps for the backward pass (the rest is recomputed).
+REMAT_POLICIES = {
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
 
 
 def _init(axes: tuple[str | None, ...], std: float = INIT_STD):
@@ -56,7 +62,10 @@ class CausalSelfAttention(nn.Module):
                 bias_init=_zeros(("heads", "kv")),
             )(x)
 
-        q, k, v = project("query"), project("key"), project("value")
+        q, k, v = (
+            constrain(project(n), ("batch", "length", "act_heads", "kv"))
+            for n in ("query", "key", "value")
+        )
         if cache is None:  # training and scoring: one causal pass (cuDNN flash attention on GPU)
             out = jax.nn.dot_product_attention(q, k, v, is_causal=True)
         else:
@@ -88,7 +97,7 @@ class Mlp(nn.Module):
             kernel_init=_init(("embed", "mlp")),
             bias_init=_zeros(("mlp",)),
         )(x)
-        h = nn.gelu(h)
+        h = constrain(nn.gelu(h), ("batch", "length", "act_mlp"))
         return nn.Dense(
             cfg.d_model,
             dtype=dtype,
@@ -136,13 +145,23 @@ class GPT(nn.Module):
             visible = (keys <= slots[:, None]) & (keys >= pad[:, None, None])
             mask = (visible | (keys == slots[:, None]))[:, None]  # (batch, 1, time, slots)
         x = (wte(tokens) + positions).astype(jnp.dtype(cfg.dtype))
+        x = constrain(x, ("batch", "length", "act_embed"))
+        # Rematerialisation trades compute for activation memory in training; decoding keeps
+        # nothing for a backward pass, so it never needs it.
+        block = (
+            Block
+            if cache is not None or cfg.remat == "none"
+            else nn.remat(Block, policy=REMAT_POLICIES[cfg.remat])
+        )
         new_cache = []
         for i in range(cfg.n_layer):
             layer_cache = None if cache is None else cache[i]
-            x, layer_cache = Block(cfg, name=f"block_{i}")(x, layer_cache, index, mask)
+            x, layer_cache = block(cfg, name=f"block_{i}")(x, layer_cache, index, mask)
+            x = constrain(x, ("batch", "length", "act_embed"))
             new_cache.append(layer_cache)
         x = _layer_norm("ln_f")(x)
         logits = wte.attend(x.astype(jnp.float32))  # tied output embedding
+        logits = constrain(logits, ("batch", "length", "act_vocab"))
         return logits, (None if cache is None else new_cache)
 
 

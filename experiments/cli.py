@@ -1,7 +1,9 @@
 """`scaling` command line: train a run or a sweep, report on it, fit laws, classify emergence.
 
     scaling train CONFIG.yaml [--run-dir DIR]
-    scaling sweep SWEEP.yaml [--runs-dir runs] [--reports-dir reports] [--no-report]
+    scaling plan SWEEP.yaml [--flops-per-s F]
+    scaling sweep SWEEP.yaml [--executor local|ray|slurm] [--workers N] [--yes] [--wandb PROJECT]
+    scaling status SWEEP.yaml|SWEEP_DIR [--runs-dir runs]
     scaling report SWEEP_DIR [--out DIR]
     scaling fit chinchilla|isoflop|envelope|kaplan INPUT [--n COL --d COL | --c COL ...] --out DIR
     scaling emergence INPUT... [--x flops|params|...] [--family COL] --out DIR
@@ -18,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from experiments import cli_emergence, cli_fit
+from experiments import cli_emergence, cli_eval, cli_fit
 from scaling.config import ConfigError
 
 EXIT_BAD_INPUT = 2
@@ -33,16 +35,63 @@ def _enable_compilation_cache() -> None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
+def _launch(args):
+    from experiments.runner import Launch
+
+    return Launch(
+        stale_after=args.stale_after,
+        max_attempts=args.max_attempts,
+        tensorboard=not args.no_tensorboard,
+        wandb=args.wandb or "",
+    )
+
+
 def cmd_train(args) -> int:
-    from experiments import runner
-    from experiments.sweep import read_yaml, run_id
+    from experiments import runner, store
+    from experiments.sweep import RunSpec, read_yaml, run_id
     from scaling.config import run_config
 
     cfg = run_config(read_yaml(args.config, "config"))
     runner.preflight([cfg])
     run_dir = Path(args.run_dir) if args.run_dir else Path(args.runs_dir) / "single" / run_id(cfg)
-    status = runner.execute_run(cfg, run_dir)
+    task = runner.Task(RunSpec(run_dir.name, cfg.name, cfg), str(run_dir.parent), _launch(args))
+    result = runner.work(task)
+    status = store.status(run_dir)
+    if result["result"] not in (store.DONE, runner.SKIPPED):
+        print(f"run {run_dir}: {result['result']} {result.get('message', '')}", file=sys.stderr)
+        return 1
     print(f"run {run_dir}: held-out loss {status['heldout_loss']:.4f} nats/token")
+    return 0
+
+
+def _executor(args):
+    from experiments import executors
+
+    resources = {"TPU": args.tpu} if args.tpu else {}
+    if args.executor == "ray":
+        return executors.RayExecutor(
+            address=args.ray_address,
+            num_cpus=args.cpus_per_run,
+            num_gpus=args.gpus_per_run,
+            resources=resources,
+        )
+    if args.executor == "slurm":
+        return executors.SlurmExecutor(
+            folder=args.slurm_folder,
+            partition=args.slurm_partition,
+            timeout_min=args.timeout_min,
+            cpus_per_task=args.cpus_per_run,
+            gpus_per_node=args.gpus_per_run,
+        )
+    return executors.LocalExecutor(workers=args.workers, devices_per_worker=args.gpus_per_run)
+
+
+def cmd_plan(args) -> int:
+    from experiments.plan import format_plan, plan_table
+    from experiments.sweep import load_sweep
+
+    sweep = load_sweep(args.sweep, yes=True)
+    print(format_plan(sweep, plan_table(sweep, args.flops_per_s)))
     return 0
 
 
@@ -50,20 +99,42 @@ def cmd_sweep(args) -> int:
     from experiments import runner
     from experiments.sweep import load_sweep
 
-    sweep = load_sweep(args.sweep)
-    runs_dir = Path(args.runs_dir)
-    print(f"sweep {sweep.name}: {len(sweep.runs)} runs -> {runs_dir / sweep.name}")
+    sweep = load_sweep(args.sweep, yes=args.yes)
+    runs_dir = args.runs_dir
+    executor = _executor(args)
+    print(
+        f"sweep {sweep.name}: {len(sweep.runs)} runs -> {runs_dir}/{sweep.name} ({args.executor})"
+    )
     started = time.time()
-    outcome = runner.run_sweep(sweep, runs_dir)
+    outcome = runner.run_sweep(sweep, runs_dir, executor, _launch(args))
     print(
         f"trained {len(outcome.done)}, already done {len(outcome.skipped)}, "
-        f"failed {len(outcome.failed)} in {time.time() - started:.0f} s"
+        f"failed {len(outcome.failed)}, held elsewhere {len(outcome.busy)} "
+        f"in {time.time() - started:.0f} s"
     )
     for message in outcome.failed.values():
         print(f"  failed: {message}", file=sys.stderr)
-    if not args.no_report:
-        _report(runs_dir / sweep.name, Path(args.reports_dir) / sweep.name)
-    return 1 if outcome.failed else 0
+    if not args.no_report and outcome.done + outcome.skipped:
+        _report(Path(runs_dir) / sweep.name, Path(args.reports_dir) / sweep.name)
+    return 1 if outcome.failed or outcome.busy else 0
+
+
+def cmd_status(args) -> int:
+    from experiments.plan import status_table
+    from experiments.store import join
+    from experiments.sweep import load_sweep
+
+    if Path(args.sweep).is_file():
+        sweep = load_sweep(args.sweep, yes=True)
+        sweep_dir, names = join(args.runs_dir, sweep.name), {r.run_id: r.name for r in sweep.runs}
+    else:
+        sweep_dir, names = args.sweep, None
+    table = status_table(sweep_dir, names)
+    counts = table.state.value_counts().to_dict() if len(table) else {}
+    print(f"{sweep_dir}: " + ", ".join(f"{n} {state}" for state, n in counts.items()))
+    if len(table):
+        print(table.to_string(index=False))
+    return 0
 
 
 def cmd_report(args) -> int:
@@ -87,6 +158,20 @@ def _report(sweep_dir: Path, out_dir: Path) -> None:
     print(f"report: {out_dir / 'report.md'}")
 
 
+def _launch_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--max-attempts", type=int, default=3, help="claims of a run before it stays failed"
+    )
+    p.add_argument(
+        "--stale-after",
+        type=float,
+        default=300.0,
+        help="seconds without a heartbeat before another worker may take a run over",
+    )
+    p.add_argument("--no-tensorboard", action="store_true", help="write no TensorBoard events")
+    p.add_argument("--wandb", metavar="PROJECT", help="also log to Weights & Biases")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="scaling", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -97,20 +182,46 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--runs-dir", default="runs")
     t.set_defaults(func=cmd_train)
 
+    _launch_options(t)
+
+    pl = sub.add_parser("plan", help="print a sweep's runs with size, FLOPs, memory and time")
+    pl.add_argument("sweep", help="sweep file (YAML)")
+    pl.add_argument(
+        "--flops-per-s", type=float, default=35e9, help="sustained FLOP/s of one device"
+    )
+    pl.set_defaults(func=cmd_plan)
+
     s = sub.add_parser(
         "sweep", help="run a sweep file end to end: train, evaluate, collect, report"
     )
-    s.add_argument("sweep", help="sweep file (YAML): name, base, grid")
+    s.add_argument("sweep", help="sweep file (YAML): name, base, grid / zip / isoflop")
     s.add_argument("--runs-dir", default="runs", help="runs go to <runs-dir>/<sweep name>/")
     s.add_argument("--reports-dir", default="reports", help="report goes to <reports-dir>/<name>/")
     s.add_argument("--no-report", action="store_true", help="train only; report later")
+    s.add_argument("--yes", action="store_true", help="launch a design of more than 256 runs")
+    s.add_argument("--executor", choices=("local", "ray", "slurm"), default="local")
+    s.add_argument("--workers", type=int, default=1, help="local: parallel worker processes")
+    s.add_argument("--ray-address", default="", help="ray: cluster address (default: start one)")
+    s.add_argument("--cpus-per-run", type=int, default=1, help="ray/slurm: CPUs per run")
+    s.add_argument("--gpus-per-run", type=int, default=0, help="GPUs per run (local: per worker)")
+    s.add_argument("--tpu", type=int, default=0, help="ray: TPU chips per run")
+    s.add_argument("--slurm-partition", default="")
+    s.add_argument("--slurm-folder", default="slurm", help="slurm: submitit logs and scripts")
+    s.add_argument("--timeout-min", type=int, default=60, help="slurm: time limit per job")
+    _launch_options(s)
     s.set_defaults(func=cmd_sweep)
+
+    st = sub.add_parser("status", help="table of a sweep's runs: state, step, loss, ETA")
+    st.add_argument("sweep", help="sweep file (YAML) or its run directory runs/<name>")
+    st.add_argument("--runs-dir", default="runs")
+    st.set_defaults(func=cmd_status)
 
     r = sub.add_parser("report", help="collect a sweep's results and write fits, tables, plots")
     r.add_argument("sweep_dir", help="the sweep's run directory, runs/<sweep name>")
     r.add_argument("--out", help="report directory (default: reports/<sweep name>)")
     r.set_defaults(func=cmd_report)
 
+    cli_eval.add_parser(sub)
     cli_fit.add_parser(sub)
     cli_emergence.add_parser(sub)
     return p
@@ -120,6 +231,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     _enable_compilation_cache()
     try:
+        if args.command in ("train", "sweep"):  # multi-host jobs: before any other jax call
+            from scaling.sharding import initialize_distributed
+
+            initialize_distributed()
         return args.func(args)
     except ConfigError as e:
         print(f"scaling: error: {e}", file=sys.stderr)

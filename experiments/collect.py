@@ -1,13 +1,18 @@
 """Collect a sweep's finished runs into the results table and the training-curve table.
 
 results (results.csv, results.parquet): one row per run × eval metric, carrying the run's three
-parameter counts, tokens, FLOPs in both conventions (scaling.flops) and final held-out loss.
-curves (curves.csv): one row per held-out evaluation during training, for frontier fits.
+parameter counts, tokens, FLOPs in both conventions (scaling.flops), final held-out loss, how
+the design chose it (IsoFLOP budget, tokens per parameter, cooldown branch) and provenance: git
+commit, config hash (the run id), package versions, device kind and count, wall time and
+achieved tokens/s. curves (curves.csv): one row per held-out evaluation during training.
+eval_over_training.csv: the eval rows of earlier checkpoints (eval.every_steps, or
+`scaling eval --checkpoints`), with `step` and `tokens_seen`, for emergence over training.
+failed (failed_runs.csv): the failed runs, left out of both tables, with their reasons, for the
+report to mention. Stable runs of a cooldown design are left out too: they never cooled down,
+their branches are the runs. Collect is re-run as runs finish, so the tables grow.
 """
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import pandas as pd
 
@@ -15,19 +20,29 @@ from experiments import store
 from scaling import zoo
 from scaling.config import run_config
 from scaling.flops import flops_per_token, param_counts
-from scaling.train import read_metrics
+from scaling.train import METRICS_FILE
 
 RESULTS_CSV, RESULTS_PARQUET, CURVES_CSV = "results.csv", "results.parquet", "curves.csv"
+FAILED_CSV, EVAL_CURVES_CSV = "failed_runs.csv", "eval_over_training.csv"
+RUN_KEYS = (
+    "sweep",
+    "run_id",
+    "model",
+    "name",
+    "params_total",
+    "params_non_embedding",
+    "params_embedding",
+)
 
 
-def _run_columns(sweep: str, run_dir: Path) -> dict:
-    cfg = run_config(store.read_json(run_dir / store.CONFIG))
+def _run_columns(sweep: str, run_dir: str) -> dict:
+    cfg = run_config(store.read_json(store.join(run_dir, store.CONFIG)))
     m = cfg.model
     counts, per_token = param_counts(m), flops_per_token(m)
     tokens = cfg.tokens_trained
     return {
         "sweep": sweep,
-        "run_id": run_dir.name,
+        "run_id": run_dir.rstrip("/").rsplit("/", 1)[-1],
         "model": zoo.label(m.n_layer, m.d_model, m.n_head, m.d_ff),
         "name": cfg.name,
         "n_layer": m.n_layer,
@@ -39,45 +54,69 @@ def _run_columns(sweep: str, run_dir: Path) -> dict:
         "params_total": counts.total,
         "params_non_embedding": counts.non_embedding,
         "params_embedding": counts.embedding,
+        "steps": cfg.steps,
         "tokens": tokens,
         "flops_6n": per_token.six_n * tokens,
         "flops_detailed": per_token.detailed * tokens,
+        "schedule": cfg.train.schedule,
+        "learning_rate": cfg.train.learning_rate,
+        "seed": cfg.train.seed,
     }
 
 
-def collect(sweep_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Build (results, curves) from every finished run under sweep_dir and write them there."""
-    results, curves = [], []
-    for run_dir in sorted(p for p in sweep_dir.iterdir() if (p / store.CONFIG).exists()):
+def _provenance(status: dict) -> dict:
+    p = status.get("provenance", {})
+    return {
+        "git_commit": p.get("git_commit"),
+        "packages": " ".join(f"{k}=={v}" for k, v in sorted(p.get("packages", {}).items())),
+        "device_kind": p.get("device_kind"),
+        "device_count": p.get("device_count"),
+        "train_s": status.get("train_s"),
+        "eval_s": status.get("eval_s"),
+        "tokens_per_s": status.get("tokens_per_s"),
+        "attempts": status.get("attempt"),
+    }
+
+
+def collect(sweep_dir, quiet: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Build (results, curves) from every finished run under sweep_dir (a path or URL) and
+    write them there, with failed_runs.csv. quiet: no error when nothing finished yet."""
+    sweep = str(sweep_dir).rstrip("/").rsplit("/", 1)[-1]
+    results, curves, failed, over_training = [], [], [], []
+    for run_dir in store.run_dirs(sweep_dir):
         status = store.status(run_dir)
-        if status["state"] != store.DONE:
+        design = store.read_json(store.join(run_dir, store.DESIGN), {})
+        if status["state"] == store.FAILED:
+            name = store.read_json(store.join(run_dir, store.CONFIG))["name"]
+            failed.append(
+                {"run_id": run_dir.rsplit("/", 1)[-1], "name": name}
+                | {k: status.get(k) for k in ("error", "attempt", "retryable")}
+            )
+        if status["state"] != store.DONE or design.get("role") == "stable":
             continue
-        run = _run_columns(sweep_dir.name, run_dir)
-        run["loss"] = status["heldout_loss"]
-        results += [run | row for row in store.read_eval(run_dir)]
-        keep = ("step", "tokens", "flops_6n", "flops_detailed", "loss")
+        run = _run_columns(sweep, run_dir) | design
+        run |= _provenance(status) | {"config_hash": run["run_id"], "loss": status["heldout_loss"]}
+        for row in store.read_eval(run_dir):  # the final model's rows; earlier checkpoints'
+            final = row.get("step", run["steps"]) == run["steps"]
+            (results if final else over_training).append(run | row)
         curves += [
-            {
-                k: run[k]
-                for k in (
-                    "sweep",
-                    "run_id",
-                    "model",
-                    "name",
-                    "params_total",
-                    "params_non_embedding",
-                    "params_embedding",
-                )
-            }
+            {k: run[k] for k in RUN_KEYS}
             | {"tokens_budget": run["tokens"]}
-            | {k: m[k] for k in keep}
-            for m in read_metrics(run_dir)
+            | {k: m[k] for k in ("step", "tokens", "flops_6n", "flops_detailed", "loss")}
+            for m in store.read_jsonl(store.join(run_dir, METRICS_FILE))
             if m["split"] == "heldout"
         ]
+    pd.DataFrame(failed, columns=["run_id", "name", "error", "attempt", "retryable"]).to_csv(
+        store.join(sweep_dir, FAILED_CSV), index=False
+    )
     if not results:
+        if quiet:
+            return pd.DataFrame(), pd.DataFrame()
         raise FileNotFoundError(f"no finished run under {sweep_dir}; run `scaling sweep` first")
     results_df, curves_df = pd.DataFrame(results), pd.DataFrame(curves)
-    results_df.to_csv(sweep_dir / RESULTS_CSV, index=False)
-    results_df.to_parquet(sweep_dir / RESULTS_PARQUET, index=False)
-    curves_df.to_csv(sweep_dir / CURVES_CSV, index=False)
+    results_df.to_csv(store.join(sweep_dir, RESULTS_CSV), index=False)
+    results_df.to_parquet(store.join(sweep_dir, RESULTS_PARQUET), index=False)
+    curves_df.to_csv(store.join(sweep_dir, CURVES_CSV), index=False)
+    if over_training:
+        pd.DataFrame(over_training).to_csv(store.join(sweep_dir, EVAL_CURVES_CSV), index=False)
     return results_df, curves_df

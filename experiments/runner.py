@@ -1,98 +1,211 @@
-"""Execute runs: one run (train, then evaluate) and a sweep of them, one after another.
+"""Execute runs: claim a run in the store, train (or resume) and evaluate it, record the outcome;
+and a sweep of them through an executor (experiments.executors).
 
-Re-running skips finished runs and resumes unfinished ones from their last checkpoint. A run
-that fails is marked failed with its traceback and the sweep goes on to the next run.
+`work(task)` is all an executor runs, in whichever process or machine: the run store decides
+who trains what (experiments.store), so executors only need to call it. Re-running a sweep skips
+finished runs and resumes unfinished ones from their last checkpoint. A run that fails is marked
+failed with its reason and traceback and the sweep goes on; a retryable failure is retried up to
+`max_attempts` claims, a divergence (NaN loss) or a config error is not. Cooldown branches run
+after their stable parents (a second stage). The results table is re-collected as runs finish.
 """
 
 from __future__ import annotations
 
+import json
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-
-from tqdm.auto import tqdm
 
 from experiments import store
 from experiments.sweep import RunSpec, Sweep
-from scaling import data
-from scaling.config import RunConfig
-from scaling.evaluate import check_prompts_fit, evaluate
-from scaling.train import train
+from scaling.config import ConfigError, RunConfig
+
+SKIPPED, BUSY, LOST = "skipped", "busy", "lost"  # outcomes besides store.DONE and store.FAILED
+
+
+@dataclass(frozen=True)
+class Launch:
+    """How runs are executed; the same for every run of a launch."""
+
+    stale_after: float = 300.0  # seconds without a heartbeat before a run may be reclaimed
+    max_attempts: int = 3  # claims of one run, the first included
+    heartbeat_s: float = 10.0
+    tensorboard: bool = True
+    wandb: str = ""  # W&B project; empty: off
+    show_progress: bool = True
+
+
+@dataclass(frozen=True)
+class Task:
+    spec: RunSpec
+    sweep_dir: str
+    launch: Launch
 
 
 def preflight(configs: list[RunConfig]) -> None:
     """Everything that can be checked before compiling: data present and long enough, prompts
     fit the context. Raises ConfigError naming the field."""
+    from scaling import data
+    from scaling.evaluate import check_prompts_fit
+
     for cfg in configs:
         data.check_fits(data.load_corpus(cfg.data), cfg.model.seq_len)
         check_prompts_fit(cfg.model, cfg.eval)
 
 
-def execute_run(cfg: RunConfig, run_dir: Path, show_progress: bool = True) -> dict:
-    """Train (or resume) and evaluate one run; returns its final status record."""
-    if store.status(run_dir)["state"] == store.DONE:
-        return store.status(run_dir)
+def local_dir(url: str) -> Path:
+    """Training writes checkpoints with orbax and metrics with plain files: a filesystem path."""
+    if "://" in url and not url.startswith("file://"):
+        raise ConfigError(
+            "--runs-dir",
+            f"training needs a local or shared filesystem, got {url}",
+            "keep runs on a filesystem (a mounted bucket works); object stores hold the store only",
+        )
+    return Path(url.removeprefix("file://"))
+
+
+def execute_run(cfg: RunConfig, run_dir: Path, claim: store.Claim, launch: Launch) -> dict:
+    """Train (or resume) and evaluate one claimed run; returns its final status record."""
+    from experiments.evaluation import record
+    from experiments.tracking import Tracker, provenance
+    from scaling.train import train
+
     store.claim_config(run_dir, cfg.to_dict())
     started = time.time()
-    store.set_status(run_dir, store.RUNNING, started=started, steps=cfg.steps)
-    try:
-        with tqdm(
-            total=cfg.steps,
-            desc=cfg.name or run_dir.name,
-            unit="step",
-            leave=False,
-            disable=not show_progress,
-        ) as bar:
-            result = train(cfg, run_dir, on_step=lambda s: bar.update(s - bar.n))
-        eval_started = time.time()
-        store.write_eval(run_dir, evaluate(result.params, cfg.model, cfg.eval))
-        finished = time.time()
-    except Exception as e:
-        store.set_status(
-            run_dir,
-            store.FAILED,
-            error=f"{type(e).__name__}: {e}",
-            traceback=traceback.format_exc(),
-        )
-        raise
-    store.set_status(
-        run_dir,
+    every = cfg.eval.every_steps
+
+    with Tracker(cfg, run_dir, claim, launch) as tracker:
+
+        def on_step(done: int, params) -> None:
+            tracker.on_step(done, params)
+            if every and done % every == 0 and done < cfg.steps:  # emergence over training
+                record(run_dir, cfg, cfg.eval, params, done)
+
+        result = train(cfg, run_dir, on_step=on_step, on_log=tracker.on_log)
+    eval_started = time.time()
+    record(run_dir, cfg, cfg.eval, result.params, cfg.steps)
+    finished = time.time()
+    trained_tokens = (result.steps - result.resumed_from) * cfg.train.batch_size * cfg.model.seq_len
+    claim.finish(
         store.DONE,
+        steps=cfg.steps,
         heldout_loss=result.final_heldout_loss,
         resumed_from_step=result.resumed_from,
         train_s=eval_started - started,
         eval_s=finished - eval_started,
+        tokens_per_s=trained_tokens / max(eval_started - started, 1e-9),
         finished=finished,
+        provenance=provenance(),
     )
     return store.status(run_dir)
 
 
+def worker_id() -> str:
+    import os
+
+    return f"{store.HOST}:{os.getpid()}"
+
+
+def work(task: Task) -> dict:
+    """Claim the task's run and execute it; never raises, returns an outcome record."""
+    spec, launch = task.spec, task.launch
+    url = store.join(task.sweep_dir, spec.run_id)
+    outcome = {"run_id": spec.run_id, "name": spec.name}
+    if store.status(url)["state"] == store.DONE:
+        return outcome | {"result": SKIPPED}
+    store.claim_config(url, spec.config.to_dict())
+    store.write_atomic(store.join(url, store.DESIGN), json.dumps(spec.design))
+    claim = store.claim(url, worker_id(), launch.stale_after, launch.max_attempts)
+    if claim is None:  # done or failed by now, or in a live worker's hands
+        state = store.status(url)["state"]
+        return outcome | {
+            "result": {store.DONE: SKIPPED, store.FAILED: store.FAILED}.get(state, BUSY)
+        }
+    try:
+        execute_run(spec.config, local_dir(url), claim, launch)
+    except store.LostClaim as e:
+        return outcome | {"result": LOST, "message": str(e)}
+    except Exception as e:  # recorded in status.json; the sweep goes on
+        from scaling.train import Diverged
+
+        message = f"{type(e).__name__}: {e}"
+        retryable = not isinstance(e, Diverged | ConfigError)
+        claim.finish(
+            store.FAILED, error=message, traceback=traceback.format_exc(), retryable=retryable
+        )
+        return outcome | {"result": store.FAILED, "message": message}
+    return outcome | {"result": store.DONE}
+
+
 @dataclass
 class SweepOutcome:
-    done: list[str]
-    skipped: list[str]
-    failed: dict[str, str]
+    done: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    busy: list[str] = field(default_factory=list)  # held by another live launcher or worker
 
 
-def run_sweep(sweep: Sweep, runs_dir: Path, show_progress: bool = True) -> SweepOutcome:
-    """Run every run of the sweep that is not done yet, in order, with a progress bar."""
+def run_sweep(sweep: Sweep, runs_dir, executor, launch: Launch = Launch()) -> SweepOutcome:
+    """Run every unfinished run of the sweep through `executor`, stable runs before their
+    cooldown branches; retryable failures are relaunched while attempts remain."""
+    from tqdm.auto import tqdm
+
+    from experiments.collect import collect
+
     preflight([spec.config for spec in sweep.runs])
-    outcome = SweepOutcome([], [], {})
-    sweep_dir = runs_dir / sweep.name
-    with tqdm(sweep.runs, desc=f"sweep {sweep.name}", unit="run", disable=not show_progress) as bar:
-        for spec in bar:
-            bar.set_postfix_str(spec.name)
-            _run_one(spec, sweep_dir / spec.run_id, outcome, show_progress)
+    sweep_dir = store.join(runs_dir, sweep.name)
+    outcome = SweepOutcome()
+    bar = tqdm(
+        total=len(sweep.runs),
+        desc=f"sweep {sweep.name}",
+        unit="run",
+        disable=not launch.show_progress,
+    )
+    for stage in sweep.stages():
+        pending = _ready(stage, sweep_dir, outcome)
+        for _ in range(launch.max_attempts):
+            retry = set()
+            for result in executor.map(work, [Task(s, sweep_dir, launch) for s in pending]):
+                if _record(result, outcome, sweep_dir, launch):
+                    retry.add(result["run_id"])
+                else:
+                    bar.update()
+                if result["result"] in (store.DONE, store.FAILED):
+                    collect(sweep_dir, quiet=True)  # the tables grow as runs finish
+            pending = [s for s in pending if s.run_id in retry]
+            if not pending:
+                break
+    bar.close()
     return outcome
 
 
-def _run_one(spec: RunSpec, run_dir: Path, outcome: SweepOutcome, show_progress: bool) -> None:
-    if store.status(run_dir)["state"] == store.DONE:
-        outcome.skipped.append(spec.run_id)
-        return
-    try:
-        execute_run(spec.config, run_dir, show_progress)
-        outcome.done.append(spec.run_id)
-    except Exception as e:  # recorded in status.json; the sweep goes on
-        outcome.failed[spec.run_id] = f"{spec.name}: {type(e).__name__}: {e}"
+def _ready(stage: list[RunSpec], sweep_dir: str, outcome: SweepOutcome) -> list[RunSpec]:
+    """The stage's runs whose stable parent (if any) is done; the others fail with the reason."""
+    ready = []
+    for spec in stage:
+        parent = spec.config.train.init_from
+        if parent and store.status(store.join(sweep_dir, parent))["state"] != store.DONE:
+            outcome.failed[spec.run_id] = f"{spec.name}: stable run {parent} did not finish"
+        else:
+            ready.append(spec)
+    return ready
+
+
+def _record(result: dict, outcome: SweepOutcome, sweep_dir: str, launch: Launch) -> bool:
+    """Book one result; True when it failed and will be retried."""
+    rid, kind = result["run_id"], result["result"]
+    if kind == store.DONE:
+        outcome.done.append(rid)
+    elif kind == SKIPPED:
+        outcome.skipped.append(rid)
+    elif kind in (BUSY, LOST):
+        outcome.busy.append(rid)
+    else:
+        url = store.join(sweep_dir, rid)
+        attempts = store.attempts(url)
+        if store.claimable(url, launch.stale_after, launch.max_attempts, attempts):
+            return True
+        error = result.get("message") or store.status(url).get("error") or "failed"
+        outcome.failed[rid] = f"{result['name']}: {error} (attempts: {len(attempts)})"
+    return False

@@ -1,57 +1,239 @@
-"""Run directories: `<runs_dir>/<sweep>/<run_id>/` with config.json, status.json, metrics.jsonl,
-eval.jsonl and checkpoints/.
+"""The run store: `<runs_dir>/<sweep>/<run_id>/` on a local or shared filesystem or any fsspec URL
+(`gs://…`, `s3://…`, `memory://…`), through one path abstraction (fsspec).
 
-Small files are written atomically (a temporary file, then os.replace), so a kill never leaves a
-half-written status or eval file. States: pending → running → done | failed.
+    config.json     the run's resolved config
+    design.json     how the sweep's design chose the run (IsoFLOP budget, cooldown role)
+    status.json     state (pending → running → done | failed), attempt, error and traceback,
+                    final numbers and provenance
+    attempts/<n>    one file per claim of the run: its owner (host, pid, worker) and heartbeat
+                    (time, step, loss, tokens/s), rewritten by that owner while it trains
+    metrics.jsonl · eval.jsonl · checkpoints/   written by training and evaluation
+
+A worker claims a run by creating attempts/<n+1> exclusively (O_EXCL on a filesystem, a create
+that fails if the object exists on an object store), n being the newest attempt: of any number
+of launchers or workers racing for a run, exactly one wins. A run can be claimed when it is
+pending, failed with a retryable error, or owned by a dead worker: its heartbeat is older than
+`stale_after` seconds, or its owner ran on this host and that process is gone (kill -9). The
+number of attempts is the retry limit. An owner that finds a newer attempt than its own has
+been replaced; it stops (`LostClaim`) and writes nothing more. Small files are replaced whole
+(a temporary file and a rename on a filesystem, one PUT on an object store), so a kill never
+leaves a half-written status.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import posixpath
+import socket
 import time
-from pathlib import Path
+from dataclasses import dataclass
 
-CONFIG, STATUS, EVAL = "config.json", "status.json", "eval.jsonl"
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+
+CONFIG, STATUS, EVAL, ATTEMPTS = "config.json", "status.json", "eval.jsonl", "attempts"
+DESIGN = "design.json"
 PENDING, RUNNING, DONE, FAILED = "pending", "running", "done", "failed"
+HOST = socket.gethostname()
 
 
-def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+class LostClaim(RuntimeError):
+    """Another worker reclaimed this run (our heartbeat went stale): stop without writing."""
 
 
-def read_json(path: Path, default=None):
-    return json.loads(path.read_text()) if path.exists() else default
+def _fs(url) -> tuple[fsspec.AbstractFileSystem, str]:
+    return fsspec.core.url_to_fs(str(url))
 
 
-def status(run_dir: Path) -> dict:
-    return read_json(run_dir / STATUS, {"state": PENDING})
+def join(url, *parts: str) -> str:
+    """A child path of a local path or URL, as a string (fsspec paths are '/'-separated)."""
+    return posixpath.join(str(url), *parts)
 
 
-def set_status(run_dir: Path, state: str, **info) -> None:
+def exists(url) -> bool:
+    fs, path = _fs(url)
+    return fs.exists(path)
+
+
+def write_atomic(url, text: str) -> None:
+    fs, path = _fs(url)
+    if isinstance(fs, LocalFileSystem):
+        tmp = f"{path}.tmp{os.getpid()}"
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    else:  # an object PUT is atomic by itself
+        fs.pipe_file(path, text.encode())
+
+
+def create_exclusive(url, text: str) -> bool:
+    """Create the file with this content unless it exists; True if we created it. On a
+    filesystem: write a temporary file and hard-link it into place (atomic and exclusive, also
+    on NFS), so nobody ever reads it half-written; on an object store: a conditional create."""
+    fs, path = _fs(url)
+    fs.makedirs(posixpath.dirname(path), exist_ok=True)
+    try:
+        if isinstance(fs, LocalFileSystem):
+            tmp = f"{path}.tmp{os.getpid()}"
+            with open(tmp, "w") as f:
+                f.write(text)
+            try:
+                os.link(tmp, path)
+            finally:
+                os.remove(tmp)
+        else:
+            with fs.open(path, "xb") as f:
+                f.write(text.encode())
+    except FileExistsError:
+        return False
+    return True
+
+
+def read_text(url, default: str | None = None) -> str | None:
+    fs, path = _fs(url)
+    try:
+        return fs.cat_file(path).decode()
+    except FileNotFoundError:
+        return default
+
+
+def read_json(url, default=None):
+    text = read_text(url)
+    return default if text is None else json.loads(text)
+
+
+def read_jsonl(url) -> list[dict]:
+    return [json.loads(r) for r in (read_text(url) or "").splitlines() if r]
+
+
+def run_dirs(sweep_dir) -> list[str]:
+    """Every run directory (one holding config.json) under a sweep directory, sorted."""
+    fs, path = _fs(sweep_dir)
+    if not fs.isdir(path):
+        return []
+    dirs = sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(path, detail=False))
+    return [join(sweep_dir, d) for d in dirs if exists(join(sweep_dir, d, CONFIG))]
+
+
+def status(run_dir) -> dict:
+    return read_json(join(run_dir, STATUS), {"state": PENDING})
+
+
+def set_status(run_dir, state: str, **info) -> None:
     record = status(run_dir) | info | {"state": state, "updated": time.time()}
-    write_atomic(run_dir / STATUS, json.dumps(record, indent=1) + "\n")
+    record = {k: v for k, v in record.items() if v is not None}  # None clears a field
+    write_atomic(join(run_dir, STATUS), json.dumps(record, indent=1) + "\n")
 
 
-def write_eval(run_dir: Path, rows: list[dict]) -> None:
-    write_atomic(run_dir / EVAL, "".join(json.dumps(r) + "\n" for r in rows))
+def write_eval(run_dir, rows: list[dict]) -> None:
+    write_atomic(join(run_dir, EVAL), "".join(json.dumps(r) + "\n" for r in rows))
 
 
-def read_eval(run_dir: Path) -> list[dict]:
-    path = run_dir / EVAL
-    return [json.loads(r) for r in path.read_text().splitlines() if r] if path.exists() else []
+def read_eval(run_dir) -> list[dict]:
+    return read_jsonl(join(run_dir, EVAL))
 
 
-def claim_config(run_dir: Path, config: dict) -> None:
+def claim_config(run_dir, config: dict) -> None:
     """Write config.json, or check that the directory already holds this very run."""
-    run_dir.mkdir(parents=True, exist_ok=True)
+    fs, path = _fs(run_dir)
+    fs.makedirs(path, exist_ok=True)
     config = json.loads(json.dumps(config))  # tuples become lists, as in the stored file
-    existing = read_json(run_dir / CONFIG)
+    existing = read_json(join(run_dir, CONFIG))
     if existing is None:
-        write_atomic(run_dir / CONFIG, json.dumps(config, indent=1) + "\n")
+        write_atomic(join(run_dir, CONFIG), json.dumps(config, indent=1) + "\n")
     elif {**existing, "name": None, "mesh": None} != {**config, "name": None, "mesh": None}:
         raise RuntimeError(
             f"{run_dir} holds a different run's config.json; move it away or use another --runs-dir"
         )
+
+
+def attempts(run_dir) -> list[int]:
+    fs, path = _fs(join(run_dir, ATTEMPTS))
+    try:
+        names = fs.ls(path, detail=False)
+    except FileNotFoundError:
+        return []
+    return sorted(int(n) for n in (p.rstrip("/").rsplit("/", 1)[-1] for p in names) if n.isdigit())
+
+
+def owner(run_dir) -> dict | None:
+    """The newest attempt's record (owner and heartbeat), None when the run was never claimed."""
+    n = attempts(run_dir)
+    return read_json(join(run_dir, ATTEMPTS, str(n[-1]))) if n else None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, another user's
+        return True
+    return True
+
+
+def owner_dead(record: dict, stale_after: float, now: float | None = None) -> bool:
+    """No heartbeat for stale_after seconds, or the owner ran on this host and is gone."""
+    now = time.time() if now is None else now
+    if now - record["heartbeat"] > stale_after:
+        return True
+    return record["host"] == HOST and not _pid_alive(record["pid"])
+
+
+def claimable(run_dir, stale_after: float, max_attempts: int, n: list[int]) -> bool:
+    """Whether the run, whose attempts so far are n, may be claimed now."""
+    state = status(run_dir)
+    if state["state"] == DONE or len(n) >= max_attempts:
+        return False
+    if state["state"] == FAILED:
+        return state.get("retryable", True)
+    return not n or owner_dead(read_json(join(run_dir, ATTEMPTS, str(n[-1]))), stale_after)
+
+
+@dataclass(frozen=True)
+class Claim:
+    run_dir: str
+    attempt: int
+    worker: str
+
+    def record(self, **progress) -> dict:
+        now = time.time()
+        return {
+            "worker": self.worker,
+            "host": HOST,
+            "pid": os.getpid(),
+            "heartbeat": now,
+        } | progress
+
+    def owned(self) -> bool:
+        return attempts(self.run_dir)[-1] == self.attempt
+
+    def heartbeat(self, **progress) -> None:
+        """Refresh our attempt record (step, loss, …); raise LostClaim if we were replaced."""
+        if not self.owned():
+            raise LostClaim(f"{self.run_dir}: attempt {self.attempt} was superseded")
+        write_atomic(
+            join(self.run_dir, ATTEMPTS, str(self.attempt)), json.dumps(self.record(**progress))
+        )
+
+    def finish(self, state: str, **info) -> None:
+        """Write the final status, unless another worker took the run over meanwhile."""
+        if not self.owned():
+            raise LostClaim(f"{self.run_dir}: attempt {self.attempt} was superseded")
+        set_status(self.run_dir, state, attempt=self.attempt, **info)
+
+
+def claim(run_dir, worker: str, stale_after: float, max_attempts: int) -> Claim | None:
+    """Claim the run for this worker, or None when it is done, failed for good, out of
+    attempts, or being trained by a live worker (including one that won the race just now)."""
+    n = attempts(run_dir)  # read once: the attempt we create must follow the one we judged
+    if not claimable(run_dir, stale_after, max_attempts, n):
+        return None
+    attempt = (n[-1] if n else 0) + 1
+    ours = Claim(str(run_dir), attempt, worker)
+    if not create_exclusive(join(run_dir, ATTEMPTS, str(attempt)), json.dumps(ours.record())):
+        return None  # another worker created this attempt first
+    cleared = {"error": None, "traceback": None, "retryable": None}
+    set_status(run_dir, RUNNING, attempt=attempt, worker=worker, started=time.time(), **cleared)
+    return ours

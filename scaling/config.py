@@ -125,13 +125,18 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """AdamW with linear warmup then cosine decay to min_lr_ratio·learning_rate."""
+    """AdamW with linear warmup, then the learning-rate schedule of scaling.schedules (cosine
+    decay to min_lr_ratio·learning_rate by default)."""
 
     tokens: int = 100_000  # training budget; steps = tokens // (batch_size·seq_len)
     batch_size: int = 16
     learning_rate: float = 3e-3
     min_lr_ratio: float = 0.1
     warmup_steps: int = 20
+    schedule: str = "cosine"  # "cosine" | "wsd" (warmup-stable-decay) | "constant"
+    decay_fraction: float = 0.2  # wsd: share of the steps spent in the cooldown
+    init_from: str = ""  # wsd: sibling run id (a `constant` run) to branch the cooldown from
+    save_steps: tuple[int, ...] = ()  # extra checkpoints kept for good (cooldown branch points)
     weight_decay: float = 0.1
     beta1: float = 0.9
     beta2: float = 0.95
@@ -165,6 +170,22 @@ class TrainConfig:
                 raise ConfigError(f"{where}.{name}", "not in [0, 1)", "use e.g. 0.9 / 0.95")
         if self.grad_clip <= 0:
             raise ConfigError(f"{where}.grad_clip", "must be > 0", "use e.g. 1.0")
+        if self.schedule not in ("cosine", "wsd", "constant"):
+            raise ConfigError(
+                f"{where}.schedule",
+                f"unknown schedule {self.schedule!r}",
+                "use cosine|wsd|constant",
+            )
+        if not 0.0 < self.decay_fraction <= 1.0:
+            raise ConfigError(f"{where}.decay_fraction", "not in (0, 1]", "use e.g. 0.2")
+        if self.init_from and self.schedule != "wsd":
+            raise ConfigError(
+                f"{where}.init_from",
+                "only a wsd run branches from a stable run",
+                "set schedule: wsd",
+            )
+        if any(s < 1 for s in self.save_steps):
+            raise ConfigError(f"{where}.save_steps", "steps must be >= 1", "list positive steps")
 
 
 @dataclass(frozen=True)

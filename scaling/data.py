@@ -127,10 +127,13 @@ def check_fits(corpus: Corpus, seq_len: int) -> None:
             )
 
 
-def train_batch(tokens: np.ndarray, seed: int, step: int, batch_size: int, seq_len: int):
-    """Batch `step`: (batch_size, seq_len+1) int32 windows, a pure function of (seed, step)."""
+def train_batch(tokens: np.ndarray, seed: int, step: int, batch_size: int, seq_len: int, rows=None):
+    """Batch `step`: (batch_size, seq_len+1) int32 windows, a pure function of (seed, step).
+    `rows` selects some rows of it (a host of a multi-host job builds only its own)."""
     rng = np.random.default_rng([seed, step])
     starts = rng.integers(0, len(tokens) - seq_len, size=batch_size)
+    if rows is not None:
+        starts = starts[rows]
     return np.stack([tokens[s : s + seq_len + 1] for s in starts]).astype(np.int32)
 
 

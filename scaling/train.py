@@ -1,17 +1,22 @@
-"""The training loop: AdamW, warmup + cosine, gradient clipping, one jitted step, held-out loss,
-metrics.jsonl, orbax checkpoints, exact resume.
+"""The training loop: AdamW, a learning-rate schedule (scaling.schedules), gradient clipping, one
+jitted step, held-out loss, metrics.jsonl, orbax checkpoints, exact resume.
 
 A run killed at any point resumes from its last checkpoint and ends with the same parameters
 as an uninterrupted run: batch i is a pure function of (seed, i), the learning rate is a pure
 function of the step, and metrics logged after the last checkpoint are dropped on resume (they
-are recomputed identically).
+are recomputed identically). A checkpoint that does not restore (a save cut short, a truncated
+file) is moved aside and the previous one is used. A cooldown branch (`train.init_from`) starts
+from its stable parent's checkpoint at its decay start and is then the same as a whole wsd run.
+A non-finite training loss stops the run with `Diverged`.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -21,23 +26,22 @@ import jax
 import jax.numpy as jnp
 import optax
 import orbax.checkpoint as ocp
+from jax.sharding import Mesh
 
-from scaling import data
+from scaling import data, memory, sharding
 from scaling.config import ModelConfig, RunConfig, TrainConfig
 from scaling.flops import flops_per_token
 from scaling.model import apply, init_params
+from scaling.schedules import decay_start, learning_rate
 
 METRICS_FILE = "metrics.jsonl"
 CHECKPOINT_DIR = "checkpoints"
 
+CORRUPT_DIR = "corrupt_checkpoints"
 
-def learning_rate(t: TrainConfig, total_steps: int, step: int) -> float:
-    """Linear warmup to t.learning_rate, then cosine decay to min_lr_ratio·learning_rate."""
-    if step < t.warmup_steps:
-        return t.learning_rate * (step + 1) / t.warmup_steps
-    progress = (step - t.warmup_steps) / max(1, total_steps - t.warmup_steps)
-    cosine = 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-    return t.learning_rate * (t.min_lr_ratio + (1 - t.min_lr_ratio) * cosine)
+
+class Diverged(RuntimeError):
+    """The training loss became NaN or infinite: retrying the same config gives the same."""
 
 
 def optimizer(beta1: float, beta2: float, weight_decay: float, grad_clip: float):
@@ -85,18 +89,80 @@ def initial_state(cfg: RunConfig):
     return {"params": params, "opt_state": optimizer(*optimizer_args(cfg.train)).init(params)}
 
 
-def checkpoint_manager(run_dir: Path, keep: int) -> ocp.CheckpointManager:
-    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
+def checkpoint_manager(run_dir: Path, t: TrainConfig) -> ocp.CheckpointManager:
+    """Keeps the newest keep_checkpoints checkpoints plus every step of save_steps for good."""
+    keep = ocp.checkpoint_managers.LatestN(t.keep_checkpoints)
+    if t.save_steps:
+        keep = ocp.checkpoint_managers.AnyPreservationPolicy(
+            [keep, ocp.checkpoint_managers.CustomSteps(list(t.save_steps))]
+        )
+    options = ocp.CheckpointManagerOptions(preservation_policy=keep, create=True)
     return ocp.CheckpointManager((run_dir / CHECKPOINT_DIR).absolute(), options=options)
 
 
-def restore_latest(manager: ocp.CheckpointManager, cfg: RunConfig):
-    """(state, step) of the newest checkpoint, or (None, 0) when there is none."""
-    step = manager.latest_step()
-    if step is None:
-        return None, 0
-    target = jax.eval_shape(lambda: initial_state(cfg))
-    return manager.restore(step, args=ocp.args.StandardRestore(target)), step
+def placement(cfg: RunConfig) -> tuple[Mesh, dict]:
+    """The run's device mesh (cfg.mesh over all devices) and the shardings of its train state.
+    Refuses, before anything compiles, a batch that does not split over the mesh and a state
+    that does not fit the declared device memory (scaling.memory)."""
+    mesh = sharding.make_mesh(cfg.mesh)
+    sharding.check_batch(cfg, mesh)
+    memory.check_fits(cfg, mesh)
+    shapes = jax.eval_shape(lambda: initial_state(cfg))
+    return mesh, sharding.state_shardings(shapes, sharding.param_shardings(cfg.model, mesh))
+
+
+def restore(manager: ocp.CheckpointManager, cfg: RunConfig, step: int, state_sh=None):
+    """The state saved at `step`, laid out by `state_sh` whatever mesh saved it (default: one
+    device)."""
+    shapes = jax.eval_shape(lambda: initial_state(cfg))
+    if state_sh is None:
+        one = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        state_sh = jax.tree.map(lambda _: one, shapes)
+    target = sharding.with_shardings(shapes, state_sh)
+    return manager.restore(step, args=ocp.args.StandardRestore(target))
+
+
+def restore_latest(manager: ocp.CheckpointManager, cfg: RunConfig, run_dir: Path, state_sh):
+    """(state, step) of the newest checkpoint that restores, or (None, 0) when none does. One
+    that fails is moved to corrupt_checkpoints/ (kept for a post-mortem, and out of the way of
+    the save that will write its step again) and the previous one is tried."""
+    for step in sorted(manager.all_steps(), reverse=True):
+        try:
+            return restore(manager, cfg, step, state_sh), step
+        except Exception as e:  # orbax/tensorstore raise many types for a damaged checkpoint
+            warnings.warn(
+                f"{run_dir}: checkpoint {step} does not restore ({e!r}); trying older",
+                stacklevel=2,
+            )
+            aside = run_dir / CORRUPT_DIR / f"{step}-{time.time_ns()}"
+            aside.parent.mkdir(exist_ok=True)
+            shutil.move(run_dir / CHECKPOINT_DIR / str(step), aside)
+            manager.reload()
+    return None, 0
+
+
+def branch_point(cfg: RunConfig, run_dir: Path, state_sh):
+    """(state, step) of a cooldown branch's start: its stable parent's checkpoint at the decay
+    start, with the parent's metrics up to that step copied so that the branch's curve is
+    whole. The parent is the sibling run directory named by train.init_from."""
+    parent = run_dir.parent / cfg.train.init_from
+    step = decay_start(cfg.train, cfg.steps)
+    options = ocp.CheckpointManagerOptions(create=False)  # reads only: saves nothing
+    manager = ocp.CheckpointManager((parent / CHECKPOINT_DIR).absolute(), options=options)
+    try:
+        if step not in manager.all_steps():
+            raise FileNotFoundError(
+                f"{parent} has no checkpoint at step {step}: train the stable run first"
+            )
+        state = restore(manager, cfg, step, state_sh)
+    finally:
+        manager.close()
+    every = {"train": cfg.train.log_every, "heldout": cfg.train.eval_every}
+    rows = [  # the rows a whole run logs: not those of the parent's last step, if off cadence
+        r for r in read_metrics(parent) if r["step"] <= step and r["step"] % every[r["split"]] == 0
+    ]
+    (run_dir / METRICS_FILE).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return state, step
 
 
 def _truncate_metrics(path: Path, last_step: int) -> None:
@@ -117,24 +183,42 @@ class TrainResult:
 
 
 def train(
-    cfg: RunConfig, run_dir: Path, on_step: Callable[[int], None] | None = None
+    cfg: RunConfig,
+    run_dir: Path,
+    on_step: Callable[[int, dict], None] | None = None,
+    on_log: Callable[[dict], None] | None = None,
 ) -> TrainResult:
-    """Train (or resume) the run in `run_dir`; returns the final parameters and held-out loss."""
+    """Train (or resume) the run in `run_dir`; returns the final parameters and held-out loss.
+
+    on_step(done_steps, params) is called after every step with the device parameters (for
+    evaluation during training, heartbeats, progress bars); on_log(row) with every metrics row
+    as it is written (for TensorBoard, W&B, the run's status)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     corpus = data.load_corpus(cfg.data)
     data.check_fits(corpus, cfg.model.seq_len)
     t, m, total = cfg.train, cfg.model, cfg.steps
     per_token = flops_per_token(m)
     opt = optimizer_args(t)
-    heldout = jnp.asarray(
-        data.heldout_batches(corpus.heldout, t.batch_size, m.seq_len, t.eval_batches)
+    mesh, state_sh = placement(cfg)
+    step_fn = sharding.shard_train_step(train_step, mesh, state_sh)
+    eval_fn = sharding.shard_eval_loss(eval_loss, mesh, state_sh["params"])
+    heldout = sharding.global_array(
+        data.heldout_batches(corpus.heldout, t.batch_size, m.seq_len, t.eval_batches),
+        sharding.logical_sharding(mesh, (None, "batch", "length")),
     )
+    main = sharding.is_main_process()  # process 0 writes the logs; every process checkpoints
     metrics_path = run_dir / METRICS_FILE
-    manager = checkpoint_manager(run_dir, t.keep_checkpoints)
-    state, start = restore_latest(manager, cfg)
-    if state is None:
-        state = initial_state(cfg)
-    _truncate_metrics(metrics_path, start)
+    manager = checkpoint_manager(run_dir, t)
+    state, start = restore_latest(manager, cfg, run_dir, state_sh)
+    if state is None and t.init_from:
+        state, start = branch_point(cfg, run_dir, state_sh)
+    elif state is None:  # each device creates only its shards; the same values on any mesh
+        state = sharding.init_sharded(lambda: initial_state(cfg), state_sh)
+    if main:
+        _truncate_metrics(metrics_path, start)
+
+    def rows(step: int, which):  # this process's rows of global batch `step`
+        return data.train_batch(corpus.train, t.seed, step, t.batch_size, m.seq_len, which)
 
     def log(row: dict) -> None:
         tokens = row["step"] * t.batch_size * m.seq_len
@@ -144,25 +228,32 @@ def train(
             "flops_detailed": per_token.detailed * tokens,
             "bpb": data.nats_to_bits_per_byte(row["loss"]),
         }
+        if not main:
+            return
         with metrics_path.open("a") as f:
             f.write(json.dumps(row) + "\n")
+        if on_log is not None:
+            on_log(row)
 
     heldout_loss = float("nan")
     clock, window_start = time.perf_counter(), start
     try:  # on any exception, let a checkpoint save in flight finish
         for step in range(start, total):
-            batch = data.train_batch(corpus.train, t.seed, step, t.batch_size, m.seq_len)
+            batch = sharding.process_batch(rows, step, mesh, (t.batch_size, m.seq_len + 1))
             lr = learning_rate(t, total, step)
-            state, stats = train_step(state, batch, jnp.float32(lr), m, opt)
+            state, stats = step_fn(state, batch, jnp.float32(lr), m, opt)
             done = step + 1
             if done % t.log_every == 0 or done == total:
                 jax.block_until_ready(state)  # the loss can be ready before the update is
                 elapsed = time.perf_counter() - clock
+                loss = float(stats["loss"])
+                if not math.isfinite(loss):
+                    raise Diverged(f"training loss {loss} at step {done}")
                 log(
                     {
                         "step": done,
                         "split": "train",
-                        "loss": float(stats["loss"]),
+                        "loss": loss,
                         "lr": lr,
                         "grad_norm": float(stats["grad_norm"]),
                         "tokens_per_s": (done - window_start) * t.batch_size * m.seq_len / elapsed,
@@ -170,18 +261,18 @@ def train(
                 )
                 clock, window_start = time.perf_counter(), done
             if done % t.eval_every == 0 or done == total:
-                heldout_loss = float(eval_loss(state["params"], heldout, m))
+                heldout_loss = float(eval_fn(state["params"], heldout, m))
                 log({"step": done, "split": "heldout", "loss": heldout_loss})
-            if done % t.checkpoint_every == 0 or done == total:
-                manager.save(done, args=ocp.args.StandardSave(state))
+            if done % t.checkpoint_every == 0 or done == total or done in t.save_steps:
+                manager.save(done, args=ocp.args.StandardSave(state), force=True)
             if on_step is not None:
-                on_step(done)
+                on_step(done, state["params"])
     finally:
         manager.wait_until_finished()
         manager.close()
     if start == total and total > 0:  # already finished: report the stored final loss
-        heldout_loss = float(eval_loss(state["params"], heldout, m))
-    return TrainResult(jax.device_get(state["params"]), total, start, heldout_loss)
+        heldout_loss = float(eval_fn(state["params"], heldout, m))
+    return TrainResult(sharding.fetch(state["params"]), total, start, heldout_loss)
 
 
 def read_metrics(run_dir: Path) -> list[dict]:

@@ -17,7 +17,12 @@ MICRO = {
         "model": {"seq_len": 64},
         "data": {"synthetic_chars": 100_000},
         "train": {"batch_size": 8, "warmup_steps": 5, "eval_every": 10, "checkpoint_every": 20},
-        "eval": {"shots": [1], "n_examples": 20, "tasks": ["add2", "copy_letters", "largest_of_4"]},
+        "eval": {
+            "shots": [1],
+            "n_examples": 20,
+            "tasks": ["add2", "copy_letters", "largest_of_4"],
+            "every_steps": 20,  # also at the midpoint: emergence over training
+        },
     },
     "grid": {"model": ["s0", "s1", "s2"], "train.tokens": [20480]},
 }
@@ -44,6 +49,9 @@ def test_micro_sweep_end_to_end(tmp_path, capsys):
     # runs × (add2, copy_letters: exact match, edit distance, logprob; largest_of_4: acc,
     # acc_norm, brier, logprob)
     assert len(results) == 3 * (3 + 3 + 4)
+    over_training = pd.read_csv(sweep_dir / "eval_over_training.csv")
+    assert set(over_training["step"]) == {20} and len(over_training) == len(results)
+    assert (over_training["tokens_seen"] == 20 * 8 * 64).all()
     for column in (
         "params_total",
         "params_non_embedding",

@@ -52,7 +52,7 @@ class Crash(Exception):
 def test_crash_then_resume_equals_an_uninterrupted_run(tiny_cfg, tmp_path):
     whole = train(tiny_cfg, tmp_path / "whole")
 
-    def crash_at_25(step):
+    def crash_at_25(step, params):
         if step == 25:
             raise Crash
 

@@ -1,0 +1,103 @@
+"""Evaluate a sweep after training: every finished run, or every saved checkpoint of every run
+(emergence over training), on any tasks and prompting settings.
+
+Rows are appended to each run's eval.jsonl with the checkpoint `step`, the tokens seen by then
+and an `eval_key` (a hash of the settings other than the task list), and a (step, task,
+eval_key) already there is skipped, so a re-run only does what is missing. Each task's rows are
+written in one atomic replace, and status.json names the (step, tasks) under evaluation until
+they are done: a kill leaves no half-evaluated task and a record of what was in flight.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from experiments import store
+from scaling.config import EvalConfig, RunConfig, run_config
+from scaling.evaluate import check_prompts_fit, evaluate
+from scaling.tasks import resolve
+from scaling.train import checkpoint_manager, restore
+
+
+def eval_key(ecfg: EvalConfig) -> str:
+    """12 hex digits naming the evaluation settings other than the task list."""
+    settings = dataclasses.asdict(ecfg)
+    settings.pop("tasks")
+    settings.pop("every_steps")  # when to evaluate, not how
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def annotate(rows: list[dict], cfg: RunConfig, ecfg: EvalConfig, step: int) -> list[dict]:
+    """Eval rows with the step, the tokens trained by then and the settings key."""
+    tokens = step * cfg.train.batch_size * cfg.model.seq_len
+    return [r | {"step": step, "tokens_seen": tokens, "eval_key": eval_key(ecfg)} for r in rows]
+
+
+def _done(rows: list[dict], cfg: RunConfig) -> set[tuple]:
+    """(step, task, eval_key) already evaluated; rows from before steps were recorded count as
+    the final step under the run's own settings."""
+    own = eval_key(cfg.eval)
+    return {(r.get("step", cfg.steps), r["task"], r.get("eval_key", own)) for r in rows}
+
+
+def pending(run_dir, cfg: RunConfig, ecfg: EvalConfig, step: int) -> list[str]:
+    """The tasks of ecfg not yet recorded at `step` under these settings."""
+    have = _done(store.read_eval(run_dir), cfg)
+    return [t for t in ecfg.tasks if (step, resolve(t).name, eval_key(ecfg)) not in have]
+
+
+def record(run_dir, cfg: RunConfig, ecfg: EvalConfig, params, step: int) -> int:
+    """Evaluate `params` at `step` on the tasks not yet recorded (a resumed run passes the
+    steps after its checkpoint again), one atomic write per task; returns the tasks done.
+    The runner calls this every eval.every_steps during training and once at the end."""
+    todo = pending(run_dir, cfg, ecfg, step)
+    rows = store.read_eval(run_dir)
+    for task in todo:
+        one = dataclasses.replace(ecfg, tasks=(task,))
+        rows += annotate(evaluate(params, cfg.model, one), cfg, ecfg, step)
+        store.write_eval(run_dir, rows)
+    return len(todo)
+
+
+def evaluate_run(run_dir: Path, overrides: dict, checkpoints: bool = False) -> tuple[int, int]:
+    """Evaluate one finished run with its eval settings updated by `overrides`; returns the
+    (step, task) pairs (evaluated, skipped)."""
+    cfg = run_config(store.read_json(store.join(run_dir, store.CONFIG)))
+    ecfg = dataclasses.replace(cfg.eval, **overrides)
+    ecfg.validate()
+    check_prompts_fit(cfg.model, ecfg)  # before any checkpoint is read
+    manager = checkpoint_manager(run_dir, cfg.train)
+    steps = sorted(manager.all_steps()) if checkpoints else [cfg.steps]
+    evaluated = skipped = 0
+    state = store.status(run_dir)["state"]
+    try:
+        for step in steps:
+            todo = pending(run_dir, cfg, ecfg, step)
+            skipped += len(ecfg.tasks) - len(todo)
+            if not todo:
+                continue
+            params = restore(manager, cfg, step)["params"]
+            store.set_status(run_dir, state, evaluating={"step": step, "tasks": todo})
+            evaluated += record(run_dir, cfg, ecfg, params, step)
+            store.set_status(run_dir, state, evaluating=None)
+    finally:
+        manager.close()
+    return evaluated, skipped
+
+
+def evaluate_sweep(sweep_dir: Path, overrides: dict, checkpoints: bool = False) -> dict:
+    """evaluate_run over every finished run of a sweep, with a progress bar."""
+    runs = [Path(d) for d in store.run_dirs(str(sweep_dir))]
+    finished = [d for d in runs if store.status(d)["state"] == store.DONE]
+    totals = {"runs": len(finished), "not_finished": len(runs) - len(finished)}
+    totals |= {"evaluated": 0, "skipped": 0}
+    for run_dir in tqdm(finished, desc=f"eval {sweep_dir.name}", unit="run"):
+        evaluated, skipped = evaluate_run(run_dir, overrides, checkpoints)
+        totals["evaluated"] += evaluated
+        totals["skipped"] += skipped
+    return totals

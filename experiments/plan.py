@@ -1,0 +1,126 @@
+"""What a sweep will cost before it starts (`scaling plan`) and where it stands (`scaling status`).
+
+Estimates, per run:
+  * memory: float32 parameters, gradients and AdamW's two moments (16 bytes per parameter), plus
+    the activations kept for the backward pass, per layer s·b·d·(34 + 5·h·s/d) bytes at 16 bits
+    (Korthikanti et al. 2022, "Reducing activation recomputation", eq. 1) doubled for float32,
+    plus the logits (b·s·V floats, three copies: logits, softmax, gradient).
+  * time: detailed training FLOPs (scaling.flops) / the device's sustained FLOP/s, by default
+    35 GFLOP/s: half the ~70 GFLOP/s float32 matmul peak measured on the 2-core CPU machines
+    (bench/), tiny models reaching about that share. Give your accelerator's with --flops-per-s.
+A cooldown branch costs only its cooldown steps; the compute saved against training every
+budget from scratch is printed with the totals.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pandas as pd
+
+from experiments import store
+from experiments.sweep import Sweep
+from scaling.config import RunConfig
+from scaling.flops import flops_per_token, param_counts
+from scaling.schedules import decay_start
+
+CPU_FLOPS_PER_S = 35e9
+STALE_S = 300.0  # shown as stale: no heartbeat for this long (runner.Launch.stale_after)
+
+
+def memory_bytes(cfg: RunConfig) -> float:
+    m, b = cfg.model, cfg.train.batch_size
+    s, d = m.seq_len, m.d_model
+    states = 16 * param_counts(m).total
+    per_layer = s * b * d * (34 + 5 * m.n_head * s / d) * 2
+    logits = 3 * 4 * b * s * m.vocab_size
+    return states + m.n_layer * per_layer + logits
+
+
+def steps_trained(cfg: RunConfig) -> int:
+    """Steps a run trains itself: a cooldown branch starts at its parent's decay start."""
+    return cfg.steps - (decay_start(cfg.train, cfg.steps) if cfg.train.init_from else 0)
+
+
+def plan_table(sweep: Sweep, flops_per_s: float = CPU_FLOPS_PER_S) -> pd.DataFrame:
+    rows = []
+    for spec in sweep.runs:
+        cfg = spec.config
+        per_token = flops_per_token(cfg.model).detailed
+        per_step = cfg.train.batch_size * cfg.model.seq_len
+        flops = per_token * steps_trained(cfg) * per_step
+        rows.append(
+            {
+                "run": spec.name,
+                "run_id": spec.run_id,
+                "role": spec.design.get("role", ""),
+                "params": param_counts(cfg.model).non_embedding,
+                "tokens": cfg.tokens_trained,
+                "steps": cfg.steps,
+                "flops": per_token * cfg.tokens_trained,
+                "flops_spent": flops,
+                "memory_gb": memory_bytes(cfg) / 1e9,
+                "time_s": flops / flops_per_s,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def format_plan(sweep: Sweep, table: pd.DataFrame) -> str:
+    shown = table.assign(
+        params=table.params.map("{:,}".format),
+        tokens=table.tokens.map("{:,}".format),
+        flops=table.flops.map("{:.2e}".format),
+        flops_spent=table.flops_spent.map("{:.2e}".format),
+        memory_gb=table.memory_gb.map("{:.3f}".format),
+        time_s=table.time_s.map("{:.1f}".format),
+    )
+    lines = [
+        f"sweep {sweep.name}: {len(table)} runs",
+        shown.to_string(index=False),
+        f"total: {table.flops_spent.sum():.3e} FLOPs, {table.time_s.sum() / 3600:.2f} h on one "
+        f"device, peak memory {table.memory_gb.max():.3f} GB per run",
+    ]
+    runs = table[table.role != "stable"]
+    if (table.role == "branch").any():
+        saved = 1 - table.flops_spent.sum() / runs.flops.sum()
+        lines.append(
+            f"cooldown branching: {table.flops_spent.sum():.3e} FLOPs instead of "
+            f"{runs.flops.sum():.3e} for separate runs ({saved:.0%} saved)"
+        )
+    return "\n".join(lines)
+
+
+def status_table(sweep_dir, names: dict[str, str] | None = None) -> pd.DataFrame:
+    """One row per run: state, step, loss, tokens/s, ETA, attempts, worker, error. `names`
+    (run id → name) adds the runs of a sweep file that have not started."""
+    dirs = {d.rsplit("/", 1)[-1]: d for d in store.run_dirs(sweep_dir)}
+    rows, now = [], time.time()
+    for rid in dict.fromkeys([*(names or {}), *dirs]):
+        url = dirs.get(rid)
+        status = store.status(url) if url else {"state": store.PENDING}
+        owner = (store.owner(url) if url else None) or {}
+        state, steps = status["state"], status.get("steps") or owner.get("steps")
+        step = steps if state == store.DONE else owner.get("step", 0)
+        eta = ""
+        if state == store.RUNNING and owner and store.owner_dead(owner, STALE_S, now):
+            state = "stale"  # its worker is gone: the next launch reclaims it
+        elif state == store.RUNNING and owner.get("tokens_per_s") and steps:
+            cfg = store.read_json(store.join(url, store.CONFIG))
+            per_step = cfg["train"]["batch_size"] * cfg["model"]["seq_len"]
+            eta = f"{(steps - step) * per_step / owner['tokens_per_s']:.0f}s"
+        loss = status.get("heldout_loss", owner.get("heldout_loss", owner.get("train_loss")))
+        rows.append(
+            {
+                "run": (names or {}).get(rid, ""),
+                "run_id": rid,
+                "state": state,
+                "step": f"{step}/{steps}" if steps else "",
+                "loss": f"{loss:.4f}" if loss is not None else "",
+                "tok/s": f"{owner['tokens_per_s']:.0f}" if owner.get("tokens_per_s") else "",
+                "eta": eta,
+                "attempts": len(store.attempts(url)) if url else 0,
+                "error": (status.get("error") or "")[:60],
+            }
+        )
+    return pd.DataFrame(rows)

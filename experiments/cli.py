@@ -148,12 +148,19 @@ def cmd_report(args) -> int:
 
 
 def _report(sweep_dir: Path, out_dir: Path) -> None:
+    import pandas as pd
+
     from analysis.report import write_report
-    from experiments.collect import collect
+    from experiments.collect import FAILED_CSV, collect
 
     results, curves = collect(sweep_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_report(results, curves, out_dir)
+    failed = pd.read_csv(sweep_dir / FAILED_CSV, dtype=str).fillna("")
+    if len(failed):  # the analysis leaves them out; the report says which and why
+        lines = "".join(f"- {r.name} ({r.run_id}): {r.error}\n" for r in failed.itertuples())
+        with (out_dir / "report.md").open("a") as f:
+            f.write(f"\n## Runs left out of the analysis (failed)\n\n{lines}")
     print(f"results table: {sweep_dir / 'results.csv'}")
     print(f"report: {out_dir / 'report.md'}")
 

@@ -78,6 +78,19 @@ class ModelConfig:
         return self.d_model // self.n_head
 
 
+# The tasks a default run learns from its corpus and is evaluated on (scaling.task_suite).
+DEFAULT_TASKS = (
+    "add2",
+    "add3",
+    "sub2",
+    "cycle_letters",
+    "reversed_words",
+    "copy_letters",
+    "largest_of_4",
+    "navigate",
+)
+
+
 @dataclass(frozen=True)
 class DataConfig:
     """Training text: the embedded synthetic corpus, or the user's own .txt / .jsonl files."""
@@ -87,6 +100,7 @@ class DataConfig:
     jsonl_field: str = "text"
     synthetic_chars: int = 2_000_000
     task_fraction: float = 0.5  # share of synthetic documents that are task demonstrations
+    tasks: tuple[str, ...] = DEFAULT_TASKS  # built-in tasks demonstrated in the corpus
     heldout_fraction: float = 0.05
     seed: int = 0
 
@@ -108,6 +122,18 @@ class DataConfig:
                 f"{where}.synthetic_chars",
                 f"{self.synthetic_chars} is too small",
                 "use at least 10000",
+            )
+        from scaling.task_suite import TASKS  # imported here: the suite imports this module
+
+        for name in self.tasks:
+            if name not in TASKS or TASKS[name].sample is None:
+                generated = sorted(n for n, t in TASKS.items() if t.sample is not None)
+                raise ConfigError(
+                    f"{where}.tasks", f"no generated task {name!r}", f"choose from {generated}"
+                )
+        if self.corpus == "synthetic" and self.task_fraction > 0 and not self.tasks:
+            raise ConfigError(
+                f"{where}.tasks", "empty while task_fraction > 0", "name tasks or set it to 0"
             )
         if not 0.0 <= self.task_fraction <= 1.0:
             raise ConfigError(
@@ -199,16 +225,7 @@ class EvalConfig:
     and, when samples > 0, by self-consistency (a majority vote over `samples` chains drawn at
     sc_temperature). samples: n samples per code problem for pass@k at each temperature."""
 
-    tasks: tuple[str, ...] = (
-        "add2",
-        "add3",
-        "sub2",
-        "cycle_letters",
-        "reversed_words",
-        "copy_letters",
-        "largest_of_4",
-        "navigate",
-    )
+    tasks: tuple[str, ...] = DEFAULT_TASKS
     shots: tuple[int, ...] = (3,)
     n_examples: int = 100
     seed: int = 1234

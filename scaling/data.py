@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from scaling.config import ConfigError, DataConfig
+from scaling.config import DEFAULT_TASKS, ConfigError, DataConfig
 from scaling.task_suite import TASKS, WORDS
-from scaling.tasks import CODE, solved, training_example
+from scaling.tasks import solved, training_example
 
 DOC_SEPARATOR = "\n\n"
 
@@ -44,16 +44,18 @@ class Corpus:
     heldout: np.ndarray
 
 
-def synthetic_text(n_chars: int, task_fraction: float, seed: int) -> str:
+def synthetic_text(
+    n_chars: int, task_fraction: float, seed: int, tasks: tuple[str, ...] = DEFAULT_TASKS
+) -> str:
     """Prose from a tiny grammar mixed with blocks of task demonstrations, deterministic in seed.
 
-    A task document is 4-10 solved items of one generated task, formatted as k-shot prompts
-    are (scaling.tasks.solved), so larger models (which fit more of this text) learn more of
-    the tasks. Half of the documents open with the task's instruction; in tasks with
+    A task document is 4-10 solved items of one of `tasks` (generated built-ins), formatted as
+    k-shot prompts are (scaling.tasks.solved), so larger models (which fit more of this text)
+    learn more of the tasks. Half of the documents open with the task's instruction; in tasks with
     rationales, half of the documents show chains of thought.
     """
     rng = np.random.default_rng(seed)
-    tasks = [t for t in TASKS.values() if t.kind != CODE]
+    tasks = [TASKS[name] for name in tasks]
     docs, size = [], 0
     while size < n_chars:
         if rng.random() < task_fraction:
@@ -105,7 +107,7 @@ def read_documents(paths: tuple[str, ...], jsonl_field: str) -> list[str]:
 def load_corpus(cfg: DataConfig) -> Corpus:
     """Tokenized train and held-out splits (cached: every run of a sweep shares them)."""
     if cfg.corpus == "synthetic":
-        text = synthetic_text(cfg.synthetic_chars, cfg.task_fraction, cfg.seed)
+        text = synthetic_text(cfg.synthetic_chars, cfg.task_fraction, cfg.seed, cfg.tasks)
     else:
         text = DOC_SEPARATOR.join(read_documents(cfg.paths, cfg.jsonl_field))
     tokens = encode(text)

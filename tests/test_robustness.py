@@ -14,6 +14,7 @@ import yaml
 from conftest import TINY
 
 from experiments import executors, runner, store
+from experiments.cli import main
 from experiments.sweep import expand
 
 pytestmark = pytest.mark.slow
@@ -105,6 +106,10 @@ def test_a_diverging_run_fails_with_its_reason_and_the_others_finish(tmp_path):
         assert results[column].notna().all(), column
     status = next(s for s in statuses(tmp_path / "runs" / "nan").values() if s["state"] == "failed")
     assert status["attempt"] == 1 and "Diverged" in status["traceback"]
+    report = tmp_path / "report"
+    assert main(["report", str(tmp_path / "runs" / "nan"), "--out", str(report)]) == 0
+    left_out = (report / "report.md").read_text().split("Runs left out of the analysis")[1]
+    assert "1000000000.0" in left_out and "Diverged" in left_out
 
 
 def test_a_sweep_through_a_local_ray_cluster(tmp_path):

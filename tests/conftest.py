@@ -17,22 +17,30 @@ from scaling.config import run_config  # noqa: E402
 TINY = {"n_layer": 2, "d_model": 32, "n_head": 2, "d_ff": 64, "seq_len": 64}
 
 
+QUICK_EVAL = {"shots": [0], "n_examples": 10, "tasks": ["add2"]}
+
+
+def tiny_run(steps: int = 40, eval: dict = QUICK_EVAL, **train) -> dict:
+    """The raw config of a run small enough to train in seconds: `steps` steps of 8×64 tokens
+    of the TINY shape, logging every 5 and checkpointing every 10 steps."""
+    return {
+        "model": TINY,
+        "data": {"synthetic_chars": 200_000},
+        "train": {
+            "tokens": steps * 8 * 64,
+            "batch_size": 8,
+            "warmup_steps": 5,
+            "log_every": 5,
+            "eval_every": 10,
+            "checkpoint_every": 10,
+            "eval_batches": 2,
+        }
+        | train,
+        "eval": eval,
+    }
+
+
 @pytest.fixture
 def tiny_cfg():
-    """A run small enough to train in a second or two: 40 steps of 8×64 tokens."""
-    return run_config(
-        {
-            "model": TINY,
-            "data": {"synthetic_chars": 200_000},
-            "train": {
-                "tokens": 40 * 8 * 64,
-                "batch_size": 8,
-                "warmup_steps": 5,
-                "log_every": 5,
-                "eval_every": 10,
-                "checkpoint_every": 10,
-                "eval_batches": 2,
-            },
-            "eval": {"shots": [1], "n_examples": 20, "instruction": False},
-        }
-    )
+    """40 steps of the TINY shape, evaluated 1-shot on the default tasks."""
+    return run_config(tiny_run(eval={"shots": [1], "n_examples": 20, "instruction": False}))

@@ -11,7 +11,7 @@ import time
 import pandas as pd
 import pytest
 import yaml
-from conftest import TINY
+from conftest import tiny_run
 
 from experiments import executors, runner, store
 from experiments.cli import main
@@ -22,24 +22,7 @@ ENV = os.environ | {"JAX_PLATFORMS": "cpu"}
 
 
 def spec(name: str, grid: dict, steps: int = 40) -> dict:
-    return {
-        "name": name,
-        "base": {
-            "model": TINY,
-            "data": {"synthetic_chars": 200_000},
-            "train": {
-                "tokens": steps * 8 * 64,
-                "batch_size": 8,
-                "warmup_steps": 5,
-                "log_every": 5,
-                "eval_every": 10,
-                "checkpoint_every": 10,
-                "eval_batches": 2,
-            },
-            "eval": {"shots": [0], "n_examples": 10, "tasks": ["add2"]},
-        },
-        "grid": grid,
-    }
+    return {"name": name, "base": tiny_run(steps), "grid": grid}
 
 
 def launch(tmp_path, sweep: dict, *args, wait=True):

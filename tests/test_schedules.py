@@ -5,33 +5,15 @@ import dataclasses
 import jax
 import numpy as np
 import pytest
-from conftest import TINY
+from conftest import tiny_run
 
 from scaling.config import run_config
 from scaling.schedules import decay_start, learning_rate
 from scaling.train import CHECKPOINT_DIR, CORRUPT_DIR, Diverged, read_metrics, train
 
-STEP_TOKENS = 8 * 64
-
 
 def cfg(steps: int, **train):
-    return run_config(
-        {
-            "model": TINY,
-            "data": {"synthetic_chars": 200_000},
-            "train": {
-                "tokens": steps * STEP_TOKENS,
-                "batch_size": 8,
-                "warmup_steps": 5,
-                "log_every": 5,
-                "eval_every": 10,
-                "checkpoint_every": 10,
-                "eval_batches": 2,
-            }
-            | train,
-            "eval": {"shots": [0], "n_examples": 10, "tasks": ["add2"]},
-        }
-    )
+    return run_config(tiny_run(steps, **train))
 
 
 def _same(a, b):

@@ -1,10 +1,8 @@
 """What a sweep will cost before it starts (`scaling plan`) and where it stands (`scaling status`).
 
 Estimates, per run:
-  * memory: float32 parameters, gradients and AdamW's two moments (16 bytes per parameter), plus
-    the activations kept for the backward pass, per layer s·b·d·(34 + 5·h·s/d) bytes at 16 bits
-    (Korthikanti et al. 2022, "Reducing activation recomputation", eq. 1) doubled for float32,
-    plus the logits (b·s·V floats, three copies: logits, softmax, gradient).
+  * memory: scaling.memory's plan on one device (parameters, gradients, AdamW's moments and the
+    activations kept for the backward pass, after Korthikanti et al. 2022).
   * time: detailed training FLOPs (scaling.flops) / the device's sustained FLOP/s, by default
     35 GFLOP/s: half the ~70 GFLOP/s float32 matmul peak measured on the 2-core CPU machines
     (bench/), tiny models reaching about that share. Give your accelerator's with --flops-per-s.
@@ -20,6 +18,7 @@ import pandas as pd
 
 from experiments import store
 from experiments.sweep import Sweep
+from scaling import memory
 from scaling.config import RunConfig
 from scaling.flops import flops_per_token, param_counts
 from scaling.schedules import decay_start
@@ -29,12 +28,7 @@ STALE_S = 300.0  # shown as stale: no heartbeat for this long (runner.Launch.sta
 
 
 def memory_bytes(cfg: RunConfig) -> float:
-    m, b = cfg.model, cfg.train.batch_size
-    s, d = m.seq_len, m.d_model
-    states = 16 * param_counts(m).total
-    per_layer = s * b * d * (34 + 5 * m.n_head * s / d) * 2
-    logits = 3 * 4 * b * s * m.vocab_size
-    return states + m.n_layer * per_layer + logits
+    return memory.plan(cfg, {"data": 1, "fsdp": 1, "tensor": 1}).total
 
 
 def steps_trained(cfg: RunConfig) -> int:

@@ -191,11 +191,10 @@ def pick_by_mean_logprob(mean_logprobs: Sequence[float]) -> int:
     return int(np.argmax(np.where(np.isnan(scores), -np.inf, scores)))
 
 
-def ranked_pass_rate(
+def ranked_passes(
     scores: Sequence[ProblemScore], mean_logprobs: Sequence[Sequence[float]]
-) -> float:
-    """Share of problems whose top-ranked sample passes: pass@1 when one sample is picked
-    from n by mean log-probability rather than at random."""
+) -> list[bool]:
+    """Per problem: does its top-ranked sample (highest mean log-probability) pass?"""
     if (
         not scores
         or len(mean_logprobs) != len(scores)
@@ -206,5 +205,12 @@ def ranked_pass_rate(
             "does not match the samples scored (or nothing was scored)",
             "give one list per scored problem, one value per sample",
         )
-    picks = [s.passed[pick_by_mean_logprob(lp)] for s, lp in zip(scores, mean_logprobs)]
-    return float(np.mean(picks))
+    return [s.passed[pick_by_mean_logprob(lp)] for s, lp in zip(scores, mean_logprobs)]
+
+
+def ranked_pass_rate(
+    scores: Sequence[ProblemScore], mean_logprobs: Sequence[Sequence[float]]
+) -> float:
+    """Share of problems whose top-ranked sample passes: pass@1 when one sample is picked
+    from n by mean log-probability rather than at random."""
+    return float(np.mean(ranked_passes(scores, mean_logprobs)))

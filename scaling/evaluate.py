@@ -380,14 +380,10 @@ def _score_code(params, cfg: ModelConfig, ps: PromptSet, ecfg: EvalConfig) -> li
             rows.append(r)
             if r["value"] >= best.get(k, {"value": -1})["value"]:
                 best[k] = r | {"metric": f"pass@{k}"}
-        picked = [
-            s.passed[
-                code_eval.pick_by_mean_logprob(
-                    [x.mean_logprob for x in sampled[i * n : (i + 1) * n]]
-                )
-            ]
-            for i, s in enumerate(scores)
+        logprobs = [
+            [x.mean_logprob for x in sampled[i * n : (i + 1) * n]] for i in range(len(scores))
         ]
+        picked = code_eval.ranked_passes(scores, logprobs)
         rows.append(summary(picked, metric=f"pass@1:ranked_t{temperature}", **row))
     return rows + list(best.values())
 

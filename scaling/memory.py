@@ -29,7 +29,15 @@ import numpy as np
 from jax.sharding import Mesh
 
 from scaling.config import ConfigError, ModelConfig, RunConfig
-from scaling.sharding import RULES, Rules, axis_sizes, logical_to_mesh, param_shapes, param_specs
+from scaling.sharding import (
+    RULES,
+    Rules,
+    axis_sizes,
+    divisors,
+    logical_to_mesh,
+    param_shapes,
+    param_specs,
+)
 
 GB = 1e9  # device_memory_gb is in decimal GB: below the GiB vendors quote, so a safe side
 HEADROOM = 0.9  # share of device memory a plan may use: XLA's workspace, fragmentation
@@ -134,9 +142,8 @@ def device_memory(cfg: RunConfig, device=None) -> float | None:
 def _layouts(n_devices: int, cfg: RunConfig):
     """Every data × fsdp × tensor of n_devices that keeps the batch whole and splits heads,
     most communication-friendly first: less tensor, then less fsdp (more plain data)."""
-    divisors = [k for k in range(1, n_devices + 1) if n_devices % k == 0]
     shapes = []
-    for t, f in itertools.product(divisors, repeat=2):
+    for t, f in itertools.product(divisors(n_devices), repeat=2):
         if n_devices % (t * f) or cfg.model.n_head % t:
             continue
         d = n_devices // (t * f)

@@ -66,7 +66,7 @@ RULES: Rules = (
 # Mesh
 
 
-def _divisors(n: int) -> list[int]:
+def divisors(n: int) -> list[int]:
     return [d for d in range(1, n + 1) if n % d == 0]
 
 
@@ -82,7 +82,7 @@ def mesh_shape(mesh_cfg: MeshConfig, n_devices: int) -> dict[str, int]:
         raise ConfigError(
             "mesh.slices",
             f"{n_devices} devices do not split into {mesh_cfg.slices} equal slices",
-            f"use one of {_divisors(n_devices)}",
+            f"use one of {divisors(n_devices)}",
         )
     per_slice = n_devices // mesh_cfg.slices
     sizes = {name: getattr(mesh_cfg, name) for name in MESH_AXES}
@@ -91,7 +91,7 @@ def mesh_shape(mesh_cfg: MeshConfig, n_devices: int) -> dict[str, int]:
             raise ConfigError(
                 f"mesh.{name}",
                 f"{size} does not divide the {per_slice} devices of a slice",
-                f"use one of {_divisors(per_slice)}",
+                f"use one of {divisors(per_slice)}",
             )
     known = math.prod(size for size in sizes.values() if size != -1)
     free = [name for name, size in sizes.items() if size == -1]

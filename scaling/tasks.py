@@ -32,7 +32,7 @@ from __future__ import annotations
 import json
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -348,8 +348,3 @@ def resolve(name: str) -> Task:
     if name.endswith(".json") or "/" in name or Path(name).is_dir():
         return load_task_file(name)
     raise ConfigError("eval.tasks", f"unknown task {name!r}", f"choose from {sorted(TASKS)}")
-
-
-def with_examples(task: Task, examples: list[Example]) -> Task:
-    """The same task holding a fixed list of examples (used by tests and exports)."""
-    return replace(task, sample=None, examples=tuple(examples))

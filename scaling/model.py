@@ -43,6 +43,30 @@ def _layer_norm(name: str) -> nn.LayerNorm:
     )
 
 
+def causal_attention(q, k, v):
+    """softmax(q kᵀ/√d + causal mask) v for q, k, v of shape (batch, time, heads, head_dim).
+
+    On GPU and TPU this is `jax.nn.dot_product_attention` (cuDNN flash attention where
+    available). XLA on CPU has no fused kernel, and its (batch, time, heads) batched dots and
+    full T×T softmax cost 3× PyTorch's: there the queries go in blocks, heads-major, each
+    block against only the keys it can see, which skips the masked upper triangle (half the
+    work) and keeps each block's scores small (see bench/RESULTS.md)."""
+    if jax.default_backend() != "cpu":
+        return jax.nn.dot_product_attention(q, k, v, is_causal=True)
+    t, scale = q.shape[1], q.shape[-1] ** -0.5
+    block = max(32, -(-t // 16))  # at most 16 blocks: more only slows compilation
+    q, k, v = (x.swapaxes(1, 2) for x in (q * scale, k, v))  # (batch, heads, time, head_dim)
+    outs = []
+    for start in range(0, t, block):
+        stop = min(start + block, t)
+        scores = q[:, :, start:stop] @ k[:, :, :stop].swapaxes(-1, -2)
+        visible = jnp.arange(stop)[None, :] <= jnp.arange(start, stop)[:, None]
+        scores = jnp.where(visible, scores.astype(jnp.float32), -jnp.inf)
+        weights = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+        outs.append(weights @ v[:, :, :stop])
+    return jnp.concatenate(outs, axis=2).swapaxes(1, 2)
+
+
 class CausalSelfAttention(nn.Module):
     cfg: ModelConfig
 
@@ -66,8 +90,8 @@ class CausalSelfAttention(nn.Module):
             constrain(project(n), ("batch", "length", "act_heads", "kv"))
             for n in ("query", "key", "value")
         )
-        if cache is None:  # training and scoring: one causal pass (cuDNN flash attention on GPU)
-            out = jax.nn.dot_product_attention(q, k, v, is_causal=True)
+        if cache is None:  # training and scoring: one causal pass over x
+            out = causal_attention(q, k, v)
         else:
             k = jax.lax.dynamic_update_slice_in_dim(cache["k"], k.astype(dtype), index, axis=1)
             v = jax.lax.dynamic_update_slice_in_dim(cache["v"], v.astype(dtype), index, axis=1)

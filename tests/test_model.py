@@ -9,7 +9,7 @@ import pytest
 
 from scaling import data
 from scaling.config import ModelConfig
-from scaling.model import apply, init_params
+from scaling.model import apply, causal_attention, init_params
 from scaling.train import loss_fn
 
 M = ModelConfig(n_layer=2, d_model=32, n_head=2, d_ff=64, seq_len=64)
@@ -38,3 +38,22 @@ def test_bfloat16_activations_track_float32(batch):
     bf16 = apply(params, dataclasses.replace(M, dtype="bfloat16"), batch[:, :-1])
     assert bf16.dtype == np.float32  # logits are computed in float32
     assert float(np.abs(np.asarray(bf16) - np.asarray(f32)).max()) < 0.1
+
+
+@pytest.mark.parametrize("time", [7, 70, 256])  # one block, a ragged last block, 8 blocks
+def test_blocked_causal_attention_equals_dot_product_attention(time):
+    """The CPU path (queries in blocks against only the keys they see) is exact attention:
+    outputs and gradients equal jax.nn.dot_product_attention's."""
+    q, k, v, w = (
+        jax.random.normal(key, (3, time, 4, 16))
+        for key in jax.random.split(jax.random.PRNGKey(time), 4)
+    )
+
+    def loss(attention):
+        return jax.value_and_grad(lambda *qkv: (attention(*qkv) * w).sum(), argnums=(0, 1, 2))
+
+    reference = loss(lambda q, k, v: jax.nn.dot_product_attention(q, k, v, is_causal=True))
+    for got, want in zip(
+        jax.tree.leaves(loss(causal_attention)(q, k, v)), jax.tree.leaves(reference(q, k, v))
+    ):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)

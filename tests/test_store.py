@@ -78,7 +78,9 @@ def _race(url, barrier, results):
 def test_racing_processes_claim_a_run_once(tmp_path):
     url = str(tmp_path / "r")
     store.claim_config(url, {"name": ""})
-    ctx = mp.get_context("fork")  # no JAX in this test: fork is safe and fast
+    # spawn, not fork: other tests of this pytest process have started JAX's threads, and a
+    # forked child of a multithreaded process can deadlock.
+    ctx = mp.get_context("spawn")
     barrier, results = ctx.Barrier(8), ctx.Queue()
     procs = [ctx.Process(target=_race, args=(url, barrier, results)) for _ in range(8)]
     for p in procs:

@@ -20,7 +20,7 @@ axes (any of grid, zip, isoflop, each one axis or more):
       models: [s1, s2, s3]           # sizes per budget, or `sizes: 5`: the 5 ladder rungs
       flops: 6n                      # nearest in log N to sqrt(C/120) (D = 20 N); tokens
                                      # = C / FLOPs per token, `6n` (6N) or `detailed`
-    lr_rule: {rule: inverse_width, base_width: 64}  # or constant (the default)
+    lr_rule: {rule: inverse_width, base_width: 64}  # or constant (the default), or mup
     cooldown: {decay_fraction: 0.2}  # WSD: one stable run per shape, a cooldown per budget
 
 A run's id is a hash of its resolved config, so the same run has the same id in every sweep
@@ -48,7 +48,7 @@ from scaling.schedules import decay_start
 
 SWEEP_KEYS = {"name", "description", "base", "grid", "zip", "isoflop", "lr_rule", "cooldown"}
 ISOFLOP_KEYS = {"budgets", "models", "sizes", "flops"}
-LR_RULES = ("constant", "inverse_width")
+LR_RULES = ("constant", "inverse_width", "mup")
 MAX_RUNS = 256
 # Pseudo-fields of an axis, resolved into train.tokens once the model is known.
 TOKENS_PER_PARAM, FLOPS_BUDGET = "tokens_per_param", "flops_budget"
@@ -268,10 +268,11 @@ def build_model(fields: dict):
 
 
 def _lr_rule(rule) -> tuple[str, int]:
-    """(rule, base_width): how the learning rate scales with d_model. `inverse_width`: lr ∝
-    1/width, lr = learning_rate·base_width/d_model, the Adam hidden-layer rule of µP (Yang et
-    al. 2022, table 3) applied to the whole network (embeddings included, as the model ties
-    them and has no µP output multiplier)."""
+    """(rule, base_width): how hyperparameters follow d_model. `inverse_width`: lr ∝ 1/width,
+    lr = learning_rate·base_width/d_model for the whole network, the Adam hidden-layer rule of
+    µP (Yang et al. 2022, table 3) applied to every parameter. `mup`: µP proper, each run gets
+    model.mup_base_width = base_width (per-parameter learning rates, init and output
+    multiplier: scaling.model.mup_ratio); learning_rate is the one tuned at base_width."""
     if rule is None:
         return ("constant", 0)
     if (
@@ -285,7 +286,7 @@ def _lr_rule(rule) -> tuple[str, int]:
             f"write {{rule: {'|'.join(LR_RULES)}, base_width: 64}}",
         )
     width = rule.get("base_width", 0)
-    if rule["rule"] == "inverse_width" and (not isinstance(width, int) or width < 1):
+    if rule["rule"] != "constant" and (not isinstance(width, int) or width < 1):
         raise ConfigError(
             "sweep.lr_rule.base_width",
             "must be a positive integer",
@@ -303,6 +304,8 @@ def _run(base: dict, points: tuple[Point, ...], rule: tuple[str, int]) -> RunSpe
                 design[key] = value
             else:
                 _set_path(resolved, key, value)
+    if rule[0] == "mup":
+        _set_path(resolved, "model.mup_base_width", rule[1])
     run_name = "-".join(label for label, _ in points)
     try:
         cfg = run_config({**resolved, "name": run_name})

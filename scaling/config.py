@@ -47,6 +47,9 @@ class ModelConfig:
     seq_len: int = 128
     dtype: str = "float32"  # activation dtype (bfloat16: mixed precision); params float32
     remat: str = "none"  # "none" | "full" (recompute each block) | "dots" (keep matmul outputs)
+    # µP (Yang et al. 2022) relative to this base width; 0: standard parametrisation. See
+    # scaling.model.mup_ratio for what it changes.
+    mup_base_width: int = 0
 
     def validate(self, where: str = "model") -> None:
         _require_positive(
@@ -63,6 +66,12 @@ class ModelConfig:
                 f"{where}.vocab_size",
                 f"{self.vocab_size} < 256 byte tokens",
                 "use vocab_size >= 256 (the tokenizer is byte-level)",
+            )
+        if self.mup_base_width < 0:
+            raise ConfigError(
+                f"{where}.mup_base_width",
+                f"{self.mup_base_width} < 0",
+                "use 0 (standard parametrisation) or the width the hyperparameters were tuned at",
             )
         if self.remat not in ("none", "full", "dots"):
             raise ConfigError(

@@ -26,6 +26,18 @@ REMAT_POLICIES = {
 }
 
 
+def mup_ratio(cfg: ModelConfig) -> float:
+    """base_width / d_model under µP (Yang et al. 2022, Tensor Programs V, table 3, Adam), 1
+    without it. µP scales three things by it, so that hyperparameters tuned at the base width
+    transfer to every width: the init std of hidden matrices by √ratio (variance ∝ 1/fan_in),
+    their Adam learning rate by ratio (scaling.train.lr_multipliers), and the logits by ratio
+    (the output multiplier; the embedding is tied, so the multiplier stands in for µP's
+    readout init and learning rate). Embeddings, biases and LayerNorm keep width-independent
+    init and learning rate. Attention keeps 1/√head_dim: µP's 1/head_dim differs only if
+    head_dim changes with width, which the zoo's ladder never does (16 everywhere)."""
+    return cfg.mup_base_width / cfg.d_model if cfg.mup_base_width else 1.0
+
+
 def _init(axes: tuple[str | None, ...], std: float = INIT_STD):
     return nn.with_logical_partitioning(nn.initializers.normal(std), axes)
 
@@ -74,15 +86,16 @@ class CausalSelfAttention(nn.Module):
     def __call__(self, x, cache=None, index=None, mask=None):
         """Causal attention over x; with a cache, x fills slots index.. of it (see GPT)."""
         cfg, dtype = self.cfg, jnp.dtype(self.cfg.dtype)
+        std = INIT_STD * mup_ratio(cfg) ** 0.5
         # GPT-2 scales the init of projections that write into the residual stream by 1/sqrt(2L).
-        out_std = INIT_STD / (2 * cfg.n_layer) ** 0.5
+        out_std = std / (2 * cfg.n_layer) ** 0.5
 
         def project(name):
             return nn.DenseGeneral(
                 (cfg.n_head, cfg.head_dim),
                 dtype=dtype,
                 name=name,
-                kernel_init=_init(("embed", "heads", "kv")),
+                kernel_init=_init(("embed", "heads", "kv"), std),
                 bias_init=_zeros(("heads", "kv")),
             )(x)
 
@@ -114,11 +127,12 @@ class Mlp(nn.Module):
     @nn.compact
     def __call__(self, x):
         cfg, dtype = self.cfg, jnp.dtype(self.cfg.dtype)
+        std = INIT_STD * mup_ratio(cfg) ** 0.5
         h = nn.Dense(
             cfg.d_ff,
             dtype=dtype,
             name="fc",
-            kernel_init=_init(("embed", "mlp")),
+            kernel_init=_init(("embed", "mlp"), std),
             bias_init=_zeros(("mlp",)),
         )(x)
         h = constrain(nn.gelu(h), ("batch", "length", "act_mlp"))
@@ -126,7 +140,7 @@ class Mlp(nn.Module):
             cfg.d_model,
             dtype=dtype,
             name="proj",
-            kernel_init=_init(("mlp", "embed"), INIT_STD / (2 * cfg.n_layer) ** 0.5),
+            kernel_init=_init(("mlp", "embed"), std / (2 * cfg.n_layer) ** 0.5),
             bias_init=_zeros(("embed",)),
         )(h)
 
@@ -185,6 +199,8 @@ class GPT(nn.Module):
             new_cache.append(layer_cache)
         x = _layer_norm("ln_f")(x)
         logits = wte.attend(x.astype(jnp.float32))  # tied output embedding
+        if cfg.mup_base_width:
+            logits = logits * mup_ratio(cfg)  # µP's output multiplier
         logits = constrain(logits, ("batch", "length", "act_vocab"))
         return logits, (None if cache is None else new_cache)
 

@@ -31,7 +31,7 @@ from jax.sharding import Mesh
 from scaling import data, memory, sharding
 from scaling.config import ModelConfig, RunConfig, TrainConfig
 from scaling.flops import flops_per_token
-from scaling.model import apply, init_params
+from scaling.model import apply, init_params, mup_ratio
 from scaling.schedules import decay_start, learning_rate
 
 METRICS_FILE = "metrics.jsonl"
@@ -68,11 +68,22 @@ def loss_fn(params, cfg: ModelConfig, batch):
     return optax.softmax_cross_entropy_with_integer_labels(logits, batch[:, 1:]).mean()
 
 
+def lr_multipliers(params, cfg: ModelConfig):
+    """Each parameter's learning rate relative to the schedule's: under µP the hidden matrices
+    (every Dense kernel) take mup_ratio = base_width/d_model, everything else 1."""
+    ratio = mup_ratio(cfg)
+    return jax.tree_util.tree_map_with_path(
+        lambda path, _: ratio if path[-1].key == "kernel" else 1.0, params
+    )
+
+
 @partial(jax.jit, static_argnames=("cfg", "opt"), donate_argnums=(0,))
 def train_step(state, batch, lr, cfg: ModelConfig, opt: tuple):
     loss, grads = jax.value_and_grad(loss_fn)(state["params"], cfg, batch)
     updates, opt_state = optimizer(*opt).update(grads, state["opt_state"], state["params"])
-    params = jax.tree.map(lambda p, u: p - lr * u, state["params"], updates)
+    params = jax.tree.map(
+        lambda p, u, m: p - lr * m * u, state["params"], updates, lr_multipliers(updates, cfg)
+    )
     return {"params": params, "opt_state": opt_state}, {
         "loss": loss,
         "grad_norm": optax.tree.norm(grads),

@@ -38,6 +38,11 @@ def mup_ratio(cfg: ModelConfig) -> float:
     return cfg.mup_base_width / cfg.d_model if cfg.mup_base_width else 1.0
 
 
+def _hidden_std(cfg: ModelConfig) -> float:
+    """Init std of the hidden matrices: GPT-2's 0.02, times √mup_ratio under µP."""
+    return INIT_STD * mup_ratio(cfg) ** 0.5
+
+
 def _init(axes: tuple[str | None, ...], std: float = INIT_STD):
     return nn.with_logical_partitioning(nn.initializers.normal(std), axes)
 
@@ -86,7 +91,7 @@ class CausalSelfAttention(nn.Module):
     def __call__(self, x, cache=None, index=None, mask=None):
         """Causal attention over x; with a cache, x fills slots index.. of it (see GPT)."""
         cfg, dtype = self.cfg, jnp.dtype(self.cfg.dtype)
-        std = INIT_STD * mup_ratio(cfg) ** 0.5
+        std = _hidden_std(cfg)
         # GPT-2 scales the init of projections that write into the residual stream by 1/sqrt(2L).
         out_std = std / (2 * cfg.n_layer) ** 0.5
 
@@ -127,7 +132,7 @@ class Mlp(nn.Module):
     @nn.compact
     def __call__(self, x):
         cfg, dtype = self.cfg, jnp.dtype(self.cfg.dtype)
-        std = INIT_STD * mup_ratio(cfg) ** 0.5
+        std = _hidden_std(cfg)
         h = nn.Dense(
             cfg.d_ff,
             dtype=dtype,

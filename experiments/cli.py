@@ -56,6 +56,8 @@ def cmd_train(args) -> int:
     run_dir = Path(args.run_dir) if args.run_dir else Path(args.runs_dir) / "single" / run_id(cfg)
     task = runner.Task(RunSpec(run_dir.name, cfg.name, cfg), str(run_dir.parent), _launch(args))
     result = runner.work(task)
+    if not runner.is_lead():
+        return 0  # process 0 reports
     status = store.status(run_dir)
     if result["result"] not in (store.DONE, runner.SKIPPED):
         print(f"run {run_dir}: {result['result']} {result.get('message', '')}", file=sys.stderr)
@@ -100,13 +102,27 @@ def cmd_sweep(args) -> int:
     from experiments.sweep import load_sweep
 
     sweep = load_sweep(args.sweep, yes=args.yes)
-    runs_dir = args.runs_dir
-    executor = _executor(args)
+    runs_dir, launch = args.runs_dir, _launch(args)
+    collective = runner.multiprocess()
+    if collective and (args.executor != "local" or args.workers != 1):
+        raise ConfigError(
+            "--executor",
+            "the processes of one jax.distributed job train each run together, as one worker",
+            "drop --executor/--workers here, or launch single-process workers through them",
+        )
+    if not runner.is_lead():
+        runner.follow(sweep, runs_dir, launch)
+        return 0
+    executor = runner.Collective(sweep.runs) if collective else _executor(args)
     print(
         f"sweep {sweep.name}: {len(sweep.runs)} runs -> {runs_dir}/{sweep.name} ({args.executor})"
     )
     started = time.time()
-    outcome = runner.run_sweep(sweep, runs_dir, executor, _launch(args))
+    try:
+        outcome = runner.run_sweep(sweep, runs_dir, executor, launch)
+    finally:
+        if collective:
+            executor.close()  # the other processes stop following
     print(
         f"trained {len(outcome.done)}, already done {len(outcome.skipped)}, "
         f"failed {len(outcome.failed)}, held elsewhere {len(outcome.busy)} "

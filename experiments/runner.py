@@ -7,13 +7,21 @@ finished runs and resumes unfinished ones from their last checkpoint. A run that
 failed with its reason and traceback and the sweep goes on; a retryable failure is retried up to
 `max_attempts` claims, a divergence (NaN loss) or a config error is not. Cooldown branches run
 after their stable parents (a second stage). The results table is re-collected as runs finish.
+
+A multi-process jax job (a TPU pod slice, a multi-node SLURM job: `jax.distributed` is
+initialised) is one worker whose processes must issue the same collectives in the same order,
+so only process 0 decides: it claims each run and broadcasts the verdict, every process trains
+it, and only process 0 heartbeats, evaluates and records the outcome. In a sweep, process 0
+runs the loop below (`Collective` executor) and the other processes `follow` it run by run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -65,24 +73,33 @@ def local_dir(url: str) -> Path:
     return Path(url.removeprefix("file://"))
 
 
-def execute_run(cfg: RunConfig, run_dir: Path, claim: store.Claim, launch: Launch) -> dict:
-    """Train (or resume) and evaluate one claimed run; returns its final status record."""
+def execute_run(cfg: RunConfig, run_dir: Path, claim: store.Claim | None, launch: Launch) -> dict:
+    """Train (or resume) and evaluate one claimed run; returns its final status record. With
+    claim None (process k > 0 of a multi-process job) train along and write nothing."""
     from experiments.evaluation import record
     from experiments.tracking import Tracker, provenance
+    from scaling import sharding
     from scaling.train import train
 
-    store.claim_config(run_dir, cfg.to_dict())
+    lead = claim is not None
+    if lead:
+        store.claim_config(run_dir, cfg.to_dict())
     started = time.time()
     every = cfg.eval.every_steps
 
-    with Tracker(cfg, run_dir, claim, launch) as tracker:
+    with Tracker(cfg, run_dir, claim, launch) if lead else contextlib.nullcontext() as tracker:
 
         def on_step(done: int, params) -> None:
-            tracker.on_step(done, params)
+            if lead:
+                tracker.on_step(done, params)
             if every and done % every == 0 and done < cfg.steps:  # emergence over training
-                record(run_dir, cfg, cfg.eval, params, done)
+                params = sharding.fetch(params)  # a collective: every process takes part
+                if lead:
+                    record(run_dir, cfg, cfg.eval, params, done)
 
-        result = train(cfg, run_dir, on_step=on_step, on_log=tracker.on_log)
+        result = train(cfg, run_dir, on_step=on_step, on_log=tracker.on_log if lead else None)
+    if not lead:
+        return {}
     eval_started = time.time()
     record(run_dir, cfg, cfg.eval, result.params, cfg.steps)
     finished = time.time()
@@ -107,21 +124,44 @@ def worker_id() -> str:
     return f"{store.HOST}:{os.getpid()}"
 
 
+def multiprocess() -> bool:
+    """Whether this process is one of several of a jax.distributed job."""
+    import jax
+
+    return jax.distributed.is_initialized() and jax.process_count() > 1
+
+
+def is_lead() -> bool:
+    """Whether this process claims, records and reports: the only one, or process 0."""
+    import jax
+
+    return not multiprocess() or jax.process_index() == 0
+
+
+def _broadcast(value: int) -> int:
+    """Process 0's value, on every process (a collective: all must call it, in the same order)."""
+    import numpy as np
+    from jax.experimental import multihost_utils
+
+    return int(multihost_utils.broadcast_one_to_all(np.int32(value)))
+
+
+# What process 0 tells the others about a run: train it, or why not.
+VERDICTS = (None, SKIPPED, store.FAILED, BUSY)
+
+
 def work(task: Task) -> dict:
-    """Claim the task's run and execute it; never raises, returns an outcome record."""
+    """Claim the task's run and execute it; never raises, returns an outcome record. In a
+    multi-process job every process calls this with the same task: process 0 claims."""
     spec, launch = task.spec, task.launch
     url = store.join(task.sweep_dir, spec.run_id)
     outcome = {"run_id": spec.run_id, "name": spec.name}
-    if store.status(url)["state"] == store.DONE:
-        return outcome | {"result": SKIPPED}
-    store.claim_config(url, spec.config.to_dict())
-    store.write_atomic(store.join(url, store.DESIGN), json.dumps(spec.design))
-    claim = store.claim(url, worker_id(), launch.stale_after, launch.max_attempts)
-    if claim is None:  # done or failed by now, or in a live worker's hands
-        state = store.status(url)["state"]
-        return outcome | {
-            "result": {store.DONE: SKIPPED, store.FAILED: store.FAILED}.get(state, BUSY)
-        }
+    collective, lead = multiprocess(), is_lead()
+    claim, verdict = _claim(task, url) if lead else (None, None)
+    if collective:
+        verdict = VERDICTS[_broadcast(VERDICTS.index(verdict))]
+    if verdict is not None:
+        return outcome | {"result": verdict}
     try:
         execute_run(spec.config, local_dir(url), claim, launch)
     except store.LostClaim as e:
@@ -131,11 +171,57 @@ def work(task: Task) -> dict:
 
         message = f"{type(e).__name__}: {e}"
         retryable = not isinstance(e, Diverged | ConfigError)
-        claim.finish(
-            store.FAILED, error=message, traceback=traceback.format_exc(), retryable=retryable
-        )
-        return outcome | {"result": store.FAILED, "message": message}
+        if lead:
+            claim.finish(
+                store.FAILED, error=message, traceback=traceback.format_exc(), retryable=retryable
+            )
+        return outcome | {"result": store.FAILED, "message": message, "retryable": retryable}
     return outcome | {"result": store.DONE}
+
+
+def _claim(task: Task, url: str) -> tuple[store.Claim | None, str | None]:
+    """(our claim, None), or (None, why the run is not ours to train)."""
+    spec, launch = task.spec, task.launch
+    if store.status(url)["state"] == store.DONE:
+        return None, SKIPPED
+    store.claim_config(url, spec.config.to_dict())
+    store.write_atomic(store.join(url, store.DESIGN), json.dumps(spec.design))
+    claim = store.claim(url, worker_id(), launch.stale_after, launch.max_attempts)
+    if claim is None:  # done or failed by now, or in a live worker's hands
+        state = store.status(url)["state"]
+        return None, {store.DONE: SKIPPED, store.FAILED: store.FAILED}.get(state, BUSY)
+    return claim, None
+
+
+@dataclass
+class Collective:
+    """The executor of process 0 of a multi-process job: each task runs on all processes at
+    once. It sends the others each run's position in the sweep (they `follow`), then -1."""
+
+    runs: list[RunSpec]
+
+    def map(self, fn, tasks: list) -> Iterator[dict]:
+        ids = [spec.run_id for spec in self.runs]
+        for task in tasks:
+            _broadcast(ids.index(task.spec.run_id))
+            yield fn(task)
+
+    def close(self) -> None:
+        _broadcast(-1)
+
+
+def follow(sweep: Sweep, runs_dir, launch: Launch) -> None:
+    """Process k > 0 of a multi-process job: train whatever run process 0 sends, until -1."""
+    sweep_dir = store.join(runs_dir, sweep.name)
+    while (i := _broadcast(0)) >= 0:
+        result = work(Task(sweep.runs[i], sweep_dir, launch))
+        if result["result"] == store.FAILED and result["retryable"]:
+            # Not a failure every process meets alike (a divergence, a bad config): process 0
+            # may be waiting in a collective for this one. End the job; a relaunch resumes.
+            raise SystemExit(
+                f"{sweep.runs[i].name} failed on this process: {result['message']}; "
+                "ending the job (relaunch it to resume)"
+            )
 
 
 @dataclass

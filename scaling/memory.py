@@ -135,7 +135,7 @@ def device_memory(cfg: RunConfig, device=None) -> float | None:
     (GPU and TPU do, CPU does not: then None and nothing is checked)."""
     if cfg.mesh.device_memory_gb:
         return cfg.mesh.device_memory_gb * GB
-    stats = (device or jax.devices()[0]).memory_stats() or {}
+    stats = (device or jax.local_devices()[0]).memory_stats() or {}  # a device of ours
     return stats.get("bytes_limit")
 
 

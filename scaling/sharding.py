@@ -521,6 +521,12 @@ def is_main_process() -> bool:
     return jax.process_index() == 0
 
 
+def sync_processes(name: str) -> None:
+    """Wait until every process of a multi-process job gets here (a no-op for one process)."""
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices(name)
+
+
 def process_rows(sharding: NamedSharding, global_shape: Sequence[int]) -> np.ndarray:
     """The batch rows this process's devices hold, in the order
     jax.make_array_from_process_local_data expects them (ascending, each row once)."""

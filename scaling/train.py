@@ -145,9 +145,11 @@ def restore_latest(manager: ocp.CheckpointManager, cfg: RunConfig, run_dir: Path
                 f"{run_dir}: checkpoint {step} does not restore ({e!r}); trying older",
                 stacklevel=2,
             )
-            aside = run_dir / CORRUPT_DIR / f"{step}-{time.time_ns()}"
-            aside.parent.mkdir(exist_ok=True)
-            shutil.move(run_dir / CHECKPOINT_DIR / str(step), aside)
+            if sharding.is_main_process():  # every process finds it damaged; one moves it
+                aside = run_dir / CORRUPT_DIR / f"{step}-{time.time_ns()}"
+                aside.parent.mkdir(exist_ok=True)
+                shutil.move(run_dir / CHECKPOINT_DIR / str(step), aside)
+            sharding.sync_processes(f"checkpoint {step} moved aside")
             manager.reload()
     return None, 0
 
@@ -172,7 +174,8 @@ def branch_point(cfg: RunConfig, run_dir: Path, state_sh):
     rows = [  # the rows a whole run logs: not those of the parent's last step, if off cadence
         r for r in read_metrics(parent) if r["step"] <= step and r["step"] % every[r["split"]] == 0
     ]
-    (run_dir / METRICS_FILE).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    if sharding.is_main_process():
+        (run_dir / METRICS_FILE).write_text("".join(json.dumps(r) + "\n" for r in rows))
     return state, step
 
 

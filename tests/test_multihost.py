@@ -1,12 +1,19 @@
 """Multi-host start-up: SLURM node lists, where a process finds its job (flags, SCALING_*,
-SLURM, TPU VM), and two local jax.distributed processes training like one."""
+SLURM, TPU VM), two local jax.distributed processes training like one, and a sweep launched on
+both processes at once (as on a pod slice) trained like a single-process one."""
 
+import os
 import socket
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import shard_cases as case
+import yaml
+from conftest import tiny_run
 
+from experiments import store
 from scaling import sharding
 from scaling.config import ConfigError
 
@@ -132,3 +139,77 @@ def test_two_processes_with_process_local_batches_train_like_one():
     # each process built only its own half of every batch
     for mesh in ("dp4", "fsdp2_tp2"):
         assert [r["rows"][mesh] for r in results] == [[0, 1, 2, 3], [4, 5, 6, 7]]
+
+
+def _sweep(
+    tmp_path, runs_dir: str, processes: int, devices: int
+) -> list[subprocess.CompletedProcess]:
+    """`scaling sweep` on `processes` jax.distributed processes of `devices` CPU devices each."""
+    port = _free_port()
+    cmd = [sys.executable, "-m", "experiments", "sweep", str(tmp_path / "sweep.yaml")]
+    cmd += ["--runs-dir", str(tmp_path / runs_dir), "--no-report", "--no-tensorboard"]
+    env = os.environ | {
+        "JAX_PLATFORMS": "cpu",
+        "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
+    }
+    if processes > 1:
+        env |= {"SCALING_COORDINATOR": f"127.0.0.1:{port}", "SCALING_NUM_PROCESSES": str(processes)}
+    procs = [
+        subprocess.Popen(
+            cmd,
+            env=env | ({"SCALING_PROCESS_ID": str(i)} if processes > 1 else {}),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(processes)
+    ]
+    try:
+        done = [subprocess.CompletedProcess(p.args, 0, *p.communicate(timeout=400)) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    for p, d in zip(procs, done):
+        assert p.returncode == 0, d.stderr[-4000:]
+    return done
+
+
+@pytest.mark.slow
+def test_a_sweep_on_two_processes_trains_each_run_once_like_one_process(tmp_path):
+    """Every process of the job runs the same `scaling sweep`; process 0 claims and the other
+    follows. The parameters are split over both processes (fsdp 4), so checkpoints are written
+    by both; the cooldown branches restore the stable run's. One process of 4 devices (dp4)
+    gives the same numbers."""
+    base = tiny_run(20) | {"mesh": {"data": 1, "fsdp": 4}}
+    sweep = {
+        "name": "pod",
+        "base": base,
+        "grid": {"train.tokens": [10 * 512, 20 * 512]},
+        "cooldown": {"decay_fraction": 0.2},
+    }
+    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(sweep))
+    lead, follower = _sweep(tmp_path, "pod_runs", processes=2, devices=2)
+    assert "trained 3, already done 0, failed 0" in lead.stdout
+    assert "sweep pod" not in follower.stdout and "trained" not in follower.stdout
+
+    sweep_dir = tmp_path / "pod_runs" / "pod"
+    runs = store.run_dirs(sweep_dir)
+    assert len(runs) == 3
+    for run_dir in runs:
+        assert store.status(run_dir)["state"] == "done" and store.attempts(run_dir) == [1]
+        rows = [(r["step"], r["split"]) for r in store.read_jsonl(f"{run_dir}/metrics.jsonl")]
+        assert len(rows) == len(set(rows)) and rows  # written once, by process 0
+        assert store.read_eval(run_dir)
+
+    again = _sweep(tmp_path, "pod_runs", processes=2, devices=2)[0]
+    assert "trained 0, already done 3" in again.stdout
+
+    base["mesh"] = {"data": -1}
+    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(sweep))
+    _sweep(tmp_path, "one_runs", processes=1, devices=4)
+    for run_dir in runs:
+        one = tmp_path / "one_runs" / "pod" / run_dir.rsplit("/", 1)[-1]
+        losses = [r["loss"] for r in store.read_jsonl(f"{run_dir}/metrics.jsonl")]
+        reference = [r["loss"] for r in store.read_jsonl(f"{one}/metrics.jsonl")]
+        np.testing.assert_allclose(losses, reference, rtol=0, atol=1e-5)

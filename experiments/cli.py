@@ -2,7 +2,7 @@
 
     scaling train CONFIG.yaml [--run-dir DIR]
     scaling plan SWEEP.yaml [--flops-per-s F]
-    scaling sweep SWEEP.yaml [--executor local|ray|slurm] [--workers N] [--yes] [--wandb PROJECT]
+    scaling sweep SWEEP.yaml [--executor local|ray|slurm|tpu] [--workers N] [--yes] [--wandb P]
     scaling status SWEEP.yaml|SWEEP_DIR [--runs-dir runs]
     scaling report SWEEP_DIR [--out DIR]
     scaling fit chinchilla|isoflop|envelope|kaplan INPUT [--n COL --d COL | --c COL ...] --out DIR
@@ -77,6 +77,14 @@ def _executor(args):
             num_gpus=args.gpus_per_run,
             resources=resources,
         )
+    if args.executor == "tpu":
+        if not args.slices or not args.zone:
+            raise ConfigError(
+                "--slices" if not args.slices else "--zone",
+                "the tpu executor runs on named TPU slices in one zone",
+                "make them with tpu/launch.py create/install, then give --slices A,B --zone Z",
+            )
+        return executors.TpuExecutor(tuple(args.slices.split(",")), args.zone, args.project)
     if args.executor == "slurm":
         return executors.SlurmExecutor(
             folder=args.slurm_folder,
@@ -130,9 +138,18 @@ def cmd_sweep(args) -> int:
     )
     for message in outcome.failed.values():
         print(f"  failed: {message}", file=sys.stderr)
+    for message in outcome.busy.values():
+        print(f"  not finished here: {message}", file=sys.stderr)
     if not args.no_report and outcome.done + outcome.skipped:
         _report(Path(runs_dir) / sweep.name, Path(args.reports_dir) / sweep.name)
     return 1 if outcome.failed or outcome.busy else 0
+
+
+def cmd_task(args) -> int:
+    from experiments.executors import run_task
+
+    result = run_task(args.task_url)
+    return 0 if result["result"] in ("done", "skipped") else 1
 
 
 def cmd_status(args) -> int:
@@ -222,7 +239,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--reports-dir", default="reports", help="report goes to <reports-dir>/<name>/")
     s.add_argument("--no-report", action="store_true", help="train only; report later")
     s.add_argument("--yes", action="store_true", help="launch a design of more than 256 runs")
-    s.add_argument("--executor", choices=("local", "ray", "slurm"), default="local")
+    s.add_argument("--executor", choices=("local", "ray", "slurm", "tpu"), default="local")
     s.add_argument("--workers", type=int, default=1, help="local: parallel worker processes")
     s.add_argument("--ray-address", default="", help="ray: cluster address (default: start one)")
     s.add_argument("--cpus-per-run", type=int, default=1, help="ray/slurm: CPUs per run")
@@ -231,8 +248,15 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--slurm-partition", default="")
     s.add_argument("--slurm-folder", default="slurm", help="slurm: submitit logs and scripts")
     s.add_argument("--timeout-min", type=int, default=60, help="slurm: time limit per job")
+    s.add_argument("--slices", default="", help="tpu: TPU VM / slice names, comma-separated")
+    s.add_argument("--zone", default="", help="tpu: the slices' zone")
+    s.add_argument("--project", default="", help="tpu: Google Cloud project (default: gcloud's)")
     _launch_options(s)
     s.set_defaults(func=cmd_sweep)
+
+    tk = sub.add_parser("task", help="execute one task a remote executor sent (internal)")
+    tk.add_argument("task_url", help="the pickled task, in <sweep_dir>/.tasks/")
+    tk.set_defaults(func=cmd_task)
 
     st = sub.add_parser("status", help="table of a sweep's runs: state, step, loss, ETA")
     st.add_argument("sweep", help="sweep file (YAML) or its run directory runs/<name>")
@@ -254,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     _enable_compilation_cache()
     try:
-        if args.command in ("train", "sweep"):  # multi-host jobs: before any other jax call
+        if args.command in ("train", "sweep", "task"):  # multi-host: before any other jax call
             from scaling.sharding import initialize_distributed
 
             initialize_distributed()

@@ -8,6 +8,8 @@
   * `slurm`  a SLURM job array through submitit (resources, time limit); a job preempted or out
              of time is requeued and resumes from its last checkpoint. cluster="local"/"debug"
              runs the same path without SLURM (tests).
+  * `tpu`    Cloud TPU slices made with tpu/launch.py (create, install): each slice trains one
+             run at a time on all its workers at once, started by `launch.py run --wait`.
 
 None of them decides who trains what: every task claims its run in the store first, so a task
 executed twice, or by two launchers at once, trains the run once. Module-level imports stay
@@ -17,10 +19,22 @@ light: a spawned worker must set its device environment before JAX is imported.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import json
 import multiprocessing as mp
 import os
+import pickle
+import queue
+import subprocess
+import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
+
+from experiments import store
+
+LAUNCH = Path(__file__).resolve().parent.parent / "tpu" / "launch.py"
+TASKS_DIR = ".tasks"  # in the sweep directory: pickled tasks and their results, for remote runs
 
 
 def _lost(task, error: BaseException) -> dict:
@@ -155,3 +169,74 @@ class SlurmExecutor:
                 yield job.result()
             except Exception as e:  # the job itself failed (node lost, requeues exhausted)
                 yield _lost(task, e)
+
+
+@dataclass
+class TpuExecutor:
+    """Cloud TPU VMs or pod slices, made and set up with tpu/launch.py (create, install), share
+    the sweep's runs: each slice trains one run at a time, on all its workers at once (one
+    jax.distributed job whose process 0 claims the run: experiments.runner). A task travels
+    pickled through <sweep_dir>/.tasks/, which every worker must see (the runs directory is on
+    a bucket or a shared mount anyway), and process 0 writes its result beside it. A slice lost
+    mid-run (preempted) yields a lost result; its run is reclaimed and resumed later."""
+
+    slices: tuple[str, ...]
+    zone: str
+    project: str = ""
+    launcher: Path = LAUNCH
+
+    def map(self, fn: Callable, tasks: list) -> Iterator[dict]:
+        free = queue.Queue()
+        for name in self.slices:
+            free.put(name)
+
+        def on_a_free_slice(task) -> dict:
+            name = free.get()
+            try:
+                return self.run_on(name, fn, task)
+            except Exception as e:  # the launcher itself failed: the run is not done here
+                return _lost(task, e)
+            finally:
+                free.put(name)
+
+        with cf.ThreadPoolExecutor(len(self.slices)) as pool:
+            for future in cf.as_completed([pool.submit(on_a_free_slice, t) for t in tasks]):
+                yield future.result()
+
+    def command(self, name: str, task_url: str, job: str) -> list[str]:
+        where = ["--zone", self.zone] + (["--project", self.project] if self.project else [])
+        return [sys.executable, str(self.launcher), "run", name, *where, "--job", job, "--wait"] + [
+            "--",
+            "task",
+            task_url,
+        ]
+
+    def run_on(self, name: str, fn: Callable, task) -> dict:
+        job = f"{task.spec.run_id}-{time.time_ns()}"
+        task_url = store.join(task.sweep_dir, TASKS_DIR, f"{job}.pkl")
+        store.write_atomic(task_url, pickle.dumps((fn, task)))
+        ran = subprocess.run(self.command(name, task_url, job), capture_output=True, text=True)
+        result = store.read_json(result_url(task_url))
+        for url in (task_url, result_url(task_url)):
+            store.remove(url)
+        if result is None:
+            return _lost(
+                task, RuntimeError(f"slice {name}: exit {ran.returncode}: {ran.stderr[-2000:]}")
+            )
+        return result
+
+
+def result_url(task_url: str) -> str:
+    return task_url.removesuffix(".pkl") + ".result.json"
+
+
+def run_task(task_url: str) -> dict:
+    """`scaling task URL`, on every worker of a slice: the pickled (fn, task) at URL; the lead
+    process writes the result beside it."""
+    from experiments.runner import is_lead
+
+    fn, task = pickle.loads(store.read_bytes(task_url))
+    result = fn(task)
+    if is_lead():
+        store.write_atomic(result_url(task_url), json.dumps(result))
+    return result

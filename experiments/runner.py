@@ -229,7 +229,7 @@ class SweepOutcome:
     done: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
-    busy: list[str] = field(default_factory=list)  # held by another live launcher or worker
+    busy: dict[str, str] = field(default_factory=dict)  # held by another live worker, or lost
 
 
 def run_sweep(sweep: Sweep, runs_dir, executor, launch: Launch = Launch()) -> SweepOutcome:
@@ -286,7 +286,7 @@ def _record(result: dict, outcome: SweepOutcome, sweep_dir: str, launch: Launch)
     elif kind == SKIPPED:
         outcome.skipped.append(rid)
     elif kind in (BUSY, LOST):
-        outcome.busy.append(rid)
+        outcome.busy[rid] = f"{result['name']}: {result.get('message', 'held by a live worker')}"
     else:
         url = store.join(sweep_dir, rid)
         attempts = store.attempts(url)

@@ -56,15 +56,17 @@ def exists(url) -> bool:
     return fs.exists(path)
 
 
-def write_atomic(url, text: str) -> None:
+def write_atomic(url, content: str | bytes) -> None:
     fs, path = _fs(url)
+    fs.makedirs(posixpath.dirname(path), exist_ok=True)
+    data = content.encode() if isinstance(content, str) else content
     if isinstance(fs, LocalFileSystem):
         tmp = f"{path}.tmp{os.getpid()}"
-        with open(tmp, "w") as f:
-            f.write(text)
+        with open(tmp, "wb") as f:
+            f.write(data)
         os.replace(tmp, path)
     else:  # an object PUT is atomic by itself
-        fs.pipe_file(path, text.encode())
+        fs.pipe_file(path, data)
 
 
 def create_exclusive(url, text: str) -> bool:
@@ -90,12 +92,24 @@ def create_exclusive(url, text: str) -> bool:
     return True
 
 
-def read_text(url, default: str | None = None) -> str | None:
+def read_bytes(url, default: bytes | None = None) -> bytes | None:
     fs, path = _fs(url)
     try:
-        return fs.cat_file(path).decode()
+        return fs.cat_file(path)
     except FileNotFoundError:
         return default
+
+
+def remove(url) -> None:
+    """Delete a file if it exists."""
+    fs, path = _fs(url)
+    if fs.exists(path):
+        fs.rm_file(path)
+
+
+def read_text(url, default: str | None = None) -> str | None:
+    data = read_bytes(url)
+    return default if data is None else data.decode()
 
 
 def read_json(url, default=None):

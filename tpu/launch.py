@@ -4,7 +4,7 @@ worker, start a run or a sweep on all workers at once, stream its log, stop it, 
 
     python tpu/launch.py create  NAME --zone Z --accelerator-type v4-32 [--queued] [--spot]
     python tpu/launch.py install NAME --zone Z [--git URL --ref REF]
-    python tpu/launch.py run     NAME --zone Z [--job JOB] [--env K=V] -- train run.yaml
+    python tpu/launch.py run     NAME --zone Z [--job JOB] [--env K=V] [--wait] -- train run.yaml
     python tpu/launch.py run     NAME --zone Z --job demo -- sweep experiments/configs/demo.yaml
     python tpu/launch.py logs    NAME --zone Z [--job JOB] [--worker N]
     python tpu/launch.py stop    NAME --zone Z [--job JOB]
@@ -141,7 +141,9 @@ def _log(job: str) -> str:
 
 def run(args) -> list[list[str]]:
     """The `scaling` command on every worker, detached (it outlives the ssh session), its
-    output in logs/JOB.log and its process group id in logs/JOB.pid on each worker."""
+    output in logs/JOB.log and its process group id in logs/JOB.pid on each worker. With
+    --wait the ssh session stays until the command ends on every worker, and fails if it
+    failed on any (how experiments.executors.TpuExecutor runs a task on a slice)."""
     if not args.command:
         raise SystemExit(
             "launch.py: error: give the scaling command after --, e.g. -- train x.yaml"
@@ -149,9 +151,10 @@ def run(args) -> list[list[str]]:
     env = " ".join(shlex.quote(kv) for kv in ["SCALING_CLUSTER=tpu", *args.env])
     command = shlex.join([".venv/bin/scaling", *args.command])
     job = args.job
+    wait = " wait $!;" if args.wait else ""
     start = (  # braces: only the command goes to the background, not the cd before it
         f"cd {REMOTE_DIR} && mkdir -p logs && {{ {env} setsid nohup {command}"
-        f" > logs/{job}.log 2>&1 < /dev/null & echo $! > logs/{job}.pid; }}"
+        f" > logs/{job}.log 2>&1 < /dev/null & echo $! > logs/{job}.pid;{wait} }}"
     )
     return [_ssh(args, start)]
 
@@ -199,6 +202,7 @@ def parser() -> argparse.ArgumentParser:
     r = action("run", run, "start `scaling ...` on every worker (a run or a sweep)")
     r.add_argument("--job", default="scaling", help="name of the log and pid files")
     r.add_argument("--env", action="append", default=[], help="K=V for the run, repeatable")
+    r.add_argument("--wait", action="store_true", help="stay until it ends; fail if it fails")
     r.epilog = "then -- and the scaling arguments, e.g. -- train run.yaml --run-dir /mnt/r."
     lg = action("logs", logs, "stream a worker's log")
     lg.add_argument("--job", default="scaling")
@@ -234,7 +238,11 @@ def main(argv: list[str] | None = None) -> int:
         print(shlex.join(command))
     if not args.dry_run:
         queued = _queued_state(args) if args.action == "create" and args.queued else None
-        execute(commands, queued)
+        try:
+            execute(commands, queued)
+        except subprocess.CalledProcessError as e:
+            print(f"launch.py: error: exit status {e.returncode} of {e.cmd[:6]}", file=sys.stderr)
+            return e.returncode
     return 0
 
 

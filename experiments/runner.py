@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from experiments import store
-from experiments.sweep import RunSpec, Sweep
+from experiments.sweep import RunSpec, Sweep, normalize
 from scaling.config import ConfigError, RunConfig
 
 SKIPPED, BUSY, LOST = "skipped", "busy", "lost"  # outcomes besides store.DONE and store.FAILED
@@ -83,7 +83,7 @@ def execute_run(cfg: RunConfig, run_dir: Path, claim: store.Claim | None, launch
 
     lead = claim is not None
     if lead:
-        store.claim_config(run_dir, cfg.to_dict())
+        store.claim_config(run_dir, cfg.to_dict(), normalize)
     started = time.time()
     every = cfg.eval.every_steps
 
@@ -182,9 +182,9 @@ def work(task: Task) -> dict:
 def _claim(task: Task, url: str) -> tuple[store.Claim | None, str | None]:
     """(our claim, None), or (None, why the run is not ours to train)."""
     spec, launch = task.spec, task.launch
+    store.claim_config(url, spec.config.to_dict(), normalize)  # first: a done run must match too
     if store.status(url)["state"] == store.DONE:
         return None, SKIPPED
-    store.claim_config(url, spec.config.to_dict())
     store.write_atomic(store.join(url, store.DESIGN), json.dumps(spec.design))
     claim = store.claim(url, worker_id(), launch.stale_after, launch.max_attempts)
     if claim is None:  # done or failed by now, or in a live worker's hands

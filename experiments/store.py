@@ -27,6 +27,7 @@ import os
 import posixpath
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import fsspec
@@ -148,18 +149,35 @@ def read_eval(run_dir) -> list[dict]:
     return read_jsonl(join(run_dir, EVAL))
 
 
-def claim_config(run_dir, config: dict) -> None:
-    """Write config.json, or check that the directory already holds this very run."""
+def claim_config(run_dir, config: dict, normalize: Callable[[dict], dict] | None = None) -> None:
+    """Write config.json, or check that the directory already holds this very run: the stored
+    config equals this one, name and mesh aside. `normalize` (the config loader) first fills in
+    fields added to the schema since the stored file was written."""
     fs, path = _fs(run_dir)
     fs.makedirs(path, exist_ok=True)
-    config = json.loads(json.dumps(config))  # tuples become lists, as in the stored file
     existing = read_json(join(run_dir, CONFIG))
     if existing is None:
         write_atomic(join(run_dir, CONFIG), json.dumps(config, indent=1) + "\n")
-    elif {**existing, "name": None, "mesh": None} != {**config, "name": None, "mesh": None}:
+        return
+    ours, stored = _flat(config), _flat(normalize(existing) if normalize else existing)
+    differ = sorted(k for k in ours.keys() | stored.keys() if ours.get(k, ()) != stored.get(k, ()))
+    if differ:
         raise RuntimeError(
-            f"{run_dir} holds a different run's config.json; move it away or use another --runs-dir"
+            f"{run_dir} holds a different run's config.json ({', '.join(differ)} differ); "
+            "move it away or use another --runs-dir"
         )
+
+
+def _flat(config: dict, prefix: str = "") -> dict:
+    """{'train.seed': 0, ...}, name and mesh left out, tuples as lists (as JSON stores them)."""
+    out = {}
+    for key, value in json.loads(json.dumps(config)).items():
+        if prefix or key not in ("name", "mesh"):
+            if isinstance(value, dict):
+                out |= _flat(value, f"{prefix}{key}.")
+            else:
+                out[f"{prefix}{key}"] = value
+    return out
 
 
 def attempts(run_dir) -> list[int]:

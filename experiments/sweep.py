@@ -63,13 +63,38 @@ class RunSpec:
     design: dict = field(default_factory=dict)  # how the design chose it: budget, ratio, role
 
 
+DEFAULTS = RunConfig().to_dict()
+
+
 def run_id(cfg: RunConfig) -> str:
-    """12 hex digits of the SHA-256 of the config, its display name and device layout (`mesh`)
-    left out: they do not change the numbers a run produces."""
-    fields = cfg.to_dict()
-    fields.pop("name")
-    fields.pop("mesh")
+    """12 hex digits of the SHA-256 of the config's fields that differ from their defaults, the
+    display name and device layout (`mesh`) left out: they do not change the numbers a run
+    produces. Leaving defaults out keeps every id when a field is added to the schema, with a
+    default that keeps the old behaviour (the rule for adding one), so a sweep launched before
+    an upgrade resumes after it. A default that changes anyway is caught when a run is claimed:
+    its directory's config.json holds the whole config it was trained with, and a mismatch is
+    an error naming the fields (experiments.store.claim_config)."""
+    fields = _non_default(cfg.to_dict(), DEFAULTS)
+    fields.pop("name", None)
+    fields.pop("mesh", None)
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _non_default(fields: dict, defaults: dict) -> dict:
+    out = {}
+    for key, value in fields.items():
+        default = defaults.get(key)
+        if isinstance(value, dict) and isinstance(default, dict):
+            if nested := _non_default(value, default):
+                out[key] = nested
+        elif value != default:
+            out[key] = value
+    return out
+
+
+def normalize(stored: dict) -> dict:
+    """A stored config.json as the current schema reads it (added fields at their defaults)."""
+    return run_config(stored).to_dict()
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,11 @@
+import json
+
 import pytest
 
+from experiments import store
 from experiments.plan import format_plan, plan_table
-from experiments.sweep import expand, load_sweep, run_id
-from scaling.config import ConfigError
+from experiments.sweep import expand, load_sweep, normalize, run_id
+from scaling.config import ConfigError, run_config
 from scaling.flops import flops_per_token, param_counts
 
 BASE = {"model": {"seq_len": 64}, "train": {"batch_size": 4}}
@@ -119,3 +122,26 @@ def test_cooldown_design_shares_one_stable_run_per_shape():
     text = format_plan(sweep, plan_table(sweep))
     # stable 32 steps + cooldowns 2+4+8 = 46 of 70 steps: 34% saved
     assert "8 runs" in text and "(34% saved)" in text
+
+
+def test_run_ids_hash_only_what_differs_from_the_defaults():
+    """A field added to the schema (its default keeps the old behaviour) renames no run: the
+    id of this config is pinned, and spelling a default out changes nothing."""
+    cfg = run_config(BASE)
+    assert run_id(cfg) == "dedf10bae394"
+    spelled = run_config(BASE | {"model": {"seq_len": 64, "mup_base_width": 0, "dtype": "float32"}})
+    assert run_id(spelled) == run_id(cfg)
+    assert run_id(run_config(BASE | {"name": "x", "mesh": {"fsdp": 1}})) == run_id(cfg)
+
+
+def test_a_run_directory_trained_under_other_settings_is_refused_by_name(tmp_path):
+    cfg = run_config(BASE).to_dict()
+    older = json.loads(json.dumps(cfg))
+    del older["model"]["mup_base_width"]  # written before the field existed: the same run
+    (tmp_path / "config.json").write_text(json.dumps(older))
+    store.claim_config(str(tmp_path), cfg, normalize)
+    changed = json.loads(json.dumps(cfg))
+    changed["train"]["beta2"] = 0.999  # trained when the default was another value
+    (tmp_path / "config.json").write_text(json.dumps(changed))
+    with pytest.raises(RuntimeError, match=r"\(train.beta2 differ\)"):
+        store.claim_config(str(tmp_path), cfg, normalize)

@@ -29,7 +29,7 @@ import orbax.checkpoint as ocp
 from jax.sharding import Mesh
 
 from scaling import data, memory, sharding
-from scaling.config import ModelConfig, RunConfig, TrainConfig
+from scaling.config import ConfigError, ModelConfig, RunConfig, TrainConfig
 from scaling.flops import flops_per_token
 from scaling.model import apply, init_params, mup_ratio
 from scaling.schedules import decay_start, learning_rate
@@ -108,7 +108,11 @@ def checkpoint_manager(run_dir: Path, t: TrainConfig) -> ocp.CheckpointManager:
             [keep, ocp.checkpoint_managers.CustomSteps(list(t.save_steps))]
         )
     options = ocp.CheckpointManagerOptions(preservation_policy=keep, create=True)
-    return ocp.CheckpointManager((run_dir / CHECKPOINT_DIR).absolute(), options=options)
+    return ocp.CheckpointManager(
+        (run_dir / CHECKPOINT_DIR).absolute(),
+        options=options,
+        item_handlers=ocp.StandardCheckpointHandler(),  # so that item_metadata reads the tree
+    )
 
 
 def placement(cfg: RunConfig) -> tuple[Mesh, dict]:
@@ -138,6 +142,7 @@ def restore_latest(manager: ocp.CheckpointManager, cfg: RunConfig, run_dir: Path
     that fails is moved to corrupt_checkpoints/ (kept for a post-mortem, and out of the way of
     the save that will write its step again) and the previous one is tried."""
     for step in sorted(manager.all_steps(), reverse=True):
+        check_layout(manager, cfg, run_dir, step)
         try:
             return restore(manager, cfg, step, state_sh), step
         except Exception as e:  # orbax/tensorstore raise many types for a damaged checkpoint
@@ -152,6 +157,29 @@ def restore_latest(manager: ocp.CheckpointManager, cfg: RunConfig, run_dir: Path
             sharding.sync_processes(f"checkpoint {step} moved aside")
             manager.reload()
     return None, 0
+
+
+def _paths(tree) -> set[str]:
+    return {jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def check_layout(manager: ocp.CheckpointManager, cfg: RunConfig, run_dir: Path, step: int):
+    """Refuse a checkpoint whose parameter tree is not this code's (written by a version whose
+    model named its parameters otherwise): it is not damaged, so it must not be moved aside
+    and the run silently restarted. Metadata that does not read is left to restore."""
+    try:
+        saved = _paths(manager.item_metadata(step).tree["params"])
+    except Exception:  # a damaged checkpoint: restore_latest moves it aside
+        return
+    ours = _paths(jax.eval_shape(lambda: initial_state(cfg))["params"])
+    if saved != ours:
+        theirs, mine = sorted(saved - ours) or ["nothing"], sorted(ours - saved) or ["nothing"]
+        raise ConfigError(
+            f"{run_dir / CHECKPOINT_DIR / str(step)}",
+            f"holds another parameter layout: {theirs[0]} where this code has {mine[0]} "
+            f"({len(saved ^ ours)} paths differ)",
+            "resume it with the code version that wrote it, or move checkpoints/ away to restart",
+        )
 
 
 def branch_point(cfg: RunConfig, run_dir: Path, state_sh):

@@ -49,8 +49,8 @@ def test_above_the_base_width_init_learning_rates_and_output_are_scaled():
     assert float(fc.std()) == pytest.approx(0.02 * base**0.5, rel=0.02)  # variance ∝ 1/fan_in
     assert float(params["wte"]["embedding"].std()) == pytest.approx(0.02, rel=0.02)
     rates = train.lr_multipliers(params, wide)
-    assert rates["block_1"]["attn"]["query"]["kernel"] == base
-    assert rates["block_1"]["attn"]["query"]["bias"] == 1.0
+    assert rates["block_1"]["attn"]["qkv"]["kernel"] == base
+    assert rates["block_1"]["attn"]["qkv"]["bias"] == 1.0
     assert rates["wte"]["embedding"] == rates["ln_f"]["scale"] == 1.0
     standard = apply(params, dataclasses.replace(wide, mup_base_width=0), BATCH[:, :-1])
     np.testing.assert_allclose(apply(params, wide, BATCH[:, :-1]), base * standard, rtol=1e-6)

@@ -4,12 +4,21 @@ import dataclasses
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 from conftest import tiny_run
 
-from scaling.config import run_config
+from scaling.config import ConfigError, run_config
 from scaling.schedules import decay_start, learning_rate
-from scaling.train import CHECKPOINT_DIR, CORRUPT_DIR, Diverged, read_metrics, train
+from scaling.train import (
+    CHECKPOINT_DIR,
+    CORRUPT_DIR,
+    Diverged,
+    checkpoint_manager,
+    initial_state,
+    read_metrics,
+    train,
+)
 
 
 def cfg(steps: int, **train):
@@ -60,6 +69,25 @@ def test_a_truncated_latest_checkpoint_falls_back_to_the_previous(tmp_path):
     assert resumed.resumed_from == 30
     _same(whole.params, resumed.params)
     assert (tmp_path / "run" / CORRUPT_DIR).is_dir()
+
+
+def test_a_checkpoint_of_another_parameter_layout_is_refused_and_kept(tmp_path):
+    """Written by a version whose model named its parameters otherwise: not damage, so it is
+    neither moved aside nor silently replaced by a run from scratch."""
+    c = cfg(40)
+    state = initial_state(c)
+    attn = state["params"]["block_0"]["attn"]
+    attn["query"] = attn.pop("qkv")  # an older layout
+    manager = checkpoint_manager(tmp_path / "run", c.train)
+    manager.save(20, args=ocp.args.StandardSave(state))
+    manager.wait_until_finished()
+    manager.close()
+    with pytest.raises(
+        ConfigError, match=r"another parameter layout: .*query.* where this code has .*qkv"
+    ):
+        train(c, tmp_path / "run")
+    assert (tmp_path / "run" / CHECKPOINT_DIR / "20").is_dir()
+    assert not (tmp_path / "run" / CORRUPT_DIR).exists()
 
 
 def test_a_diverging_run_stops_with_the_reason(tmp_path):

@@ -120,7 +120,7 @@ def test_every_mesh_gives_the_losses_of_one_device(eight_devices, mesh):
 def test_parameters_land_where_the_rules_put_them(eight_devices):
     specs = eight_devices[0]["specs"]
     attn, mlp = "['block_0']['attn']", "['block_0']['mlp']"
-    assert specs["dp2_fsdp2_tp2"][f"{attn}['query']['kernel']"] == "('fsdp', 'tensor', None)"
+    assert specs["dp2_fsdp2_tp2"][f"{attn}['qkv']['kernel']"] == "('fsdp', None, 'tensor', None)"
     assert specs["dp2_fsdp2_tp2"][f"{attn}['out']['kernel']"] == "('tensor', None, 'fsdp')"
     assert specs["dp2_fsdp2_tp2"][f"{mlp}['fc']['kernel']"] == "('fsdp', 'tensor')"
     assert specs["dp2_fsdp2_tp2"]["['wte']['embedding']"] == "(('tensor', 'fsdp'), None)"

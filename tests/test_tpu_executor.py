@@ -89,7 +89,7 @@ def test_a_sweep_on_two_fake_slices_trains_every_run_once(tmp_path, fake_gcloud)
     sweep = {
         "name": "tpus",
         "base": tiny_run(20) | {"mesh": {"data": -1, "fsdp": 2}},
-        "grid": {"train.seed": [0, 1, 2]},
+        "grid": {"train.seed": [0, 1]},  # one run per slice: they take one each at once
     }
     path = tmp_path / "tpus.yaml"
     path.write_text(yaml.safe_dump(sweep))
@@ -98,7 +98,7 @@ def test_a_sweep_on_two_fake_slices_trains_every_run_once(tmp_path, fake_gcloud)
     cmd += ["--slices", "pod,vm", "--zone", "us-central2-b"]
     run = subprocess.run(cmd, env=fake_gcloud, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-4000:]
-    assert "trained 3, already done 0, failed 0" in run.stdout
+    assert "trained 2, already done 0, failed 0" in run.stdout
 
     sweep_dir = tmp_path / "runs" / "tpus"
     devices = set()
@@ -106,9 +106,9 @@ def test_a_sweep_on_two_fake_slices_trains_every_run_once(tmp_path, fake_gcloud)
         status = store.status(run_dir)
         assert status["state"] == "done" and store.attempts(run_dir) == [1]
         devices.add(status["provenance"]["device_count"])
-    assert devices == {4, 2} and len(store.run_dirs(sweep_dir)) == 3  # both slices trained
+    assert devices == {4, 2} and len(store.run_dirs(sweep_dir)) == 2  # both slices trained
     calls = (tmp_path / "gcloud.log").read_text().splitlines()
-    assert len(calls) == 3 and {c.split()[4] for c in calls} == {"pod", "vm"}
+    assert len(calls) == 2 and {c.split()[4] for c in calls} == {"pod", "vm"}
     assert all("--worker=all" in c and "SCALING_CLUSTER=tpu" in c for c in calls)
     assert not list((sweep_dir / TASKS_DIR).iterdir())  # tasks and results cleaned up
     logs = list((tmp_path / "homes").glob("*/scaling/logs/*.log"))

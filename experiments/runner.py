@@ -157,7 +157,12 @@ def work(task: Task) -> dict:
     url = store.join(task.sweep_dir, spec.run_id)
     outcome = {"run_id": spec.run_id, "name": spec.name}
     collective, lead = multiprocess(), is_lead()
-    claim, verdict = _claim(task, url) if lead else (None, None)
+    claim, verdict = None, None
+    if lead:
+        try:
+            claim, verdict = _claim(task, url)
+        except Exception as e:  # e.g. the directory holds another run: not ours to record
+            verdict, outcome["message"] = store.FAILED, f"{type(e).__name__}: {e}"
     if collective:
         verdict = VERDICTS[_broadcast(VERDICTS.index(verdict))]
     if verdict is not None:
@@ -215,7 +220,7 @@ def follow(sweep: Sweep, runs_dir, launch: Launch) -> None:
     sweep_dir = store.join(runs_dir, sweep.name)
     while (i := _broadcast(0)) >= 0:
         result = work(Task(sweep.runs[i], sweep_dir, launch))
-        if result["result"] == store.FAILED and result["retryable"]:
+        if result["result"] == store.FAILED and result.get("retryable"):
             # Not a failure every process meets alike (a divergence, a bad config): process 0
             # may be waiting in a collective for this one. End the job; a relaunch resumes.
             raise SystemExit(

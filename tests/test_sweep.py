@@ -2,9 +2,9 @@ import json
 
 import pytest
 
-from experiments import store
+from experiments import runner, store
 from experiments.plan import format_plan, plan_table
-from experiments.sweep import expand, load_sweep, normalize, run_id
+from experiments.sweep import RunSpec, expand, load_sweep, normalize, run_id
 from scaling.config import ConfigError, run_config
 from scaling.flops import flops_per_token, param_counts
 
@@ -145,3 +145,15 @@ def test_a_run_directory_trained_under_other_settings_is_refused_by_name(tmp_pat
     (tmp_path / "config.json").write_text(json.dumps(changed))
     with pytest.raises(RuntimeError, match=r"\(train.beta2 differ\)"):
         store.claim_config(str(tmp_path), cfg, normalize)
+
+
+def test_a_refused_run_directory_is_a_failed_outcome_not_an_exception(tmp_path):
+    cfg = run_config(BASE)
+    spec = RunSpec(run_id(cfg), "r", cfg)
+    changed = json.loads(json.dumps(cfg.to_dict()))
+    changed["train"]["beta2"] = 0.999
+    (tmp_path / spec.run_id).mkdir()
+    (tmp_path / spec.run_id / "config.json").write_text(json.dumps(changed))
+    result = runner.work(runner.Task(spec, str(tmp_path), runner.Launch(show_progress=False)))
+    assert result["result"] == "failed" and "(train.beta2 differ)" in result["message"]
+    assert store.attempts(tmp_path / spec.run_id) == []  # nothing claimed, nothing trained

@@ -205,11 +205,8 @@ class TpuExecutor:
 
     def command(self, name: str, task_url: str, job: str) -> list[str]:
         where = ["--zone", self.zone] + (["--project", self.project] if self.project else [])
-        return [sys.executable, str(self.launcher), "run", name, *where, "--job", job, "--wait"] + [
-            "--",
-            "task",
-            task_url,
-        ]
+        run = ["run", name, *where, "--job", job, "--wait", "--", "task", task_url]
+        return [sys.executable, str(self.launcher), *run]
 
     def run_on(self, name: str, fn: Callable, task) -> dict:
         job = f"{task.spec.run_id}-{time.time_ns()}"

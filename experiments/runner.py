@@ -206,9 +206,9 @@ class Collective:
     runs: list[RunSpec]
 
     def map(self, fn, tasks: list) -> Iterator[dict]:
-        ids = [spec.run_id for spec in self.runs]
+        position = {spec.run_id: i for i, spec in enumerate(self.runs)}
         for task in tasks:
-            _broadcast(ids.index(task.spec.run_id))
+            _broadcast(position[task.spec.run_id])
             yield fn(task)
 
     def close(self) -> None:

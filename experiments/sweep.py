@@ -23,8 +23,9 @@ axes (any of grid, zip, isoflop, each one axis or more):
     lr_rule: {rule: inverse_width, base_width: 64}  # or constant (the default), or mup
     cooldown: {decay_fraction: 0.2}  # WSD: one stable run per shape, a cooldown per budget
 
-A run's id is a hash of its resolved config, so the same run has the same id in every sweep
-that contains it, and editing a run's config makes it a new run. A design of more than
+A run's id is a hash of its resolved config (the fields that differ from their defaults: see
+run_id), so the same run has the same id in every sweep that contains it, and editing a run's
+config makes it a new run. A design of more than
 MAX_RUNS runs is refused unless launched with `--yes`.
 """
 

@@ -15,7 +15,9 @@ The PyTorch peer (bench/torch_peer.py, `--no-torch` to skip) is the same GPT wit
 AdamW step, in eager float32 PyTorch with 2 threads, on the same batches. Both sides time
 `--repeats` windows of `--steps` steps after `--warmup` steps (compilation included there)
 and keep the best window; `--rounds` runs the whole set again, interleaved, keeping the best
-per row: on a shared machine the best is the least disturbed.
+per row: on a shared machine the best is the least disturbed. Since the machine's speed drifts
+between rounds (±5% here), each round also gives a paired ratio (its best JAX row over its own
+PyTorch run, measured minutes apart), reported as median [min, max] over the rounds.
 
 FLOP conventions (scaling/flops.py): the detailed count of Hoffmann et al. 2022 (Chinchilla),
 App. F, and Kaplan's 6N beside it. MFU is the detailed GFLOP/s over a matmul peak measured by
@@ -31,6 +33,7 @@ import json
 import math
 import os
 import re
+import statistics
 import subprocess
 import sys
 import time
@@ -233,6 +236,7 @@ def main() -> None:
     timing = {"steps": args.steps, "repeats": args.repeats, "warmup": args.warmup}
     results: dict[str, dict[str, list[float]]] = {name: {} for name in CONFIGS}
     firsts: dict[str, dict[str, float]] = {name: {} for name in CONFIGS}
+    per_round: dict[str, dict[str, list[float]]] = {name: {} for name in CONFIGS}
     names = [name for i, name in enumerate(CONFIGS) if i in args.config]
     for rnd in range(args.rounds):
         peak = spawn("peak", {"size": args.peak_size, "dtype": args.dtype}, args.xla_flags)
@@ -255,12 +259,19 @@ def main() -> None:
                     raise SystemExit(f"{name}: PyTorch has {got:,} parameters, flops.py {want:,}")
             for row, r in rows.items():
                 results[name].setdefault(row, []).extend(r["tokens_per_s"])
+                per_round[name].setdefault(row, []).append(max(r["tokens_per_s"]))
                 firsts[name][row] = r["first_loss"]
             print(f"round {rnd + 1}/{args.rounds} {name} done, {load()}", file=sys.stderr)
-    report(args, max(peaks), info, names, results, firsts)
+    report(args, max(peaks), info, names, results, firsts, per_round)
 
 
-def report(args, peak: float, info: dict, names, results, firsts) -> None:
+def paired_ratios(per_round: dict[str, list[float]]) -> list[float]:
+    """Per round: the best JAX row's tokens/s over PyTorch's in the same round."""
+    jax_rows = [v for row, v in per_round.items() if row.startswith("jax")]
+    return [max(r[i] for r in jax_rows) / t for i, t in enumerate(per_round["pytorch eager"])]
+
+
+def report(args, peak: float, info: dict, names, results, firsts, per_round) -> None:
     peak_g = peak / 1e9
     print(f"device: {info['device']}, jax {info['jax']}, torch {info.get('torch', '-')}")
     print(
@@ -312,7 +323,19 @@ def report(args, peak: float, info: dict, names, results, firsts) -> None:
                 f"{'MET' if ok else 'NOT met'}"
             )
         print(f"best mesh: {top.removeprefix('jax ')} ({jax_rows[top]:,.0f} tokens/s){verdict}")
-        out["configs"][name] = {"best_tokens_per_s": best, "all": results[name]}
+        paired = paired_ratios(per_round[name]) if ref else []
+        if paired:
+            print(
+                f"paired rounds (best JAX mesh / PyTorch, each round): median "
+                f"{statistics.median(paired):.3f}× [{min(paired):.3f}×, {max(paired):.3f}×] "
+                f"over {len(paired)}: " + " ".join(f"{r:.3f}" for r in paired)
+            )
+        out["configs"][name] = {
+            "best_tokens_per_s": best,
+            "all": results[name],
+            "per_round_best": per_round[name],
+            "paired_ratios": paired,
+        }
     if args.json:
         args.json.write_text(json.dumps(out, indent=1))
 

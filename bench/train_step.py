@@ -2,6 +2,8 @@
 
     python bench/train_step.py [--mesh 1 dp2 fsdp2 tp2 dp4] [--steps 10] [--repeats 5]
                                [--rounds 2] [--xla-flags "..."] [--no-torch]
+    python bench/train_step.py --config 125m 350m --mesh 1 --dtype bfloat16 --no-torch \
+                               --peak-tflops 989          # one H100 SXM: GPT-2 small, medium
 
 Every mesh layout runs the project's real sharded step (scaling.sharding: make_mesh from a
 MeshConfig, state_shardings of param_shardings, shard_train_step(train.train_step), the batch
@@ -16,14 +18,14 @@ AdamW step, in eager float32 PyTorch with 2 threads, on the same batches. Both s
 `--repeats` windows of `--steps` steps after `--warmup` steps (compilation included there)
 and keep the best window; `--rounds` runs the whole set again, interleaved, keeping the best
 per row: on a shared machine the best is the least disturbed. Since the machine's speed drifts
-between rounds (±5% here), each round also gives a paired ratio (its best JAX row over its own
-PyTorch run, measured minutes apart), reported as median [min, max] over the rounds.
+between rounds (by up to 2× on a contended VM), each round also gives a paired ratio (its best
+JAX row over its own PyTorch run, measured minutes apart), as median [min, max] over rounds.
 
 FLOP conventions (scaling/flops.py): the detailed count of Hoffmann et al. 2022 (Chinchilla),
 App. F, and Kaplan's 6N beside it. MFU is the detailed GFLOP/s over a matmul peak measured by
 this script: the best float32 (or --dtype) rate of a jitted --peak-size² matmul on one JAX
 device, so it says how much of what the hardware does for the simplest kernel the whole train
-step achieves.
+step achieves; `--peak-tflops` takes a datasheet peak instead (the usual MFU on accelerators).
 """
 
 from __future__ import annotations
@@ -46,9 +48,22 @@ from scaling import zoo  # noqa: E402  (no jax import: the workers set XLA_FLAGS
 from scaling.config import run_config  # noqa: E402
 from scaling.flops import flops_per_token, param_counts  # noqa: E402
 
-CONFIGS = {  # two fixed shapes: a demo-sized model and the largest demo rung at a longer context
-    "s4 (L2 d64, T128, B8)": ({**zoo.shape("s4"), "seq_len": 128}, 8),
-    "s6 (L4 d128, T256, B16)": ({**zoo.shape("s6"), "seq_len": 256}, 16),
+GPT2 = {"seq_len": 1024, "vocab_size": 50304}  # GPT-2's vocabulary, padded to a multiple of 64
+CONFIGS = {  # key: (label, model fields, batch size)
+    # CPU: a demo-sized model, and the largest demo rung at a longer context
+    "s4": ("s4 (L2 d64, T128, B8)", {**zoo.shape("s4"), "seq_len": 128}, 8),
+    "s6": ("s6 (L4 d128, T256, B16)", {**zoo.shape("s6"), "seq_len": 256}, 16),
+    # accelerators: GPT-2 small and medium (Radford et al. 2019), 124M and 354M parameters
+    "125m": (
+        "125m (L12 d768, T1024, B16)",
+        {"n_layer": 12, "d_model": 768, "n_head": 12, "d_ff": 3072, **GPT2},
+        16,
+    ),
+    "350m": (
+        "350m (L24 d1024, T1024, B8)",
+        {"n_layer": 24, "d_model": 1024, "n_head": 16, "d_ff": 4096, **GPT2},
+        8,
+    ),
 }
 DEFAULT_MESHES = ["1", "dp2", "fsdp2", "tp2", "dp4"]
 AXES = {"dp": "data", "fsdp": "fsdp", "tp": "tensor"}
@@ -215,12 +230,17 @@ def main() -> None:
     p.add_argument(
         "--config",
         nargs="+",
-        choices=range(len(CONFIGS)),
-        type=int,
-        default=list(range(len(CONFIGS))),
-        help="which configs (0: s4, 1: s6)",
+        choices=list(CONFIGS),
+        default=["s4", "s6"],
+        help="which configs: s4 s6 (CPU), 125m 350m (GPU, TPU: with --dtype bfloat16 --no-torch)",
     )
     p.add_argument("--peak-size", type=int, default=2048)
+    p.add_argument(
+        "--peak-tflops",
+        type=float,
+        help="MFU against this datasheet peak of the whole mesh (e.g. 989 for one H100 SXM in "
+        "bf16, dense) instead of the measured matmul peak",
+    )
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch peer")
     p.add_argument("--json", type=Path, help="also write every measurement here")
@@ -234,16 +254,15 @@ def main() -> None:
     peaks = []
     info = {}
     timing = {"steps": args.steps, "repeats": args.repeats, "warmup": args.warmup}
-    results: dict[str, dict[str, list[float]]] = {name: {} for name in CONFIGS}
-    firsts: dict[str, dict[str, float]] = {name: {} for name in CONFIGS}
-    per_round: dict[str, dict[str, list[float]]] = {name: {} for name in CONFIGS}
-    names = [name for i, name in enumerate(CONFIGS) if i in args.config]
+    results: dict[str, dict[str, list[float]]] = {key: {} for key in args.config}
+    firsts: dict[str, dict[str, float]] = {key: {} for key in args.config}
+    per_round: dict[str, dict[str, list[float]]] = {key: {} for key in args.config}
     for rnd in range(args.rounds):
         peak = spawn("peak", {"size": args.peak_size, "dtype": args.dtype}, args.xla_flags)
         peaks.append(peak["peak"])
         info.update(device=peak["device"], jax=peak["jax"])
-        for name in names:
-            model, batch_size = CONFIGS[name]
+        for key in args.config:
+            name, model, batch_size = CONFIGS[key]
             common = {"model": model, "batch_size": batch_size, **timing}
             rows = {}
             for layout, sizes in meshes.items():
@@ -258,11 +277,12 @@ def main() -> None:
                 if got != want:
                     raise SystemExit(f"{name}: PyTorch has {got:,} parameters, flops.py {want:,}")
             for row, r in rows.items():
-                results[name].setdefault(row, []).extend(r["tokens_per_s"])
-                per_round[name].setdefault(row, []).append(max(r["tokens_per_s"]))
-                firsts[name][row] = r["first_loss"]
+                results[key].setdefault(row, []).extend(r["tokens_per_s"])
+                per_round[key].setdefault(row, []).append(max(r["tokens_per_s"]))
+                firsts[key][row] = r["first_loss"]
             print(f"round {rnd + 1}/{args.rounds} {name} done, {load()}", file=sys.stderr)
-    report(args, max(peaks), info, names, results, firsts, per_round)
+    peak = args.peak_tflops * 1e12 if args.peak_tflops else max(peaks)
+    report(args, peak, info, results, firsts, per_round)
 
 
 def paired_ratios(per_round: dict[str, list[float]]) -> list[float]:
@@ -271,13 +291,16 @@ def paired_ratios(per_round: dict[str, list[float]]) -> list[float]:
     return [max(r[i] for r in jax_rows) / t for i, t in enumerate(per_round["pytorch eager"])]
 
 
-def report(args, peak: float, info: dict, names, results, firsts, per_round) -> None:
+def report(args, peak: float, info: dict, results, firsts, per_round) -> None:
     peak_g = peak / 1e9
     print(f"device: {info['device']}, jax {info['jax']}, torch {info.get('torch', '-')}")
-    print(
-        f"{args.dtype} matmul peak ({args.peak_size}², one JAX device, best of "
-        f"{10 * args.rounds}): {peak_g:.1f} GFLOP/s"
-    )
+    if args.peak_tflops:
+        print(f"peak (datasheet, --peak-tflops): {peak_g:.1f} GFLOP/s")
+    else:
+        print(
+            f"{args.dtype} matmul peak ({args.peak_size}², one JAX device, best of "
+            f"{10 * args.rounds}): {peak_g:.1f} GFLOP/s"
+        )
     print(
         "FLOPs: detailed = Chinchilla App. F (Hoffmann et al. 2022); 6N = Kaplan 2020, N non-emb."
     )
@@ -286,11 +309,11 @@ def report(args, peak: float, info: dict, names, results, firsts, per_round) -> 
         f"{args.warmup} warm-up steps; XLA_FLAGS extra: {args.xla_flags or '-'}; {load()}"
     )
     out = {"peak_gflops": peak_g, **info, "configs": {}}
-    for name in names:
-        model, batch_size = CONFIGS[name]
+    for key in results:
+        name, model, batch_size = CONFIGS[key]
         m = run_config_for(model, batch_size).model
         per_token = flops_per_token(m)
-        best = {row: max(v) for row, v in results[name].items()}
+        best = {row: max(v) for row, v in results[key].items()}
         ref = best.get("pytorch eager")
         print(
             f"\n{name}: {param_counts(m).total:,} params, "
@@ -311,7 +334,7 @@ def report(args, peak: float, info: dict, names, results, firsts, per_round) -> 
             print(
                 f"| {row:<16} | {tps:>9,.0f} | {gflops:>7.1f} | "
                 f"{tps * per_token.six_n / 1e9:>10.1f} | {gflops / peak_g:>6.1%} | {ratio:>10} "
-                f"| {firsts[name][row]:>6.3f} |"
+                f"| {firsts[key][row]:>6.3f} |"
             )
         jax_rows = {row: v for row, v in best.items() if row.startswith("jax")}
         top = max(jax_rows, key=jax_rows.get)
@@ -323,7 +346,7 @@ def report(args, peak: float, info: dict, names, results, firsts, per_round) -> 
                 f"{'MET' if ok else 'NOT met'}"
             )
         print(f"best mesh: {top.removeprefix('jax ')} ({jax_rows[top]:,.0f} tokens/s){verdict}")
-        paired = paired_ratios(per_round[name]) if ref else []
+        paired = paired_ratios(per_round[key]) if ref else []
         if paired:
             print(
                 f"paired rounds (best JAX mesh / PyTorch, each round): median "
@@ -332,8 +355,8 @@ def report(args, peak: float, info: dict, names, results, firsts, per_round) -> 
             )
         out["configs"][name] = {
             "best_tokens_per_s": best,
-            "all": results[name],
-            "per_round_best": per_round[name],
+            "all": results[key],
+            "per_round_best": per_round[key],
             "paired_ratios": paired,
         }
     if args.json:

@@ -146,10 +146,11 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_task(args) -> int:
+    from experiments import runner, store
     from experiments.executors import run_task
 
     result = run_task(args.task_url)
-    return 0 if result["result"] in ("done", "skipped") else 1
+    return 0 if result["result"] in (store.DONE, runner.SKIPPED) else 1
 
 
 def cmd_status(args) -> int:

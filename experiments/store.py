@@ -37,6 +37,9 @@ CONFIG, STATUS, EVAL, ATTEMPTS = "config.json", "status.json", "eval.jsonl", "at
 DESIGN = "design.json"
 PENDING, RUNNING, DONE, FAILED = "pending", "running", "done", "failed"
 HOST = socket.gethostname()
+# Config fields that do not change the numbers a run produces: its display name and its device
+# layout. Neither is part of a run's identity (experiments.sweep.run_id, claim_config).
+NOT_IDENTITY = ("name", "mesh")
 
 
 class LostClaim(RuntimeError):
@@ -159,7 +162,10 @@ def claim_config(run_dir, config: dict, normalize: Callable[[dict], dict] | None
     if existing is None:
         write_atomic(join(run_dir, CONFIG), json.dumps(config, indent=1) + "\n")
         return
-    ours, stored = _flat(config), _flat(normalize(existing) if normalize else existing)
+    ours, stored = (
+        _flat(json.loads(json.dumps(c)))  # tuples become lists, as JSON stores them
+        for c in (config, normalize(existing) if normalize else existing)
+    )
     differ = sorted(k for k in ours.keys() | stored.keys() if ours.get(k, ()) != stored.get(k, ()))
     if differ:
         raise RuntimeError(
@@ -169,10 +175,10 @@ def claim_config(run_dir, config: dict, normalize: Callable[[dict], dict] | None
 
 
 def _flat(config: dict, prefix: str = "") -> dict:
-    """{'train.seed': 0, ...}, name and mesh left out, tuples as lists (as JSON stores them)."""
+    """{'train.seed': 0, ...}, the NOT_IDENTITY fields left out."""
     out = {}
-    for key, value in json.loads(json.dumps(config)).items():
-        if prefix or key not in ("name", "mesh"):
+    for key, value in config.items():
+        if prefix or key not in NOT_IDENTITY:
             if isinstance(value, dict):
                 out |= _flat(value, f"{prefix}{key}.")
             else:

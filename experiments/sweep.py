@@ -42,6 +42,7 @@ from pathlib import Path
 
 import yaml
 
+from experiments import store
 from scaling import zoo
 from scaling.config import ConfigError, RunConfig, build, run_config
 from scaling.flops import flops_per_token, param_counts
@@ -76,8 +77,8 @@ def run_id(cfg: RunConfig) -> str:
     its directory's config.json holds the whole config it was trained with, and a mismatch is
     an error naming the fields (experiments.store.claim_config)."""
     fields = _non_default(cfg.to_dict(), DEFAULTS)
-    fields.pop("name", None)
-    fields.pop("mesh", None)
+    for key in store.NOT_IDENTITY:
+        fields.pop(key, None)
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
 
 

@@ -1,15 +1,18 @@
 """`scaling` command line: train a run or a sweep, report on it, fit laws, classify emergence.
 
-    scaling train CONFIG.yaml [--run-dir DIR]
-    scaling plan SWEEP.yaml [--flops-per-s F]
-    scaling sweep SWEEP.yaml [--executor local|ray|slurm|tpu] [--workers N] [--yes] [--wandb P]
+    scaling train CONFIG.yaml [key=value ...] [--run-dir DIR]
+    scaling plan SWEEP.yaml [key=value ...] [--flops-per-s F]
+    scaling sweep SWEEP.yaml [key=value ...] [--executor local|ray|slurm|tpu] [--workers N]
+    scaling config show CONFIG.yaml|SWEEP.yaml [key=value ...] [--run NAME]
     scaling status SWEEP.yaml|SWEEP_DIR [--runs-dir runs]
     scaling report SWEEP_DIR [--out DIR]
     scaling fit chinchilla|isoflop|envelope|kaplan INPUT [--n COL --d COL | --c COL ...] --out DIR
     scaling emergence INPUT... [--x flops|params|...] [--family COL] --out DIR
 
 Bad input (unknown keys, wrong types, impossible shapes, missing files) is reported on one line
-naming the field and the fix, with exit code 2, before anything is compiled.
+naming the field and the fix, with exit code 2, before anything is compiled. Overrides are
+dotted field paths set on top of the file (`train.learning_rate=3e-4 model=s3`), typed and
+validated like the file itself.
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ import sys
 import time
 from pathlib import Path
 
-from experiments import cli_emergence, cli_eval, cli_fit
+from experiments import cli_config, cli_emergence, cli_eval, cli_fit, launch_config
+from experiments.launch_config import LaunchConfig
 from scaling.config import ConfigError
 
 EXIT_BAD_INPUT = 2
@@ -35,26 +39,27 @@ def _enable_compilation_cache() -> None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
-def _launch(args):
+def _launch(cfg: LaunchConfig):
     from experiments.runner import Launch
 
     return Launch(
-        stale_after=args.stale_after,
-        max_attempts=args.max_attempts,
-        tensorboard=not args.no_tensorboard,
-        wandb=args.wandb or "",
+        stale_after=cfg.stale_after,
+        max_attempts=cfg.max_attempts,
+        tensorboard=cfg.tensorboard,
+        wandb=cfg.wandb,
     )
 
 
 def cmd_train(args) -> int:
     from experiments import runner, store
-    from experiments.sweep import RunSpec, read_yaml, run_id
-    from scaling.config import run_config
+    from experiments.sweep import RunSpec, run_id
+    from scaling.config_io import load_run_config
 
-    cfg = run_config(read_yaml(args.config, "config"))
+    cfg = load_run_config(args.config, args.overrides)
+    launch = launch_config.resolve(None, args)
     runner.preflight([cfg])
     run_dir = Path(args.run_dir) if args.run_dir else Path(args.runs_dir) / "single" / run_id(cfg)
-    task = runner.Task(RunSpec(run_dir.name, cfg.name, cfg), str(run_dir.parent), _launch(args))
+    task = runner.Task(RunSpec(run_dir.name, cfg.name, cfg), str(run_dir.parent), _launch(launch))
     result = runner.work(task)
     if not runner.is_lead():
         return 0  # process 0 reports
@@ -66,41 +71,37 @@ def cmd_train(args) -> int:
     return 0
 
 
-def _executor(args):
+def _executor(cfg: LaunchConfig):
     from experiments import executors
 
-    resources = {"TPU": args.tpu} if args.tpu else {}
-    if args.executor == "ray":
+    resources = {"TPU": cfg.tpu} if cfg.tpu else {}
+    if cfg.executor == "ray":
         return executors.RayExecutor(
-            address=args.ray_address,
-            num_cpus=args.cpus_per_run,
-            num_gpus=args.gpus_per_run,
+            address=cfg.ray_address,
+            num_cpus=cfg.cpus_per_run,
+            num_gpus=cfg.gpus_per_run,
             resources=resources,
         )
-    if args.executor == "tpu":
-        if not args.slices or not args.zone:
-            raise ConfigError(
-                "--slices" if not args.slices else "--zone",
-                "the tpu executor runs on named TPU slices in one zone",
-                "make them with tpu/launch.py create/install, then give --slices A,B --zone Z",
-            )
-        return executors.TpuExecutor(tuple(args.slices.split(",")), args.zone, args.project)
-    if args.executor == "slurm":
+    if cfg.executor == "tpu":
+        return executors.TpuExecutor(cfg.slices, cfg.zone, cfg.project)
+    if cfg.executor == "slurm":
+        slurm = cfg.slurm
         return executors.SlurmExecutor(
-            folder=args.slurm_folder,
-            partition=args.slurm_partition,
-            timeout_min=args.timeout_min,
-            cpus_per_task=args.cpus_per_run,
-            gpus_per_node=args.gpus_per_run,
+            folder=slurm.folder,
+            partition=slurm.partition,
+            timeout_min=slurm.time_min,
+            cpus_per_task=cfg.cpus_per_run,
+            gpus_per_node=cfg.gpus_per_run,
+            extra={k: v for k, v in (("account", slurm.account), ("qos", slurm.qos)) if v},
         )
-    return executors.LocalExecutor(workers=args.workers, devices_per_worker=args.gpus_per_run)
+    return executors.LocalExecutor(workers=cfg.workers, devices_per_worker=cfg.gpus_per_run)
 
 
 def cmd_plan(args) -> int:
     from experiments.plan import format_plan, plan_table
     from experiments.sweep import load_sweep
 
-    sweep = load_sweep(args.sweep, yes=True)
+    sweep = load_sweep(args.sweep, yes=True, overrides=args.overrides)
     print(format_plan(sweep, plan_table(sweep, args.flops_per_s)))
     return 0
 
@@ -109,10 +110,11 @@ def cmd_sweep(args) -> int:
     from experiments import runner
     from experiments.sweep import load_sweep
 
-    sweep = load_sweep(args.sweep, yes=args.yes)
-    runs_dir, launch = args.runs_dir, _launch(args)
+    sweep = load_sweep(args.sweep, yes=args.yes, overrides=args.overrides)
+    cfg = launch_config.resolve(sweep.launch, args)
+    runs_dir, launch = args.runs_dir, _launch(cfg)
     collective = runner.multiprocess()
-    if collective and (args.executor != "local" or args.workers != 1):
+    if collective and (cfg.executor != "local" or cfg.workers != 1):
         raise ConfigError(
             "--executor",
             "the processes of one jax.distributed job train each run together, as one worker",
@@ -121,10 +123,8 @@ def cmd_sweep(args) -> int:
     if not runner.is_lead():
         runner.follow(sweep, runs_dir, launch)
         return 0
-    executor = runner.Collective(sweep.runs) if collective else _executor(args)
-    print(
-        f"sweep {sweep.name}: {len(sweep.runs)} runs -> {runs_dir}/{sweep.name} ({args.executor})"
-    )
+    executor = runner.Collective(sweep.runs) if collective else _executor(cfg)
+    print(f"sweep {sweep.name}: {len(sweep.runs)} runs -> {runs_dir}/{sweep.name} ({cfg.executor})")
     started = time.time()
     try:
         outcome = runner.run_sweep(sweep, runs_dir, executor, launch)
@@ -159,7 +159,7 @@ def cmd_status(args) -> int:
     from experiments.sweep import load_sweep
 
     if Path(args.sweep).is_file():
-        sweep = load_sweep(args.sweep, yes=True)
+        sweep = load_sweep(args.sweep, yes=True, overrides=args.overrides)
         sweep_dir, names = join(args.runs_dir, sweep.name), {r.run_id: r.name for r in sweep.runs}
     else:
         sweep_dir, names = args.sweep, None
@@ -199,34 +199,32 @@ def _report(sweep_dir: Path, out_dir: Path) -> None:
     print(f"report: {out_dir / 'report.md'}")
 
 
-def _launch_options(p: argparse.ArgumentParser) -> None:
+def _overrides(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--max-attempts", type=int, default=3, help="claims of a run before it stays failed"
+        "overrides",
+        nargs="*",
+        metavar="key=value",
+        help="set a field on top of the file: train.learning_rate=3e-4 model=s3 "
+        "grid.train.tokens=[1e6,3e6]",
     )
-    p.add_argument(
-        "--stale-after",
-        type=float,
-        default=300.0,
-        help="seconds without a heartbeat before another worker may take a run over",
-    )
-    p.add_argument("--no-tensorboard", action="store_true", help="write no TensorBoard events")
-    p.add_argument("--wandb", metavar="PROJECT", help="also log to Weights & Biases")
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="scaling", description=__doc__.split("\n\n")[0])
+    p.add_argument("--version", action="version", version=cli_config.version())
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train and evaluate one run from a run config (YAML)")
     t.add_argument("config", help="run config: model/data/train/eval sections")
+    _overrides(t)
     t.add_argument("--run-dir", help="run directory (default: <runs-dir>/single/<run_id>)")
     t.add_argument("--runs-dir", default="runs")
+    launch_config.add_flags(t, executors=False)
     t.set_defaults(func=cmd_train)
-
-    _launch_options(t)
 
     pl = sub.add_parser("plan", help="print a sweep's runs with size, FLOPs, memory and time")
     pl.add_argument("sweep", help="sweep file (YAML)")
+    _overrides(pl)
     pl.add_argument(
         "--flops-per-s", type=float, default=35e9, help="sustained FLOP/s of one device"
     )
@@ -236,23 +234,12 @@ def parser() -> argparse.ArgumentParser:
         "sweep", help="run a sweep file end to end: train, evaluate, collect, report"
     )
     s.add_argument("sweep", help="sweep file (YAML): name, base, grid / zip / isoflop")
+    _overrides(s)
     s.add_argument("--runs-dir", default="runs", help="runs go to <runs-dir>/<sweep name>/")
     s.add_argument("--reports-dir", default="reports", help="report goes to <reports-dir>/<name>/")
     s.add_argument("--no-report", action="store_true", help="train only; report later")
     s.add_argument("--yes", action="store_true", help="launch a design of more than 256 runs")
-    s.add_argument("--executor", choices=("local", "ray", "slurm", "tpu"), default="local")
-    s.add_argument("--workers", type=int, default=1, help="local: parallel worker processes")
-    s.add_argument("--ray-address", default="", help="ray: cluster address (default: start one)")
-    s.add_argument("--cpus-per-run", type=int, default=1, help="ray/slurm: CPUs per run")
-    s.add_argument("--gpus-per-run", type=int, default=0, help="GPUs per run (local: per worker)")
-    s.add_argument("--tpu", type=int, default=0, help="ray: TPU chips per run")
-    s.add_argument("--slurm-partition", default="")
-    s.add_argument("--slurm-folder", default="slurm", help="slurm: submitit logs and scripts")
-    s.add_argument("--timeout-min", type=int, default=60, help="slurm: time limit per job")
-    s.add_argument("--slices", default="", help="tpu: TPU VM / slice names, comma-separated")
-    s.add_argument("--zone", default="", help="tpu: the slices' zone")
-    s.add_argument("--project", default="", help="tpu: Google Cloud project (default: gcloud's)")
-    _launch_options(s)
+    launch_config.add_flags(s)  # each overrides the sweep file's `launch:` section
     s.set_defaults(func=cmd_sweep)
 
     tk = sub.add_parser("task", help="execute one task a remote executor sent (internal)")
@@ -261,6 +248,7 @@ def parser() -> argparse.ArgumentParser:
 
     st = sub.add_parser("status", help="table of a sweep's runs: state, step, loss, ETA")
     st.add_argument("sweep", help="sweep file (YAML) or its run directory runs/<name>")
+    _overrides(st)
     st.add_argument("--runs-dir", default="runs")
     st.set_defaults(func=cmd_status)
 
@@ -269,14 +257,28 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--out", help="report directory (default: reports/<sweep name>)")
     r.set_defaults(func=cmd_report)
 
+    cli_config.add_parser(sub)
     cli_eval.add_parser(sub)
     cli_fit.add_parser(sub)
     cli_emergence.add_parser(sub)
     return p
 
 
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    """Arguments, with `key=value` overrides allowed after the options too (argparse alone
+    takes positionals only before them)."""
+    p = parser()
+    args, rest = p.parse_known_args(argv)
+    late = [a for a in rest if "=" in a and not a.startswith("-")]
+    if rest != late or (late and not hasattr(args, "overrides")):
+        p.error(f"unrecognized arguments: {' '.join(a for a in rest if a not in late) or late[0]}")
+    if late:
+        args.overrides = [*args.overrides, *late]
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    args = parse(argv)
     _enable_compilation_cache()
     try:
         if args.command in ("train", "sweep", "task"):  # multi-host: before any other jax call

@@ -18,10 +18,12 @@ axes (any of grid, zip, isoflop, each one axis or more):
     isoflop:                         # IsoFLOP profiles (Hoffmann et al. 2022, approach 2)
       budgets: [1e12, 3e12]          # compute budgets C in FLOPs
       models: [s1, s2, s3]           # sizes per budget, or `sizes: 5`: the 5 ladder rungs
-      flops: 6n                      # nearest in log N to sqrt(C/120) (D = 20 N); tokens
-                                     # = C / FLOPs per token, `6n` (6N) or `detailed`
+      flops: detailed                # nearest in log N to sqrt(C/120) (D = 20 N); tokens
+                                     # = C / FLOPs per token: `detailed` (the default, the
+                                     # compute actually spent) or `6n` (6N, Kaplan's)
     lr_rule: {rule: inverse_width, base_width: 64}  # or constant (the default), or mup
     cooldown: {decay_fraction: 0.2}  # WSD: one stable run per shape, a cooldown per budget
+    launch: {executor: local, workers: 2}  # where it runs (experiments.launch_config); flags win
 
 A run's id is a hash of its resolved config (the fields that differ from their defaults: see
 run_id), so the same run has the same id in every sweep that contains it, and editing a run's
@@ -40,21 +42,18 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
-from experiments import store
-from scaling import zoo
+from experiments import designs, store
+from experiments.designs import FLOPS_BUDGET, TOKENS_PER_PARAM
+from experiments.launch_config import LaunchConfig
 from scaling.config import ConfigError, RunConfig, build, run_config
+from scaling.config_io import load_yaml, parse_override, set_path
 from scaling.flops import flops_per_token, param_counts
 from scaling.schedules import decay_start
 
-SWEEP_KEYS = {"name", "description", "base", "grid", "zip", "isoflop", "lr_rule", "cooldown"}
-ISOFLOP_KEYS = {"budgets", "models", "sizes", "flops"}
-LR_RULES = ("constant", "inverse_width", "mup")
+SWEEP_KEYS = {
+    "name", "description", "base", "grid", "zip", "isoflop", "lr_rule", "cooldown", "launch"
+}  # fmt: skip
 MAX_RUNS = 256
-# Pseudo-fields of an axis, resolved into train.tokens once the model is known.
-TOKENS_PER_PARAM, FLOPS_BUDGET = "tokens_per_param", "flops_budget"
-CHINCHILLA_TOKENS_PER_PARAM = 20  # Hoffmann et al. 2022: D_opt ≈ 20 N
 
 
 @dataclass(frozen=True)
@@ -104,6 +103,7 @@ class Sweep:
     name: str
     description: str
     runs: tuple[RunSpec, ...]
+    launch: dict = field(default_factory=dict)  # the `launch:` section (launch_config.resolve)
 
     def stages(self) -> list[list[RunSpec]]:
         """Runs in launch order: everything else, then the cooldown branches of stable runs."""
@@ -112,25 +112,32 @@ class Sweep:
         return [stage for stage in (first, then) if stage]
 
 
-def read_yaml(path: str | Path, field: str) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(
-            field, f"file not found: {path}", "give the path of an existing YAML file"
-        )
-    try:
-        loaded = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ConfigError(
-            field, f"{path} is not valid YAML ({e.problem})", "fix the YAML syntax"
-        ) from e
-    if not isinstance(loaded, dict):
-        raise ConfigError(field, f"{path} does not hold a mapping", "write key: value pairs")
-    return loaded
+def load_sweep(path: str | Path, yes: bool = False, overrides: tuple[str, ...] = ()) -> Sweep:
+    """The sweep in a YAML file, with `key=value` overrides (see apply_overrides) applied."""
+    return expand(apply_overrides(load_yaml(path, "sweep"), overrides), yes)
 
 
-def load_sweep(path: str | Path, yes: bool = False) -> Sweep:
-    return expand(read_yaml(path, "sweep"), yes)
+def apply_overrides(spec: dict, overrides) -> dict:
+    """A copy of a sweep mapping with command-line overrides set: a path that starts with a
+    sweep key sets that key (`grid.train.tokens=[1e6,3e6]`: in grid and zip the rest of the
+    path is one field path, as written there); any other path is a field of `base`
+    (`train.learning_rate=3e-4`, `model=s3`)."""
+    spec = copy.deepcopy(spec)
+    for text in overrides:
+        key, value = parse_override(text)
+        head, _, rest = key.partition(".")
+        if head in ("grid", "zip") and rest:
+            section = spec.setdefault(head, {})
+            if not isinstance(section, dict):
+                raise ConfigError(f"sweep.{head}", "is not a mapping", "write field: [values]")
+            section[rest] = value
+        elif head in SWEEP_KEYS:
+            set_path(spec, key, value)
+        else:
+            if not isinstance(spec.setdefault("base", {}), dict):
+                raise ConfigError("sweep.base", "is not a mapping", "write a run config there")
+            set_path(spec["base"], key, value)
+    return spec
 
 
 def expand(spec: dict, yes: bool = False) -> Sweep:
@@ -144,7 +151,7 @@ def expand(spec: dict, yes: bool = False) -> Sweep:
     if not isinstance(name, str) or not name or "/" in name:
         raise ConfigError("sweep.name", f"missing or invalid ({name!r})", "give a name without '/'")
     base = spec.get("base", {}) or {}
-    axes = _grid_axes(spec) + _zip_axes(spec) + _isoflop_axes(spec, base)
+    axes = designs.grid_axes(spec) + designs.zip_axes(spec) + designs.isoflop_axes(spec, base)
     if not axes:
         raise ConfigError(
             "sweep", "the design is empty", "give a non-empty grid, zip or isoflop section"
@@ -156,185 +163,34 @@ def expand(spec: dict, yes: bool = False) -> Sweep:
             f"the design expands to {n_runs} runs (more than {MAX_RUNS})",
             "check the grid, or pass --yes to launch them all",
         )
-    rule = _lr_rule(spec.get("lr_rule"))
+    rule = designs.lr_rule(spec.get("lr_rule"))
     runs = [_run(base, points, rule) for points in itertools.product(*axes)]
     if spec.get("cooldown") is not None:
         runs = _branch(runs, spec["cooldown"])
     unique = {r.run_id: r for r in reversed(runs)}  # first occurrence wins, order kept
+    launch = spec.get("launch") or {}
+    build(LaunchConfig, launch, "sweep.launch")  # wrong keys and types fail here, before any run
     return Sweep(
-        name, str(spec.get("description", "")), tuple(r for r in runs if unique[r.run_id] is r)
+        name,
+        str(spec.get("description", "")),
+        tuple(r for r in runs if unique[r.run_id] is r),
+        launch,
     )
 
 
-Point = tuple[str, tuple[tuple[str, object], ...]]  # (label, ((dotted path, value), ...))
-
-
-def _label(key: str, value) -> str:
-    """A value's part of a run name: the value itself, or the field's name for a dict."""
-    return key if isinstance(value, dict) else str(value)
-
-
-def _grid_axes(spec: dict) -> list[list[Point]]:
-    if "grid" not in spec:
-        return []
-    grid = spec["grid"]
-    if (
-        not isinstance(grid, dict)
-        or not grid
-        or not all(isinstance(v, list) and v for v in grid.values())
-    ):
-        raise ConfigError(
-            "sweep.grid",
-            "must map field paths to non-empty lists",
-            "write e.g. `train.tokens: [100000, 300000]`",
-        )
-    return [[(_label(k, v), ((k, v),)) for v in values] for k, values in grid.items()]
-
-
-def _zip_axes(spec: dict) -> list[list[Point]]:
-    if "zip" not in spec:
-        return []
-    lists = spec["zip"]
-    lengths = (
-        {len(v) for v in lists.values() if isinstance(v, list)}
-        if isinstance(lists, dict)
-        else set()
-    )
-    if (
-        not lists
-        or len(lengths) != 1
-        or 0 in lengths
-        or len(lists) != sum(isinstance(v, list) for v in lists.values())
-    ):
-        raise ConfigError(
-            "sweep.zip",
-            "must map field paths to non-empty lists of one length",
-            "write e.g. `model: [s1, s2]` and `train.learning_rate: [3e-3, 2e-3]`",
-        )
-    return [
-        [
-            (
-                "-".join(_label(k, v[i]) for k, v in lists.items()),
-                tuple((k, v[i]) for k, v in lists.items()),
-            )
-            for i in range(lengths.pop())
-        ]
-    ]
-
-
-def _isoflop_axes(spec: dict, base: dict) -> list[list[Point]]:
-    """One axis of (budget, model) points; tokens follow from the budget once the shape is
-    known (see _resolve_tokens)."""
-    if "isoflop" not in spec:
-        return []
-    iso = spec["isoflop"]
-    if not isinstance(iso, dict):
-        raise ConfigError("sweep.isoflop", "expected a mapping", "give budgets and models or sizes")
-    unknown = set(iso) - ISOFLOP_KEYS
-    if unknown:
-        raise ConfigError(
-            f"sweep.isoflop.{sorted(unknown)[0]}", "unknown key", f"use only {sorted(ISOFLOP_KEYS)}"
-        )
-    budgets = iso.get("budgets")
-    if (
-        not isinstance(budgets, list)
-        or not budgets
-        or not all(isinstance(b, int | float) and b > 0 for b in budgets)
-    ):
-        raise ConfigError(
-            "sweep.isoflop.budgets",
-            "must be a non-empty list of FLOPs > 0",
-            "write e.g. [1e12, 3e12]",
-        )
-    if ("models" in iso) == ("sizes" in iso):
-        raise ConfigError(
-            "sweep.isoflop",
-            "give exactly one of models and sizes",
-            "e.g. `models: [s1, s2, s3]` or `sizes: 5`",
-        )
-    convention = iso.get("flops", "6n")
-    if convention not in ("6n", "detailed"):
-        raise ConfigError(
-            "sweep.isoflop.flops", f"unknown convention {convention!r}", "use 6n or detailed"
-        )
-    points = []
-    for budget in budgets:
-        models = iso["models"] if "models" in iso else _around_optimum(budget, iso["sizes"], base)
-        if not isinstance(models, list) or not models:
-            raise ConfigError(
-                "sweep.isoflop.models",
-                "must be a non-empty list",
-                "list ladder names or model dicts",
-            )
-        for model in models:
-            label = f"{_label('model', model)}-C{budget:.0e}"
-            points.append((label, (("model", model), (FLOPS_BUDGET, (float(budget), convention)))))
-    return [points]
-
-
-def _around_optimum(budget: float, k, base: dict) -> list[str]:
-    """The k ladder rungs nearest in log N to a guess of the compute-optimal size,
-    N ≈ sqrt(C / (6·20)) from C = 6·N·D and Chinchilla's D ≈ 20·N."""
-    if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= len(zoo.LADDER):
-        raise ConfigError(
-            "sweep.isoflop.sizes", f"must be an integer in 1..{len(zoo.LADDER)}", "use e.g. 5"
-        )
-    guess = math.log(math.sqrt(budget / (6 * CHINCHILLA_TOKENS_PER_PARAM)))
-    model = base.get("model", {})
-    size = {
-        n: param_counts(build_model({**model, **zoo.shape(n)})).non_embedding for n in zoo.LADDER
-    }
-    nearest = sorted(size, key=lambda n: abs(math.log(size[n]) - guess))[:k]
-    return sorted(nearest, key=size.get)
-
-
-def build_model(fields: dict):
-    from scaling.config import ModelConfig
-
-    return build(ModelConfig, fields, "model")
-
-
-def _lr_rule(rule) -> tuple[str, int]:
-    """(rule, base_width): how hyperparameters follow d_model. `inverse_width`: lr ∝ 1/width,
-    lr = learning_rate·base_width/d_model for the whole network, the Adam hidden-layer rule of
-    µP (Yang et al. 2022, table 3) applied to every parameter. `mup`: µP proper, each run gets
-    model.mup_base_width = base_width (per-parameter learning rates, init and output
-    multiplier: scaling.model.mup_ratio); learning_rate is the one tuned at base_width."""
-    if rule is None:
-        return ("constant", 0)
-    if (
-        not isinstance(rule, dict)
-        or rule.get("rule") not in LR_RULES
-        or set(rule) - {"rule", "base_width"}
-    ):
-        raise ConfigError(
-            "sweep.lr_rule",
-            f"invalid ({rule!r})",
-            f"write {{rule: {'|'.join(LR_RULES)}, base_width: 64}}",
-        )
-    width = rule.get("base_width", 0)
-    if rule["rule"] != "constant" and (not isinstance(width, int) or width < 1):
-        raise ConfigError(
-            "sweep.lr_rule.base_width",
-            "must be a positive integer",
-            "use the width the learning rate was tuned at",
-        )
-    return (rule["rule"], width)
-
-
-def _run(base: dict, points: tuple[Point, ...], rule: tuple[str, int]) -> RunSpec:
+def _run(base: dict, points: tuple[designs.Point, ...], rule: tuple[str, int]) -> RunSpec:
     """One run from the base config and one point of every axis."""
     resolved, design = copy.deepcopy(base), {}
-    for _, assignments in points:
-        for key, value in assignments:
-            if key in (TOKENS_PER_PARAM, FLOPS_BUDGET):
-                design[key] = value
-            else:
-                _set_path(resolved, key, value)
-    if rule[0] == "mup":
-        _set_path(resolved, "model.mup_base_width", rule[1])
     run_name = "-".join(label for label, _ in points)
     try:
+        for _, assignments in points:
+            for key, value in assignments:
+                if key in (TOKENS_PER_PARAM, FLOPS_BUDGET):
+                    design[key] = value
+                else:
+                    set_path(resolved, key, value)
+        if rule[0] == "mup":
+            set_path(resolved, "model.mup_base_width", rule[1])
         cfg = run_config({**resolved, "name": run_name})
         cfg = _resolve_tokens(cfg, design)
         if rule[0] == "inverse_width":
@@ -420,23 +276,3 @@ def _branch(runs: list[RunSpec], cooldown) -> list[RunSpec]:
             )
             out.append(RunSpec(run_id(cfg), r.name, cfg, r.design | {"role": "branch"}))
     return out
-
-
-def _set_path(tree: dict, dotted: str, value) -> None:
-    """Set tree[a][b]... = value for 'a.b...'; a ladder name for `model` expands to its shape."""
-    if dotted == "model" and isinstance(value, str):
-        if value not in zoo.LADDER:
-            raise ConfigError(
-                "sweep.grid.model",
-                f"unknown size {value!r}",
-                f"use one of {sorted(zoo.LADDER)} or a dict of model fields",
-            )
-        value = zoo.shape(value)
-    *parents, leaf = dotted.split(".")
-    node = tree
-    for key in parents:
-        node = node.setdefault(key, {})
-    if isinstance(value, dict):
-        node[leaf] = {**node.get(leaf, {}), **value}
-    else:
-        node[leaf] = value

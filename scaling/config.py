@@ -12,6 +12,8 @@ import types
 import typing
 from dataclasses import dataclass, field
 
+from scaling import zoo
+
 
 class ConfigError(ValueError):
     """A bad config value: `field` is the dotted path, the message says how to fix it."""
@@ -348,6 +350,17 @@ class RunConfig:
         return dataclasses.asdict(self)
 
 
+def model_fields(name: str, where: str = "model") -> dict:
+    """The model fields of a ladder rung named where a model is given (`model: s3`)."""
+    if name not in zoo.LADDER:
+        raise ConfigError(
+            where,
+            f"unknown size {name!r}",
+            f"use one of {', '.join(zoo.LADDER)} (scaling/zoo.py) or a mapping of model fields",
+        )
+    return zoo.shape(name)
+
+
 def build(cls, data, where: str = ""):
     """Build dataclass `cls` from a dict, rejecting unknown keys and wrong types by name."""
     if isinstance(data, cls):
@@ -372,11 +385,16 @@ def build(cls, data, where: str = ""):
 
 
 def _coerce(hint, value, path: str):
-    """Check `value` against a field's type hint; allow int for float and list for tuple."""
+    """Check `value` against a field's type hint; allow int for float, an exact float for int,
+    a list for a tuple and one value for a tuple of one."""
+    if hint is ModelConfig and isinstance(value, str):
+        value = model_fields(value, path)
     if dataclasses.is_dataclass(hint):
         return build(hint, value, path)
     origin = typing.get_origin(hint)
     if origin is tuple:
+        if isinstance(value, (str, int, float)):
+            value = [value]  # `shots: 3` means [3], `tasks: add2` means [add2]
         if not isinstance(value, (list, tuple)):
             raise ConfigError(
                 path, f"expected a list, got {type(value).__name__}", "write a YAML list"
@@ -387,8 +405,8 @@ def _coerce(hint, value, path: str):
         raise TypeError(f"unsupported config type {hint} at {path}")
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
-    if hint is int and isinstance(value, float) and value.is_integer() and abs(value) >= 1e3:
-        return int(value)  # YAML reads 1e6 as a float; accept it for big integer budgets
+    if hint is int and isinstance(value, float) and value.is_integer():
+        return int(value)  # `tokens: 1e6` is a float in YAML; an exact one is the integer
     if not isinstance(value, hint) or (hint is not bool and isinstance(value, bool)):
         raise ConfigError(
             path,

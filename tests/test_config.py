@@ -18,7 +18,7 @@ def test_defaults_validate():
         ({"model": {"d_model": 100, "n_head": 3}}, "model.d_model: 100 is not divisible by"),
         ({"train": {"learning_rate": -1.0}}, "train.learning_rate: must be > 0"),
         ({"eval": {"tasks": ["add9"]}}, "eval.tasks: unknown task 'add9'"),
-        ({"eval": {"shots": 3}}, "eval.shots: expected a list"),
+        ({"eval": {"shots": {"k": 3}}}, "eval.shots: expected a list, got dict"),
         ({"eval": {"samples": 2, "pass_k": [1, 5]}}, "eval.pass_k: k=5 exceeds samples=2"),
         ({"data": {"tasks": ["python_functions"]}}, "data.tasks: no generated task"),
         ({"model": {"remat": "some"}}, "model.remat: unknown policy"),

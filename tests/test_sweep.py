@@ -45,7 +45,7 @@ def test_grid_expansion_and_stable_ids():
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
-        ({"name": "t", "grid": {"model": ["s99"]}}, "sweep.grid.model: unknown size 's99'"),
+        ({"name": "t", "grid": {"model": ["s99"]}}, "run s99: model: unknown size 's99'"),
         ({"name": "t", "grdi": {}}, "sweep.grdi: unknown key"),
         ({"grid": {}}, "sweep.name: missing"),
         ({"name": "t", "grid": {"train.tokens": 5}}, "sweep.grid: must map field paths"),
@@ -58,8 +58,8 @@ def test_grid_expansion_and_stable_ids():
         ({"name": "t"}, "sweep: the design is empty"),
         ({"name": "t", "zip": {"model": ["s0"], "train.seed": [1, 2]}}, "sweep.zip: must map"),
         (
-            {"name": "t", "base": BASE, "isoflop": {"budgets": [1e7], "models": ["s0", "s5"]}},
-            "run s5-C1e\\+07: train.tokens: .* less than one batch .*; fix: raise train.tokens "
+            {"name": "t", "base": BASE, "isoflop": {"budgets": [3e7], "models": ["s0", "s5"]}},
+            "run s5-C3e\\+07: train.tokens: .* less than one batch .*; fix: raise train.tokens "
             "\\(the compute budget\\)",
         ),
         ({"name": "t", "isoflop": {"budgets": [1e9], "sizes": 3, "x": 1}}, "sweep.isoflop.x"),
@@ -92,7 +92,12 @@ def test_zip_isoflop_ratios_and_width_rule():
     iso = expand({"name": "i", "base": BASE, "isoflop": {"budgets": [1e10, 1e11], "sizes": 3}})
     for r in iso.runs:
         c = r.design["flops_budget"]
-        assert r.config.train.tokens == int(c / flops_per_token(r.config.model).six_n)
+        assert r.config.train.tokens == int(c / flops_per_token(r.config.model).detailed)
+    six_n = expand(
+        {"name": "k", "base": BASE, "isoflop": {"budgets": [1e10], "sizes": 3, "flops": "6n"}}
+    )
+    for r in six_n.runs:
+        assert r.config.train.tokens == int(1e10 / flops_per_token(r.config.model).six_n)
     sizes = {
         c: [r.config.model.d_model for r in iso.runs if r.design["flops_budget"] == c]
         for c in (1e10, 1e11)

@@ -13,23 +13,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.chinchilla import fit_chinchilla
+from analysis.fits.chinchilla import fit_chinchilla
 from analysis.emergence import Settings
 from analysis.emergence_report import write_emergence
-from analysis.envelope import fit_envelope
+from analysis.fits.envelope import fit_envelope
 from analysis.fit_plots import plot_allocation
-from analysis.isoflop import fit_isoflop
+from analysis.fits.isoflop import fit_isoflop
 from analysis.plots import plot_loss_vs_flops
-from analysis.powerlaw import (
-    CONVENTIONS,
-    PowerLawFit,
-    final_runs,
-    fit_loss_vs_flops,
-    fit_loss_vs_params,
-    json_safe,
-)
+from analysis.fits.columns import CONVENTIONS
+from analysis.fits.powerlaw import PowerLawFit, fit_loss_vs_flops, fit_loss_vs_params
+from analysis.fits.selection import final_rows
 from analysis.scores import from_project, resolve_baselines
-from analysis.tables import fmt, fmt_ci, latex_table, markdown_table
+from analysis.tables import fmt, fmt_ci, json_safe, latex_table, markdown_table
 from scaling.config import ConfigError
 
 FLOPS_COLS = ("flops_6n", "flops_detailed")
@@ -206,7 +201,7 @@ def write_report(
         raise ValueError(f"flops_col must be one of {FLOPS_COLS}, got {flops_col!r}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    runs = final_runs(results)
+    runs = final_rows(results)
     boot = {"n_boot": n_boot, "seed": seed, "ci": ci}
 
     frontier, c_fit = fit_loss_vs_flops(curves, flops_col, N_FRONTIER_BINS, **boot)

@@ -109,7 +109,7 @@ def _load(path: Path, approach: str, laws: tuple[str, ...]) -> dict:
 
 def _final_rows(table):
     """One row per run for this project's results table (one row per run x eval metric)."""
-    from analysis.powerlaw import final_runs
+    from analysis.fits.powerlaw import final_runs
 
     if (
         "run_id" in table.columns
@@ -363,7 +363,7 @@ def _fit_chinchilla(sub, cols, args, out: Path, suffix: str) -> dict:
     from analysis.fit_plots import plot_allocation, plot_chinchilla_loss
 
     def fit_fn(t):
-        from analysis.chinchilla import fit_chinchilla  # approach 3
+        from analysis.fits.chinchilla import fit_chinchilla  # approach 3
 
         return fit_chinchilla(
             t,
@@ -388,7 +388,7 @@ def _fit_chinchilla(sub, cols, args, out: Path, suffix: str) -> dict:
 
 def _fit_isoflop(sub, cols, args, out: Path, suffix: str) -> dict:
     from analysis.fit_plots import plot_allocation, plot_isoflop
-    from analysis.isoflop import fit_isoflop
+    from analysis.fits.isoflop import fit_isoflop
 
     fit = fit_isoflop(
         sub,
@@ -409,7 +409,7 @@ def _fit_isoflop(sub, cols, args, out: Path, suffix: str) -> dict:
 
 
 def _fit_envelope(sub, cols, args, out: Path, suffix: str) -> dict:
-    from analysis.envelope import fit_envelope
+    from analysis.fits.envelope import fit_envelope
     from analysis.fit_plots import plot_allocation, plot_envelope
 
     run = cols["--run"] or cols["--n"]
@@ -433,7 +433,7 @@ def _fit_envelope(sub, cols, args, out: Path, suffix: str) -> dict:
 
 def _fit_kaplan(sub, curves, cols, args, out: Path, suffix: str) -> dict:
     from analysis.fit_plots import plot_kaplan
-    from analysis.kaplan import fit_kaplan_1d, fit_kaplan_compute, fit_kaplan_nd
+    from analysis.fits.kaplan import fit_kaplan_1d, fit_kaplan_compute, fit_kaplan_nd
 
     kw = _boot(args)
     loss = cols["--loss"]
@@ -581,7 +581,7 @@ def _envelope_curves(curves, cols: dict, filters, args):
 
 def _conventions(cols: dict) -> dict:
     """How C, D and N were obtained (fit.json's *_convention fields)."""
-    from analysis.powerlaw import CONVENTIONS
+    from analysis.fits.powerlaw import CONVENTIONS
 
     c, d, n = cols["C"], cols["D"], cols["--n"]
     if c is None:
@@ -599,7 +599,7 @@ def _conventions(cols: dict) -> dict:
 
 
 def _write_json(path: Path, doc: dict) -> None:
-    from analysis.powerlaw import json_safe
+    from analysis.fits.powerlaw import json_safe
 
     path.write_text(json.dumps(json_safe(doc), indent=2, allow_nan=False) + "\n")
 

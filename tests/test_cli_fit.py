@@ -243,7 +243,7 @@ def test_help_lists_the_flags(capsys):
 
 
 def test_chinchilla_on_epoch_data(tmp_path, capsys):
-    pytest.importorskip("analysis.chinchilla")
+    pytest.importorskip("analysis.fits.chinchilla")
     if not EPOCH.exists():
         pytest.skip(f"reference data not found at {EPOCH}")
     out = tmp_path / "ch"

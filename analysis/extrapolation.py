@@ -2,8 +2,8 @@
 
 Before spending a large budget on the strength of a fitted law, check that the law, fitted only
 on runs below a compute cutoff, predicts the runs above it. `extrapolation_check` splits the
-runs by compute C, calls `fit_fn(train)` (anything returning a fit with `.predict(N, D)`,
-e.g. analysis.fits.chinchilla.fit_chinchilla or analysis.fits.kaplan.fit_kaplan_nd), and reports, per
+runs by compute C, calls `fit_fn(train)` (anything returning a fit with `.predict(N, D)`, e.g.
+analysis.fits.chinchilla.fit_chinchilla or analysis.fits.kaplan.fit_kaplan_nd), and reports, per
 held-out run: C, N, D, actual loss, predicted loss, relative error (predicted - actual) / actual
 and how many decades of compute beyond the largest training run it lies; and in summary: mean
 and max absolute relative error, RMSE of log loss, and, when the fit provides an interval, the
@@ -27,8 +27,9 @@ given, else D = C / (6 N).
 Interval
 --------
 A fit "provides an interval" when its `band(N, D) -> (lo, hi)` (analysis.fits.base.Fit: a
-pointwise bootstrap band of the law) is finite somewhere, or a `band_fn` is passed. Such a band is the uncertainty of the *mean* law only;
-the prediction interval for one new run also has run-to-run noise, so the band's half-widths in
+pointwise bootstrap band of the law) is finite somewhere, or a `band_fn` is passed. Such a
+band is the uncertainty of the *mean* law only; the prediction interval for one new run also
+has run-to-run noise, so the band's half-widths in
 log L are combined in quadrature with z * s, s = RMS of the training runs' log-loss residuals
 and z the normal quantile of `ci`. Without a band no interval is reported (and `interval_note`
 says so); the errors are still reported in units of s (`z_score`).
@@ -53,8 +54,8 @@ import numpy as np
 import pandas as pd
 from scipy.stats import norm
 
-from analysis.inputs import ConfigError, require_columns, require_positive_finite
 from analysis.fits.columns import CONVENTIONS
+from analysis.inputs import ConfigError, require_columns, require_positive_finite
 from analysis.tables import json_safe
 
 DEFAULT_HOLDOUT_FRAC = 0.2

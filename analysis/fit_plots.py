@@ -15,7 +15,6 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
-
 DPI = 120
 ALLOCATION_COLS = ("C", "n_opt", "n_lo", "n_hi", "d_opt", "d_lo", "d_hi")
 

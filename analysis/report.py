@@ -13,16 +13,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.fits.chinchilla import fit_chinchilla
 from analysis.emergence import Settings
 from analysis.emergence_report import write_emergence
-from analysis.fits.envelope import fit_envelope
 from analysis.fit_plots import plot_allocation
-from analysis.fits.isoflop import fit_isoflop
-from analysis.plots import plot_loss_vs_flops
+from analysis.fits.chinchilla import fit_chinchilla
 from analysis.fits.columns import CONVENTIONS
+from analysis.fits.envelope import fit_envelope
+from analysis.fits.isoflop import fit_isoflop
 from analysis.fits.powerlaw import PowerLawFit, fit_loss_vs_flops, fit_loss_vs_params
 from analysis.fits.selection import final_rows
+from analysis.plots import plot_loss_vs_flops
 from analysis.scores import from_project, resolve_baselines
 from analysis.tables import fmt, fmt_ci, json_safe, latex_table, markdown_table
 from scaling.config import ConfigError

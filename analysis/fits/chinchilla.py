@@ -40,12 +40,11 @@ import pandas as pd
 from analysis.fits.base import Estimate
 from analysis.fits.bootstrap import percentile_band, resample_counts
 from analysis.fits.chinchilla_search import (
+    AT_OPTIMUM_RTOL,
     DELTA,
     N_PARAMS,
-    PARAMS,
     POLISH,
     SCREEN,
-    AT_OPTIMUM_RTOL,
     best_with_polish,
     candidates,
     diagnostics,
@@ -59,6 +58,7 @@ from analysis.inputs import (
     require_positive_finite,
 )
 from analysis.tables import json_safe
+
 
 def allocation_exponents(theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(a, b) = (beta / (alpha + beta), alpha / (alpha + beta)) for theta (..., 5)."""

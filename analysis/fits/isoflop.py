@@ -142,7 +142,6 @@ class IsoFLOPFit(AllocationLaw):
         return {"status": "ok", **json_safe(d)}
 
 
-
 def _check_settings(method, resample, loss_noise_sd, where) -> str:
     if method not in METHODS:
         raise ConfigError(f"{where}.method", f"unknown method {method!r}", f"use one of {METHODS}")
@@ -231,7 +230,9 @@ def _log_d_at(b: Budget, logc: float, logn_star):
     return p + q * logn_star
 
 
-def _budget_table(budgets, logn_opt, loss_opt, logd_opt, boot_logn, n_boot, ci, at_edge, edge_frac, used):
+def _budget_table(
+    budgets, logn_opt, loss_opt, logd_opt, boot_logn, n_boot, ci, at_edge, edge_frac, used
+):
     """One row per budget: its minimum with bootstrap interval, sizes, edge flags, use."""
     q = 50 * (1 - ci)
     n_lo, n_hi, sd = (np.full(len(budgets), np.nan) for _ in range(3))

@@ -25,7 +25,6 @@ class Budget:
     logd: np.ndarray | None  # log D per size, when d_col is given
 
 
-
 def _quad_coefs(u: np.ndarray, Y: np.ndarray, W: np.ndarray | None = None) -> np.ndarray:
     """Weighted least-squares y = c0 + c1 u + c2 u^2 for each row of Y (B, m); returns (B, 3).
 
@@ -133,5 +132,3 @@ def curve_fn(method, b: Budget):
         return f
     spline = Akima1DInterpolator(b.logn, np.log(b.loss))
     return lambda x: np.exp(spline(np.asarray(x, float), extrapolate=False))
-
-

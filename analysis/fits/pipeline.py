@@ -187,10 +187,8 @@ def fit_table(
         group_curves = None if curves is None else rows_of_group(curves, values)
         request = FitRequest(cols, options, boot, group_curves)
         _check_group(form, sub, request, key)
-        g = GroupFit(key, values, sub, request, form.fit(sub, request), dropped=[
-            {"row": i.item() if hasattr(i, "item") else i, cols.loss: float(table.loc[i, cols.loss])}
-            for i in dropped
-        ])  # fmt: skip
+        dropped = [{"row": _label(i), cols.loss: float(table.loc[i, cols.loss])} for i in dropped]
+        g = GroupFit(key, values, sub, request, form.fit(sub, request), dropped)
         if holdout is not None:
             g.extrapolation = _extrapolate(form, sub, request, holdout)
         groups.append(g)
@@ -198,7 +196,10 @@ def fit_table(
         "approach": form.name,
         "input": tables.paths[kind],
         **({"curves_input": tables.paths["curves"]} if curves is not None else {}),
-        "column_mapping": {**cols.mapping(), **({"run": cols.run or cols.n} if "run" in form.roles(options) else {})},
+        "column_mapping": {
+            **cols.mapping(),
+            **({"run": cols.run or cols.n} if "run" in form.roles(options) else {}),
+        },
         **cols.conventions(),
         "selection": {
             **selection.to_dict(),
@@ -209,6 +210,11 @@ def fit_table(
         "n_points_used": int(sum(len(g.table) for g in groups)),
     }
     return FitRun(form, groups, meta)
+
+
+def _label(index_label):
+    """An index label as plain JSON (numpy integers become int)."""
+    return index_label.item() if hasattr(index_label, "item") else index_label
 
 
 def given_columns(args) -> dict:

@@ -23,7 +23,6 @@ from analysis.fits.kaplan_laws import LAW_NAMES, LAW_PARAMS, LAW_ROLES, fit_kapl
 from analysis.fits.selection import DEFAULT_BUDGET_TOLERANCE
 from scaling.config import ConfigError
 
-
 NO_LOSS_LAW = "use chinchilla or kaplan, whose laws predict the loss"
 
 

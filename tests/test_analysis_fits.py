@@ -1,19 +1,17 @@
 """The shared parts of analysis/fits: registry, bootstrap, budget grouping, and IsoFLOP end to
 end on jittered FLOPs (CLI) and on a sweep's flops_budget column (report)."""
 
-import argparse
 import json
-import sys
 
 import numpy as np
 import pandas as pd
 import pytest
+from test_cli_fit import run  # `scaling fit` as the CLI runs it (exit code 2 on ConfigError)
 
 from analysis.fits.bootstrap import Bootstrap, percentile_interval, resample_indices
 from analysis.fits.ols import ols
 from analysis.fits.registry import FORMS, get_form
 from analysis.fits.selection import group_budgets
-from experiments import cli_fit
 from scaling.config import ConfigError
 
 BUDGETS = (1e18, 1e19, 1e20)
@@ -74,17 +72,6 @@ def test_budget_grouping_by_tolerance_and_by_design_column():
     design = df.assign(flops_budget=np.repeat(BUDGETS, 5))
     by_design, how = group_budgets(design, "C", "flops_budget", 0.0)
     assert by_design.nunique() == 3 and "'flops_budget'" in how
-
-
-def run(argv):
-    p = argparse.ArgumentParser(prog="scaling")
-    cli_fit.add_parser(p.add_subparsers(dest="command", required=True))
-    args = p.parse_args(["fit", *argv])
-    try:
-        return args.func(args)
-    except ConfigError as e:
-        print(f"scaling: error: {e}", file=sys.stderr)
-        return 2
 
 
 def test_isoflop_cli_on_jittered_flops(tmp_path, capsys):

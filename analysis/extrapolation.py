@@ -2,8 +2,8 @@
 
 Before spending a large budget on the strength of a fitted law, check that the law, fitted only
 on runs below a compute cutoff, predicts the runs above it. `extrapolation_check` splits the
-runs by compute C, calls `fit_fn(train)` (anything returning an object with `.predict(N, D)`,
-e.g. analysis.chinchilla.fit_chinchilla or analysis.kaplan.fit_kaplan_nd), and reports, per
+runs by compute C, calls `fit_fn(train)` (anything returning a fit with `.predict(N, D)`, e.g.
+analysis.fits.chinchilla.fit_chinchilla or analysis.fits.kaplan.fit_kaplan_nd), and reports, per
 held-out run: C, N, D, actual loss, predicted loss, relative error (predicted - actual) / actual
 and how many decades of compute beyond the largest training run it lies; and in summary: mean
 and max absolute relative error, RMSE of log loss, and, when the fit provides an interval, the
@@ -26,11 +26,10 @@ given, else D = C / (6 N).
 
 Interval
 --------
-A fit "provides an interval" if it has `band(N, D) -> (lo, hi)` (a pointwise bootstrap band of
-the law), or a `band_fn` is passed; for analysis.kaplan.KaplanNDFit and
-analysis.chinchilla.ChinchillaFit the band is computed from their bootstrap parameters
-(`kaplan_nd_band`, `chinchilla_band`). Such a band is the uncertainty of the *mean* law only;
-the prediction interval for one new run also has run-to-run noise, so the band's half-widths in
+A fit "provides an interval" when its `band(N, D) -> (lo, hi)` (analysis.fits.base.Fit: a
+pointwise bootstrap band of the law) is finite somewhere, or a `band_fn` is passed. Such a
+band is the uncertainty of the *mean* law only; the prediction interval for one new run also
+has run-to-run noise, so the band's half-widths in
 log L are combined in quadrature with z * s, s = RMS of the training runs' log-loss residuals
 and z the normal quantile of `ci`. Without a band no interval is reported (and `interval_note`
 says so); the errors are still reported in units of s (`z_score`).
@@ -55,8 +54,9 @@ import numpy as np
 import pandas as pd
 from scipy.stats import norm
 
+from analysis.fits.columns import CONVENTIONS
 from analysis.inputs import ConfigError, require_columns, require_positive_finite
-from analysis.powerlaw import CONVENTIONS, json_safe
+from analysis.tables import json_safe
 
 DEFAULT_HOLDOUT_FRAC = 0.2
 DEFAULT_TOLERANCE = 0.02
@@ -98,55 +98,6 @@ class ExtrapolationResult:
         d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k not in skip}
         d["points"] = self.points.to_dict(orient="records")
         return json_safe(d)
-
-
-def kaplan_nd_band(fit, N, D, ci: float | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Pointwise bootstrap percentile band of a KaplanNDFit's L(N, D) from its `boot` rows
-    (alpha_N, alpha_D, N_c, D_c)."""
-    N, D = np.asarray(N, float), np.asarray(D, float)
-    boot = np.asarray(fit.boot, float)
-    if len(boot) < 2:
-        return np.full(N.shape, np.nan), np.full(N.shape, np.nan)
-    a_n, a_d, n_c, d_c = (boot[:, i, None] for i in range(4))
-    with np.errstate(all="ignore"):
-        curves = ((n_c / N[None]) ** (a_n / a_d) + d_c / D[None]) ** a_d
-    q = 50 * (1 - (fit.ci if ci is None else ci))
-    return tuple(np.nanpercentile(curves, [q, 100 - q], axis=0))
-
-
-def chinchilla_band(fit, N, D, ci: float | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Pointwise bootstrap percentile band of a ChinchillaFit's L(N, D) from its `boot` rows
-    (a, b, e, alpha, beta) = (log A, log B, log E, alpha, beta)."""
-    N, D = np.asarray(N, float), np.asarray(D, float)
-    boot = np.asarray(fit.boot, float)
-    if len(boot) < 2:
-        return np.full(N.shape, np.nan), np.full(N.shape, np.nan)
-    a, b, e, alpha, beta = (boot[:, i, None] for i in range(5))
-    with np.errstate(all="ignore"):
-        curves = (
-            np.exp(e) + np.exp(a - alpha * np.log(N)[None]) + np.exp(b - beta * np.log(D)[None])
-        )
-    q = 50 * (1 - (fit.ci if ci is None else ci))
-    return tuple(np.nanpercentile(curves, [q, 100 - q], axis=0))
-
-
-def _default_band(fit, N, D):
-    import sys
-
-    from analysis.kaplan import KaplanNDFit
-
-    if isinstance(fit, KaplanNDFit):
-        return kaplan_nd_band(fit, N, D)
-    chinchilla = sys.modules.get("analysis.chinchilla")  # loaded if fit is a ChinchillaFit
-    if chinchilla is not None and isinstance(fit, chinchilla.ChinchillaFit):
-        return chinchilla_band(fit, N, D)
-    band = getattr(fit, "band", None)
-    if band is None:
-        return None
-    try:
-        return band(N, D)
-    except TypeError:  # a one-variable band(x), not a band over (N, D)
-        return None
 
 
 def _split(C: np.ndarray, holdout_above, holdout_frac, flag):
@@ -199,7 +150,8 @@ def extrapolation_check(
     """Fit on the runs with C <= cutoff, predict those above; see the module docstring.
 
     df: one row per run. At least one of c_col / d_col. fit_fn receives the training rows of df
-    (all columns, same index) and returns an object with predict(N, D) -> loss. min_train: the
+    (all columns, same index) and returns a fit (analysis.fits.base.Fit) whose predict(N, D)
+    and band(N, D) give the loss and its bootstrap band. min_train: the
     fewest training runs accepted (default 6: more points than the 5 parameters of the Chinchilla
     law). band_fn(fit, N, D) -> (lo, hi) overrides the interval lookup. flag_names maps
     "holdout_above" / "holdout_frac" to the names used in errors (e.g. the CLI's flags).
@@ -274,7 +226,7 @@ def extrapolation_check(
         }
     )[held]
 
-    band = (band_fn or _default_band)(fit, N[held], D[held])
+    band = band_fn(fit, N[held], D[held]) if band_fn else fit.band(N[held], D[held])
     if band is not None:
         lo_b, hi_b = (np.asarray(b, float) for b in band)
         if not np.isfinite(lo_b).any():

@@ -15,8 +15,6 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
-from analysis.isoflop import IsoFLOPFit
-
 DPI = 120
 ALLOCATION_COLS = ("C", "n_opt", "n_lo", "n_hi", "d_opt", "d_lo", "d_hi")
 
@@ -32,10 +30,11 @@ def _log_norm(values) -> LogNorm:
     return LogNorm(values.min(), max(values.max(), values.min() * 1.01))
 
 
-def plot_isoflop(fit: IsoFLOPFit, points: pd.DataFrame, path=None) -> Figure:
+def plot_isoflop(fit, points: pd.DataFrame, path=None) -> Figure:
     """Per budget: loss vs N points, the fitted curve, and the minimum with its bootstrap interval.
 
-    `points` is the table passed to fit_isoflop (fit.n_col, fit.c_col, fit.loss_col). Budgets
+    `points` is the table passed to fit_isoflop (fit.n_col, fit.loss_col; its rows' budgets are
+    fit.point_budgets). Budgets
     excluded from the exponent fit (minimum at the edge / unstable) are drawn with hollow markers
     and no minimum.
     """
@@ -46,7 +45,7 @@ def plot_isoflop(fit: IsoFLOPFit, points: pd.DataFrame, path=None) -> Figure:
     cmap = colormaps["plasma"]
     for _, row in budgets.iterrows():
         C, color = row["C"], cmap(0.85 * norm(row["C"]))
-        g = points[points[fit.c_col] == C]
+        g = points[fit.point_budgets.reindex(points.index) == C]
         face = color if row["used"] else "none"
         ax.scatter(g[fit.n_col], g[fit.loss_col], s=14, facecolors=face, edgecolors=color)
         n = np.geomspace(row["n_min"], row["n_max"], 200)

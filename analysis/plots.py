@@ -11,7 +11,7 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
-from analysis.powerlaw import FitSkipped, PowerLawFit
+from analysis.fits.powerlaw import FitSkipped, PowerLawFit
 
 DPI = 120
 

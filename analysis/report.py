@@ -13,23 +13,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.chinchilla import fit_chinchilla
 from analysis.emergence import Settings
 from analysis.emergence_report import write_emergence
-from analysis.envelope import fit_envelope
-from analysis.fit_plots import plot_allocation
-from analysis.isoflop import fit_isoflop
+from analysis.fit_plots import plot_allocation, plot_isoflop
+from analysis.fits.base import FitRequest
+from analysis.fits.bootstrap import Bootstrap
+from analysis.fits.columns import CONVENTIONS, Columns
+from analysis.fits.powerlaw import PowerLawFit, fit_loss_vs_flops, fit_loss_vs_params
+from analysis.fits.registry import get_form
+from analysis.fits.selection import final_rows
 from analysis.plots import plot_loss_vs_flops
-from analysis.powerlaw import (
-    CONVENTIONS,
-    PowerLawFit,
-    final_runs,
-    fit_loss_vs_flops,
-    fit_loss_vs_params,
-    json_safe,
-)
 from analysis.scores import from_project, resolve_baselines
-from analysis.tables import fmt, fmt_ci, latex_table, markdown_table
+from analysis.tables import fmt, fmt_ci, json_safe, latex_table, markdown_table
 from scaling.config import ConfigError
 
 FLOPS_COLS = ("flops_6n", "flops_detailed")
@@ -134,6 +129,13 @@ def _report_markdown(sweep: str, runs: pd.DataFrame, fits: dict, emergence: dict
         for name, f in (("approach 1 (envelope)", fits["envelope"]),
                         ("approach 2 (IsoFLOP)", fits["isoflop"]))
     )  # fmt: skip
+    iso = fits["isoflop"]
+    if iso["status"] == "ok":
+        others += (
+            f"\n\nIsoFLOP profiles with their fitted minima ({iso['n_budgets_used']} of "
+            f"{iso['n_budgets']} budgets used; {iso['budget_grouping']}):\n\n"
+            "![isoflop](isoflop.png)"
+        )
     counts = "; ".join(
         f"{fam}: " + ", ".join(f"{k} {v}" for k, v in sorted(c.items()))
         for fam, c in emergence["counts"].items()
@@ -167,7 +169,7 @@ log L (delta {fmt(ch.get("settings", {}).get("delta"))}) from the 4,500-start gr
 
 ![allocation](allocation.png)
 
-Other estimates of the allocation exponent:
+N_opt(C) of approaches 3, 1 and 2 side by side in allocation.png; their exponents:
 
 {others}
 
@@ -206,7 +208,7 @@ def write_report(
         raise ValueError(f"flops_col must be one of {FLOPS_COLS}, got {flops_col!r}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    runs = final_runs(results)
+    runs = final_rows(results)
     boot = {"n_boot": n_boot, "seed": seed, "ci": ci}
 
     frontier, c_fit = fit_loss_vs_flops(curves, flops_col, N_FRONTIER_BINS, **boot)
@@ -219,16 +221,17 @@ def write_report(
         + [(f"loss_vs_params@tokens={t}", f) for t, f in n_fits.items()]
         if not isinstance(f, PowerLawFit)
     ]
-    cols = {"n_col": "params_non_embedding", "loss_col": "loss", **boot}
+    cols = Columns(n="params_non_embedding", loss="loss", c=flops_col, d="tokens", run="run_id")
+    request = FitRequest(cols, {}, Bootstrap(**boot))
+    tables = {"chinchilla": runs, "envelope": curves, "isoflop": runs}
     allocation_fits = {
-        "chinchilla": _attempt(
-            "chinchilla", lambda: fit_chinchilla(runs, d_col="tokens", **cols), skipped
-        ),
-        "envelope": _attempt(
-            "envelope", lambda: fit_envelope(curves, c_col=flops_col, **cols), skipped
-        ),
-        "isoflop": _attempt("isoflop", lambda: fit_isoflop(runs, c_col=flops_col, **cols), skipped),
+        name: _attempt(name, lambda name=name, t=t: get_form(name).fit(t, request), skipped)
+        for name, t in tables.items()
     }
+    drawn = []
+    if allocation_fits["isoflop"] is not None:  # the profiles and their minima (approach 2)
+        plot_isoflop(allocation_fits["isoflop"], runs, path=out / "isoflop.png")
+        drawn.append("isoflop.png")
     reasons = {s["fit"]: s["reason"] for s in skipped}
     fit_dicts = {
         name: fit.to_dict() if fit else {"status": "skipped", "reason": reasons[name]}
@@ -274,7 +277,7 @@ def write_report(
     (out / "report.md").write_text(_report_markdown(sweep, runs, fits, emergence))
     return {
         "out_dir": str(out),
-        "files": [str(out / f) for f in FILES],
+        "files": [str(out / f) for f in (*FILES, *drawn)],
         "n_runs": len(runs),
         "alpha": (c_fit.alpha, *c_fit.alpha_ci) if isinstance(c_fit, PowerLawFit) else None,
         "chinchilla": {k: fit_dicts["chinchilla"].get(k) for k in ESTIMATES},

@@ -10,7 +10,9 @@ import math
 import numbers
 from collections.abc import Sequence
 
-__all__ = ["TeX", "fmt", "fmt_ci", "latex_table", "markdown_table", "tex_escape"]
+import numpy as np
+
+__all__ = ["TeX", "fmt", "fmt_ci", "json_safe", "latex_table", "markdown_table", "tex_escape"]
 
 MISSING = "–"
 # One character at a time, so that no escape is escaped again.
@@ -106,3 +108,18 @@ def latex_table(
 
 def _tex_row(cells) -> str:
     return " & ".join(map(tex_escape, cells)) + " \\\\"
+
+
+def json_safe(v):
+    """NaN/inf -> None so that fits.json is strict JSON; numpy scalars -> Python numbers."""
+    if isinstance(v, dict):
+        return {k: json_safe(x) for k, x in v.items()}
+    if isinstance(v, (tuple, list)):
+        return [json_safe(x) for x in v]
+    if isinstance(v, np.ndarray):
+        return json_safe(v.tolist())
+    if isinstance(v, (float, np.floating)):
+        return float(v) if np.isfinite(v) else None
+    if isinstance(v, np.integer):
+        return int(v)
+    return v

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import minimize
 
-from analysis import chinchilla
+from analysis.fits import chinchilla, chinchilla_search
 
 DATA = Path(__file__).resolve().parents[2] / "shared/data/chinchilla_epoch/svg_extracted_data.csv"
 
@@ -32,14 +32,14 @@ def epoch_arrays():
     return N, df["Training FLOP"].to_numpy(float) / (6 * N), df["loss"].to_numpy(float)
 
 
-def scipy_fit(N, D, loss, starts, delta=chinchilla.DELTA):
+def scipy_fit(N, D, loss, starts, delta=chinchilla_search.DELTA):
     """One scipy L-BFGS-B run per start on the same objective (numpy, analytic gradient)."""
     data = tuple(np.log(v)[None] for v in (N, D, loss))
     ones = np.ones((1, len(loss)))
 
     def fg(theta):
         with np.errstate(all="ignore"):  # overflow -> inf, which the line search rejects
-            f, g = chinchilla._objective(theta[None], ones, *data, delta, xp=np)
+            f, g = chinchilla_search.objective(theta[None], ones, *data, delta, xp=np)
         return float(f[0]), g[0]
 
     opts = {"gtol": 1e-12, "ftol": 1e-15, "maxiter": 10000}
@@ -79,7 +79,7 @@ def main() -> None:
     print("  SE " + "  ".join(f"{k} {d[k + '_se']:.4g}" for k in ("E", "alpha", "beta", "a")))
 
     rng = np.random.default_rng(0)
-    starts = chinchilla.start_grid()
+    starts = chinchilla_search.start_grid()
     subset = rng.choice(len(starts), min(args.scipy_starts, len(starts)), replace=False)
     t0 = time.perf_counter()
     runs = scipy_fit(N, D, loss, starts[subset])

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.chinchilla import fit_chinchilla, fit_chinchilla_arrays, optimal_allocation
+from analysis.fits.chinchilla import fit_chinchilla, fit_chinchilla_arrays, optimal_allocation
 from scaling.config import ConfigError
 
 EPOCH = Path(__file__).resolve().parents[2] / "shared/data/chinchilla_epoch/svg_extracted_data.csv"

@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.envelope import fit_envelope
-from analysis.powerlaw import compute_frontier
+from analysis.fits.envelope import fit_envelope
+from analysis.fits.powerlaw import compute_frontier
 from scaling.config import ConfigError
 
 # Chinchilla's fitted law (Hoffmann et al. 2022, eq. 10); N_opt ∝ C^(beta / (alpha + beta)).
@@ -40,7 +40,7 @@ def curves(rng, sizes=SIZES, noise=0.0):
 
 def test_recovers_allocation_exponent_and_matches_compute_frontier():
     c = curves(np.random.default_rng(0))
-    fit = fit_envelope(c, n_boot=200)
+    fit = fit_envelope(c, c_col="flops_6n", n_boot=200)
     # Discrete model sizes (5 per decade) quantise N_opt; the fit still lands near the truth.
     assert abs(fit.a - A_TRUE) < 0.015
     assert fit.b == pytest.approx(1 - fit.a)  # D = C / (6 N)
@@ -54,17 +54,17 @@ def test_recovers_allocation_exponent_and_matches_compute_frontier():
     edge = env["params_non_embedding"].isin([SIZES.min(), SIZES.max()])
     assert edge.any() and (env["edge"] == edge).all() and (env["used"] == ~edge).all()
     assert fit.n_edge_points == edge.sum() and fit.n_points == (~edge).sum()
-    kept = fit_envelope(c, n_boot=0, exclude_edge_models=False)
+    kept = fit_envelope(c, c_col="flops_6n", n_boot=0, exclude_edge_models=False)
     assert kept.n_points == fit.n_envelope and kept.a != fit.a
 
 
 def test_noisy_curves_tokens_column_and_resampling():
     c = curves(np.random.default_rng(1), noise=0.01)
-    by_runs = fit_envelope(c, d_col="tokens", n_boot=300)
+    by_runs = fit_envelope(c, c_col="flops_6n", d_col="tokens", n_boot=300)
     assert abs(by_runs.a - A_TRUE) < 0.03
     assert by_runs.b == pytest.approx(1 - by_runs.a, abs=1e-9)  # tokens = C / (6 N) here
     assert "'tokens'" in by_runs.d_convention
-    by_points = fit_envelope(c, resample="points", n_boot=300)
+    by_points = fit_envelope(c, c_col="flops_6n", resample="points", n_boot=300)
     assert by_points.a == by_runs.a and by_points.a_ci != by_runs.a_ci
     for f in (by_runs, by_points):
         assert f.a_ci[0] < f.a < f.a_ci[1] and f.n_boot_failed < 30
@@ -74,8 +74,8 @@ def test_noisy_curves_tokens_column_and_resampling():
 
 def test_deterministic_and_strict_json():
     c = curves(np.random.default_rng(2), noise=0.01)
-    d = fit_envelope(c, n_boot=100, seed=3).to_dict()
-    assert d == fit_envelope(c, n_boot=100, seed=3).to_dict()
+    d = fit_envelope(c, c_col="flops_6n", n_boot=100, seed=3).to_dict()
+    assert d == fit_envelope(c, c_col="flops_6n", n_boot=100, seed=3).to_dict()
     json.dumps(d, allow_nan=False)
     assert d["status"] == "ok" and d["resample"] == "runs" and "whole runs" in d["resampled"]
     assert d["n_runs"] == 16 and d["n_sizes"] == 16 and len(d["envelope"]) == d["n_envelope"]
@@ -87,7 +87,7 @@ def test_bad_input_gives_one_line_errors():
 
     def bad(df, **kw):
         with pytest.raises(ConfigError) as e:
-            fit_envelope(df, n_boot=5, **kw)
+            fit_envelope(df, **{"c_col": "flops_6n", "n_boot": 5, **kw})
         assert "\n" not in str(e.value)
         return str(e.value)
 
@@ -107,7 +107,7 @@ def test_bad_input_gives_one_line_errors():
 
 def test_plot_envelope(tmp_path):
     from analysis.fit_plots import plot_envelope
-    from analysis.kaplan import fit_kaplan_compute
+    from analysis.fits.kaplan import fit_kaplan_compute
 
     c = curves(np.random.default_rng(4), noise=0.01)
     frontier, law = fit_kaplan_compute(c, "flops_6n", irreducible=True, n_boot=50)

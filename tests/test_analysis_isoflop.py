@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.isoflop import allocation_table, fit_isoflop
+from analysis.fits.allocation import allocation_table
+from analysis.fits.isoflop import fit_isoflop
 from scaling.config import ConfigError
 
 PORIAN = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "porian2024"

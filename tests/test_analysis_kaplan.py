@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.kaplan import fit_kaplan_compute, fit_kaplan_d, fit_kaplan_n, fit_kaplan_nd
+from analysis.fits.kaplan import fit_kaplan_compute, fit_kaplan_d, fit_kaplan_n, fit_kaplan_nd
 from scaling.config import ConfigError
 
 # Kaplan et al. 2020's published values (eq. 1.1, 1.2 and Table 2 for eq. 1.5).

@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.powerlaw import (
+from analysis.fits.powerlaw import (
     FitError,
     FitSkipped,
     PowerLawFit,

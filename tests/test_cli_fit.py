@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from analysis.fits.outputs import fit_latex, fit_markdown
 from experiments import cli_fit
 from scaling.config import ConfigError
 
@@ -243,7 +244,6 @@ def test_help_lists_the_flags(capsys):
 
 
 def test_chinchilla_on_epoch_data(tmp_path, capsys):
-    pytest.importorskip("analysis.chinchilla")
     if not EPOCH.exists():
         pytest.skip(f"reference data not found at {EPOCH}")
     out = tmp_path / "ch"
@@ -267,10 +267,10 @@ def test_chinchilla_on_epoch_data(tmp_path, capsys):
 
 def test_fit_tables_render_missing_values_and_tex_names():
     rows = [("set_1", "", "alpha", 0.3, None, float("nan")), ("set_1", "", "E", 1.5, 1.4, 1.6)]
-    tex = cli_fit._latex(rows, "chinchilla", 0.95)
+    tex = fit_latex(rows, "chinchilla", 0.95)
     assert r"set\_1 & $\alpha$ & 0.3 & [--, --] \\" in tex and r"set\_1 & E & 1.5" in tex
     assert r"Group & Parameter & Estimate & 95\% interval \\" in tex
     assert "\\toprule" in tex and "\\midrule" in tex and "\\bottomrule" in tex
-    md = cli_fit._markdown(rows, "chinchilla", 0.95, "meta", [])
+    md = fit_markdown(rows, "chinchilla", 0.95, "meta", [])
     assert md.startswith("# chinchilla fit\n\nmeta\n\n| group | parameter | estimate |")
     assert "| set_1 | alpha | 0.3 | [–, –] |" in md

@@ -32,137 +32,32 @@ log-coefficients are never reported under those names.
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass, field
 
-import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from analysis import lbfgs
+from analysis.fits.base import Estimate
+from analysis.fits.bootstrap import percentile_band, resample_counts
+from analysis.fits.chinchilla_search import (
+    AT_OPTIMUM_RTOL,
+    DELTA,
+    N_PARAMS,
+    POLISH,
+    SCREEN,
+    best_with_polish,
+    candidates,
+    diagnostics,
+    minimize,
+    start_grid,
+)
 from analysis.inputs import (
     ConfigError,
     require_columns,
     require_min_rows,
     require_positive_finite,
 )
-from analysis.powerlaw import json_safe
-
-# Start grid of Besiroglu et al. 2024 (and Hoffmann et al. 2022 App. D.2), in (a, b, e, alpha,
-# beta) order: a = log A, b = log B, e = log E.
-GRID = {
-    "a": np.arange(0.0, 30.0, 5.0),
-    "b": np.arange(0.0, 30.0, 5.0),
-    "e": np.arange(-1.0, 1.5, 0.5),
-    "alpha": np.arange(0.0, 2.5, 0.5),
-    "beta": np.arange(0.0, 2.5, 0.5),
-}
-PARAMS = tuple(GRID)
-N_PARAMS = len(PARAMS)
-DELTA = 1e-3  # Huber delta on log loss: Hoffmann et al. 2022, App. D.2
-
-# Optimiser settings. float32 pass: no gradient floor it could reach (1e-12), stop when an
-# accepted step no longer lowers f at all (ftol 0), i.e. at working precision. float64 polish:
-# the tolerances under which scipy's L-BFGS-B reproduces Epoch's figures.
-SCREEN = dict(gtol=1e-12, ftol=0.0, max_iter=500, dtype=np.float32)
-POLISH = dict(gtol=1e-12, ftol=1e-15, max_iter=2000, dtype=np.float64)
-# Float64 polish of the full-data fit (see _candidates).
-POLISH_WITHIN, POLISH_MAX = 2.0, 2048
-AT_OPTIMUM_RTOL = 1e-3  # a start "reaches the optimum" within 0.1% of its objective
-
-# Diagnostics. E below 1% of the smallest loss means the irreducible term has vanished, a
-# degenerate optimum that Besiroglu et al. found many starts fall into. Exponents outside
-# [0.01, 3] are far outside anything measured for language models (0.05-0.8).
-E_FLOOR_FRACTION = 0.01
-EXPONENT_RANGE = (0.01, 3.0)
-# A runner-up optimum whose objective is within 1% of the best but whose exponents differ by
-# more than 0.05 (or A or B by more than 25%, or E by 1% of the smallest loss) makes the fit
-# ambiguous.
-RUNNER_UP_RTOL = 0.01
-FAR_EXPONENT = 0.05
-FAR_LOG_COEF = np.log(1.25)
-
-
-def start_grid(grid: dict | None = None) -> np.ndarray:
-    """The Cartesian product of the grid's values, (n_starts, 5) in PARAMS order."""
-    g = {**GRID, **(grid or {})}
-    unknown = set(g) - set(PARAMS)
-    if unknown:
-        raise ConfigError(
-            f"grid.{sorted(unknown)[0]}", "not a parameter", f"use {', '.join(PARAMS)}"
-        )
-    return np.array(list(itertools.product(*(np.asarray(g[p], float) for p in PARAMS))))
-
-
-def _objective(theta, w, log_n, log_d, log_l, delta, xp=jnp):
-    """Weighted Huber objective and its gradient for lanes theta (L, 5); w (L, points).
-
-    In linear space: L_pred = E + A N^-alpha + B D^-beta (two exponentials per point instead
-    of the three of a max-shifted logsumexp). An overflow gives f = inf, which the line search
-    rejects. `xp` is the array module: jax.numpy here, numpy for the scipy peer in bench/fit.py.
-    """
-    a, b, e, alpha, beta = (theta[:, i : i + 1] for i in range(N_PARAMS))
-    t_n = xp.exp(a - alpha * log_n)
-    t_d = xp.exp(b - beta * log_d)
-    t_e = xp.exp(e)
-    total = t_e + t_n + t_d
-    r = log_l - xp.log(total)
-    abs_r = xp.abs(r)
-    huber = xp.where(abs_r < delta, 0.5 * r * r, delta * (abs_r - 0.5 * delta))
-    f = xp.sum(w * huber, axis=1)
-    psi = -w * xp.clip(r, -delta, delta) / total  # d f / d log L_pred, over L_pred
-    g_n, g_d = psi * t_n, psi * t_d
-    grad = xp.stack(
-        [
-            g_n.sum(1),
-            g_d.sum(1),
-            t_e[:, 0] * psi.sum(1),
-            -(g_n * log_n).sum(1),
-            -(g_d * log_d).sum(1),
-        ],
-        axis=1,
-    )
-    return f, grad
-
-
-def _minimize(starts, weights, data, settings) -> lbfgs.Result:
-    return lbfgs.minimize(_objective, starts, data, (weights,), **settings)
-
-
-def _best_with_polish(
-    starts: np.ndarray, weights: np.ndarray, data: tuple, group: np.ndarray
-) -> np.ndarray:
-    """Per group (one resample each), the float64-polished best float32 end point."""
-    screen = _minimize(starts, weights, data, SCREEN)
-    f = np.where(np.isfinite(screen.f), screen.f, np.inf)
-    order = np.lexsort((f, group))
-    first = order[np.r_[True, group[order][1:] != group[order][:-1]]]
-    polish = _minimize(screen.x[first], weights[first], data, POLISH)
-    return np.where(np.isfinite(polish.f)[:, None], polish.x, np.nan)
-
-
-def _is_far(p: np.ndarray, q: np.ndarray, loss_scale: float) -> np.ndarray:
-    """Whether optima p and q (..., 5), broadcast, are distinct: FAR_EXPONENT apart in an
-    exponent, FAR_LOG_COEF apart in log A or log B, or E differing by more than
-    E_FLOOR_FRACTION x loss_scale (E is compared in loss units: log E is arbitrary as E -> 0)."""
-    diff = np.abs(np.asarray(p) - np.asarray(q))
-    e_diff = np.abs(np.exp(np.asarray(p)[..., 2]) - np.exp(np.asarray(q)[..., 2]))
-    return (
-        np.any(diff[..., 3:] > FAR_EXPONENT, -1)
-        | np.any(diff[..., :2] > FAR_LOG_COEF, -1)
-        | (e_diff > E_FLOOR_FRACTION * loss_scale)
-    )
-
-
-def _candidates(f: np.ndarray) -> np.ndarray:
-    """Lanes to polish in float64: every float32 end point within POLISH_WITHIN of the best
-    objective, at most POLISH_MAX of them.
-
-    Float32 end points in the valley of the optimum lie spread along it, up to ~20% above the
-    optimum's objective (the valley is flat to float32 precision), and polish to the optimum;
-    a runner-up optimum close enough to matter (RUNNER_UP_RTOL) is among them too."""
-    order = np.argsort(f)
-    return order[f[order] <= POLISH_WITHIN * f[order[0]]][:POLISH_MAX]
+from analysis.tables import json_safe
 
 
 def allocation_exponents(theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -181,6 +76,9 @@ def optimal_allocation(theta: np.ndarray, C) -> dict[str, np.ndarray]:
     log_d = log_c6 - log_n
     loss = np.exp(e) + np.exp(a - alpha * log_n) + np.exp(b - beta * log_d)
     return {"n_opt": np.exp(log_n), "d_opt": np.exp(log_d), "l_opt": loss}
+
+
+ESTIMATED = ("E", "A", "B", "alpha", "beta", "a", "b")
 
 
 @dataclass
@@ -228,13 +126,20 @@ class ChinchillaFit:
             "b": b_exp,
         }
 
-    def _interval(self, v: np.ndarray, axis=0):
-        if len(self.boot) < 2:
-            nan = np.full(np.shape(v)[1:], np.nan)
-            return nan, nan
-        q = 50 * (1 - self.ci)
-        lo, hi = np.percentile(v, [q, 100 - q], axis=axis)
-        return lo, hi
+    def _interval(self, v: np.ndarray):
+        return percentile_band(v, self.ci)
+
+    def band(self, N, D) -> tuple[np.ndarray, np.ndarray]:
+        """Pointwise bootstrap percentile band of L(N, D) from the resampled optima."""
+        a, b, e, alpha, beta = (self.boot[:, i, None] for i in range(N_PARAMS))
+        log_n, log_d = np.log(np.asarray(N, float))[None], np.log(np.asarray(D, float))[None]
+        with np.errstate(all="ignore"):
+            curves = np.exp(e) + np.exp(a - alpha * log_n) + np.exp(b - beta * log_d)
+        return percentile_band(curves, self.ci)
+
+    def estimates(self) -> dict[str, Estimate]:
+        boot = self._boot_values()
+        return {k: Estimate(getattr(self, k), *self._interval(boot[k])) for k in ESTIMATED}
 
     def allocation(self, C=None) -> pd.DataFrame:
         """N_opt, D_opt, L_opt (C = 6 N D) at budgets C, with bootstrap percentile intervals."""
@@ -248,11 +153,9 @@ class ChinchillaFit:
         return pd.DataFrame(table)
 
     def to_dict(self) -> dict:
-        estimates = {k: getattr(self, k) for k in ("E", "A", "B", "alpha", "beta", "a", "b")}
         boot = self._boot_values()
         out = {"status": "ok", "law": "L(N, D) = E + A / N^alpha + B / D^beta"}
-        for k, v in estimates.items():
-            lo, hi = self._interval(boot[k])
+        for k, (v, lo, hi, _) in self.estimates().items():
             se = np.std(boot[k], ddof=1) if len(self.boot) > 1 else np.nan
             out |= {k: v, f"{k}_ci": [lo, hi], f"{k}_se": se}
         alloc = self.allocation()
@@ -297,38 +200,6 @@ def _check_inputs(n, d, loss, n_col, d_name, where) -> None:
             )
 
 
-def _diagnostics(theta, objective, polished, f_polished, min_loss, boot_failed, n_boot):
-    """Warnings about a degenerate optimum, and the runner-up optimum if one is close."""
-    warnings = []
-    irreducible = np.exp(theta[2])
-    if irreducible < E_FLOOR_FRACTION * min_loss:
-        warnings.append(
-            f"E = {irreducible:.3g} < {E_FLOOR_FRACTION:g} x min loss: the irreducible term "
-            "vanished (degenerate optimum)"
-        )
-    lo, hi = EXPONENT_RANGE
-    for name, v in (("alpha", theta[3]), ("beta", theta[4])):
-        if not lo <= v <= hi:
-            warnings.append(f"{name} = {v:.3g} outside [{lo:g}, {hi:g}]: exponent at a bound")
-    far = [i for i in np.argsort(f_polished) if _is_far(theta, polished[i], min_loss)]
-    runner_up = None
-    if far:
-        i = far[0]
-        gap = (f_polished[i] - objective) / objective
-        runner_up = {
-            "objective_rel_gap": gap,
-            **{k: v for k, v in zip(PARAMS, polished[i], strict=True)},
-        }
-        if gap < RUNNER_UP_RTOL:
-            warnings.append(
-                f"a distinct optimum (alpha {polished[i][3]:.3g}, beta {polished[i][4]:.3g}) "
-                f"is within {100 * gap:.2g}% of the best objective: the fit is ambiguous"
-            )
-    if n_boot and boot_failed > 0.05 * n_boot:
-        warnings.append(f"{boot_failed}/{n_boot} bootstrap resamples failed to converge")
-    return {"warnings": warnings, "runner_up": runner_up, "boot_failed": boot_failed}
-
-
 def fit_chinchilla_arrays(
     N,
     D,
@@ -351,10 +222,10 @@ def fit_chinchilla_arrays(
 
     # Full data: every start, then the best POLISH_TOP end points polished in float64.
     ones = np.ones((len(starts), n))
-    screen = _minimize(starts, ones, data, SCREEN)
+    screen = minimize(starts, ones, data, SCREEN)
     f_screen = np.where(np.isfinite(screen.f), screen.f, np.inf)
-    top = _candidates(f_screen)
-    polish = _minimize(screen.x[top], ones[top], data, POLISH)
+    top = candidates(f_screen)
+    polish = minimize(screen.x[top], ones[top], data, POLISH)
     f_polished = np.where(np.isfinite(polish.f), polish.f, np.inf)
     best = int(np.argmin(f_polished))
     theta, objective = polish.x[best], float(f_polished[best])
@@ -364,14 +235,14 @@ def fit_chinchilla_arrays(
     rng = np.random.default_rng(seed)
     boot = np.empty((0, N_PARAMS))
     if n_boot:
-        counts = rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(float)
+        counts = resample_counts(rng, n, n_boot)
         k = min(boot_starts - 1, len(starts))
         picks = np.stack([rng.choice(len(starts), k, replace=False) for _ in range(n_boot)])
         lane_starts = np.concatenate(
             [np.broadcast_to(theta, (n_boot, 1, N_PARAMS)), starts[picks]], axis=1
         ).reshape(-1, N_PARAMS)
         group = np.repeat(np.arange(n_boot), k + 1)
-        boot = _best_with_polish(lane_starts, counts[group], data, group)
+        boot = best_with_polish(lane_starts, counts[group], data, group)
         boot = boot[np.all(np.isfinite(boot), axis=1)]
 
     if budgets is None:  # a decade beyond the data at either end, one point per decade
@@ -390,7 +261,7 @@ def fit_chinchilla_arrays(
         seed=seed,
         columns=columns or {},
         budgets=np.asarray(budgets, float),
-        diagnostics=_diagnostics(
+        diagnostics=diagnostics(
             theta, objective, polish.x, f_polished, loss.min(), n_boot - len(boot), n_boot
         ),
         boot=boot,

@@ -36,9 +36,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from analysis.fits.allocation import AllocationLaw, allocation_fields
+from analysis.fits.bootstrap import resample_groups, resample_indices
+from analysis.fits.columns import CONVENTIONS
+from analysis.fits.ols import ols
 from analysis.inputs import ConfigError, require_columns, require_min_rows, require_positive_finite
-from analysis.isoflop import AllocationLaw, coefficient
-from analysis.powerlaw import CONVENTIONS, json_safe, percentile_interval
+from analysis.tables import json_safe
 
 RESAMPLES = ("runs", "points")
 RESAMPLED = {
@@ -93,21 +96,11 @@ def _envelope_rows(bins, loss, order, selected):
     return best[lb < prev]
 
 
-def _ols(x, y):
-    xm, ym = x.mean(), y.mean()
-    sxx = np.sum((x - xm) ** 2)
-    slope = np.sum((x - xm) * (y - ym)) / sxx if sxx > 0 else np.nan
-    icpt = ym - slope * xm
-    ss = np.sum((y - ym) ** 2)
-    r2 = 1 - np.sum((y - icpt - slope * x) ** 2) / ss if ss > 0 else np.nan
-    return slope, icpt, r2
-
-
 def fit_envelope(
     curves: pd.DataFrame,
     *,
     n_col: str = "params_non_embedding",
-    c_col: str = "flops_6n",
+    c_col: str = "flops_detailed",
     loss_col: str = "loss",
     group_col: str = "run_id",
     d_col: str | None = None,
@@ -152,15 +145,16 @@ def fit_envelope(
     run_codes, runs = pd.factorize(pts[group_col])
 
     def fit_rows(rows, sizes):
-        """(a, icpt, b, icpt_d, r2_n, r2_d, edge mask) on envelope rows; sizes = available N."""
+        """(a, icpt_n, b, icpt_d) on envelope rows, and their edge mask; sizes = available N."""
         edge = (N[rows] == sizes.min()) | (N[rows] == sizes.max())
         use = rows[~edge] if exclude_edge_models else rows
         if len(use) < 3 or len(np.unique(N[use])) < 2:
             return None, edge
-        x = logc[use] - np.log(c_ref)
-        a, ia, r2n = _ols(x, np.log(N[use]))
-        b, ib, r2d = _ols(x, logd[use])
-        return (a, ia, b, ib, r2n, r2d), edge
+        return lines(use), edge
+
+    def lines(rows):
+        x = logc[rows] - np.log(c_ref)
+        return (*ols(x, np.log(N[rows])), *ols(x, logd[rows]))
 
     env = _envelope_rows(bins, loss, order, np.ones(len(pts), bool))
     edge0 = (N[env] == N.min()) | (N[env] == N.max())
@@ -174,31 +168,23 @@ def fit_envelope(
             "largest model: too few (needs >= 3 from >= 2 sizes) to fit N_opt ∝ C^a",
             "train more model sizes, or pass exclude_edge_models=False",
         )
-
-    rng = np.random.default_rng(seed)
-    boot = []
-    for _ in range(n_boot):
-        if resample == "runs":
-            chosen = np.unique(rng.integers(0, len(runs), len(runs)))
-            selected = np.isin(run_codes, chosen)
-            rows = _envelope_rows(bins, loss, order, selected)
-            r, _ = fit_rows(rows, N[selected])
-        else:
-            used = env[~edge] if exclude_edge_models else env
-            rows = used[rng.integers(0, len(used), len(used))]
-            r = None
-            if len(np.unique(N[rows])) >= 2:
-                x = logc[rows] - np.log(c_ref)
-                r = (*_ols(x, np.log(N[rows]))[:2], *_ols(x, logd[rows])[:2])
-        if r is not None and np.all(np.isfinite(r[:4])):
-            boot.append(r[:4])
-    boot = np.array(boot, float).reshape(-1, 4)
-    a, ia, b, ib, r2n, r2d = est
-
-    interval = lambda v: percentile_interval(v, ci)
-    coef = lambda slope, icpt: coefficient(slope, icpt, c_ref)
-
     used = ~edge if exclude_edge_models else np.ones(len(env), bool)
+    rng = np.random.default_rng(seed)
+    if resample == "runs":  # whole training curves: rebuild the envelope from the drawn runs
+        boot = []
+        for chosen in resample_groups(rng, len(runs), n_boot):
+            selected = np.isin(run_codes, chosen)
+            boot.append(fit_rows(_envelope_rows(bins, loss, order, selected), N[selected])[0])
+    else:
+        boot = [
+            lines(env[used][i]) if len(np.unique(N[env[used][i]])) >= 2 else None
+            for i in resample_indices(rng, int(used.sum()), n_boot)
+        ]
+    boot = np.array([r for r in boot if r is not None and np.all(np.isfinite(r))], float)
+    boot = boot.reshape(-1, 4)
+    fields = allocation_fields(
+        logc[env[used]] - np.log(c_ref), np.log(N[env[used]]), logd[env[used]], boot, c_ref, ci
+    )
     table = pd.DataFrame(
         {
             group_col: runs[run_codes[env]],
@@ -216,6 +202,7 @@ def fit_envelope(
         else f"D = C / (6 N) with C = {c_col!r}, N = {n_col!r} (Kaplan et al. 2020, sec. 2.1)"
     )
     return EnvelopeFit(
+        **fields,
         n_col=n_col,
         c_col=c_col,
         loss_col=loss_col,
@@ -229,16 +216,6 @@ def fit_envelope(
         n_edge_points=int(edge.sum()),
         n_points=int(used.sum()),
         exclude_edge_models=exclude_edge_models,
-        a=float(a),
-        a_ci=interval(boot[:, 0]),
-        n_coef=float(coef(a, ia)),
-        n_coef_ci=interval(coef(boot[:, 0], boot[:, 1])),
-        b=float(b),
-        b_ci=interval(boot[:, 2]),
-        d_coef=float(coef(b, ib)),
-        d_coef_ci=interval(coef(boot[:, 2], boot[:, 3])),
-        r2_n=float(r2n),
-        r2_d=float(r2d),
         n_bins=n_bins,
         resample=resample,
         resampled=RESAMPLED[resample],

@@ -10,7 +10,7 @@ One-variable laws, each pure (Kaplan's form) or with an irreducible term E (Heni
 - L(C_min) = (C_c / C_min)^alpha_C [+ E]   Kaplan eq. 1.3: the compute-efficient frontier, the
   lower envelope of the training curves over all runs (see powerlaw.compute_frontier). Kaplan
   et al. measure C_min = 6 N B_crit S_min after correcting for the critical batch size; here C is
-  whatever FLOP column is passed (default flops_6n, C = 6 N D; 1 PF-day = 8.64e19 FLOPs), so
+  whatever FLOP column is passed (default flops_detailed; 1 PF-day = 8.64e19 FLOPs), so
   C_c is in FLOPs.
 
 and the joint L(N, D) = [(N_c / N)^(alpha_N / alpha_D) + D_c / D]^alpha_D (Kaplan eq. 1.5 / 4.1).
@@ -35,16 +35,12 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import least_squares
 
+from analysis.fits.base import Estimate, estimates_of
+from analysis.fits.bootstrap import percentile_band, percentile_interval, resample_indices
+from analysis.fits.columns import CONVENTIONS
+from analysis.fits.powerlaw import FitError, PowerLawFit, compute_frontier, fit_power_law
 from analysis.inputs import ConfigError, require_columns, require_min_rows, require_positive_finite
-from analysis.powerlaw import (
-    CONVENTIONS,
-    FitError,
-    PowerLawFit,
-    compute_frontier,
-    fit_power_law,
-    json_safe,
-    percentile_interval,
-)
+from analysis.tables import json_safe
 
 RESAMPLED = "rows (points) resampled with replacement, law refitted"
 
@@ -80,6 +76,12 @@ class KaplanFit:
 
     def band(self, x):
         return self.fit.band(x)
+
+    def estimates(self) -> dict[str, Estimate]:
+        return estimates_of(self, ("alpha", "x_c", "E") if self.irreducible else ("alpha", "x_c"))
+
+    def allocation(self, C) -> None:
+        """A one-variable law gives no compute-optimal allocation."""
 
     def to_dict(self) -> dict:
         d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "fit"}
@@ -178,7 +180,7 @@ def fit_kaplan_d(df, d_col: str = "tokens", **kw) -> KaplanFit:
 
 def fit_kaplan_compute(
     curves: pd.DataFrame,
-    c_col: str = "flops_6n",
+    c_col: str = "flops_detailed",
     *,
     loss_col: str = "loss",
     n_bins: int = 20,
@@ -233,6 +235,13 @@ def _nd_solve(theta0, logn, logd, logy):
     return r.x, r.cost
 
 
+def _nd_loss(params, N, D):
+    """Kaplan eq. 1.5 at (N, D) for params (alpha_N, alpha_D, N_c, D_c) along axis 0."""
+    a_n, a_d, n_c, d_c = params
+    with np.errstate(all="ignore"):
+        return ((n_c / np.asarray(N, float)) ** (a_n / a_d) + d_c / np.asarray(D, float)) ** a_d
+
+
 @dataclass
 class KaplanNDFit:
     """L(N, D) = [(N_c/N)^(alpha_N/alpha_D) + D_c/D]^alpha_D (Kaplan et al. 2020, eq. 1.5)."""
@@ -262,8 +271,18 @@ class KaplanNDFit:
     boot: np.ndarray = field(repr=False, compare=False)
 
     def predict(self, N, D) -> np.ndarray:
+        return _nd_loss(np.array([self.alpha_N, self.alpha_D, self.N_c, self.D_c]), N, D)
+
+    def band(self, N, D) -> tuple[np.ndarray, np.ndarray]:
+        """Pointwise bootstrap percentile band of L(N, D) from the resampled parameters."""
         N, D = np.asarray(N, float), np.asarray(D, float)
-        return ((self.N_c / N) ** (self.alpha_N / self.alpha_D) + self.D_c / D) ** self.alpha_D
+        return percentile_band(_nd_loss(self.boot.T[:, :, None], N[None], D[None]), self.ci)
+
+    def estimates(self) -> dict[str, Estimate]:
+        return estimates_of(self, ("alpha_N", "alpha_D", "N_c", "D_c"))
+
+    def allocation(self, C) -> None:
+        """Kaplan's L(N, D) is not solved for a compute-optimal allocation here."""
 
     def to_dict(self) -> dict:
         d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "boot"}
@@ -314,7 +333,7 @@ def fit_kaplan_nd(
 
     rng = np.random.default_rng(seed)
     boot = []
-    for idx in rng.integers(0, len(N), size=(n_boot, len(N))):
+    for idx in resample_indices(rng, len(N), n_boot):
         if len(np.unique(N[idx])) < 2 or len(np.unique(D[idx])) < 2 or len(np.unique(idx)) < 5:
             continue
         s = _nd_solve(best, logn[idx], logd[idx], logy[idx])

@@ -1,0 +1,162 @@
+"""The search behind Chinchilla approach 3 (see analysis.fits.chinchilla): the start grid, the
+Huber objective in log loss with its gradient, the batched L-BFGS passes (float32 screen from
+every start, float64 polish of the best) and the diagnostics of the optimum found.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import jax.numpy as jnp
+import numpy as np
+
+from analysis import lbfgs
+from analysis.inputs import ConfigError
+
+# Start grid of Besiroglu et al. 2024 (and Hoffmann et al. 2022 App. D.2), in (a, b, e, alpha,
+# beta) order: a = log A, b = log B, e = log E.
+GRID = {
+    "a": np.arange(0.0, 30.0, 5.0),
+    "b": np.arange(0.0, 30.0, 5.0),
+    "e": np.arange(-1.0, 1.5, 0.5),
+    "alpha": np.arange(0.0, 2.5, 0.5),
+    "beta": np.arange(0.0, 2.5, 0.5),
+}
+PARAMS = tuple(GRID)
+N_PARAMS = len(PARAMS)
+DELTA = 1e-3  # Huber delta on log loss: Hoffmann et al. 2022, App. D.2
+
+# Optimiser settings. float32 pass: no gradient floor it could reach (1e-12), stop when an
+# accepted step no longer lowers f at all (ftol 0), i.e. at working precision. float64 polish:
+# the tolerances under which scipy's L-BFGS-B reproduces Epoch's figures.
+SCREEN = dict(gtol=1e-12, ftol=0.0, max_iter=500, dtype=np.float32)
+POLISH = dict(gtol=1e-12, ftol=1e-15, max_iter=2000, dtype=np.float64)
+# Float64 polish of the full-data fit (see candidates).
+POLISH_WITHIN, POLISH_MAX = 2.0, 2048
+AT_OPTIMUM_RTOL = 1e-3  # a start "reaches the optimum" within 0.1% of its objective
+
+# Diagnostics. E below 1% of the smallest loss means the irreducible term has vanished, a
+# degenerate optimum that Besiroglu et al. found many starts fall into. Exponents outside
+# [0.01, 3] are far outside anything measured for language models (0.05-0.8).
+E_FLOOR_FRACTION = 0.01
+EXPONENT_RANGE = (0.01, 3.0)
+# A runner-up optimum whose objective is within 1% of the best but whose exponents differ by
+# more than 0.05 (or A or B by more than 25%, or E by 1% of the smallest loss) makes the fit
+# ambiguous.
+RUNNER_UP_RTOL = 0.01
+FAR_EXPONENT = 0.05
+FAR_LOG_COEF = np.log(1.25)
+
+
+def start_grid(grid: dict | None = None) -> np.ndarray:
+    """The Cartesian product of the grid's values, (n_starts, 5) in PARAMS order."""
+    g = {**GRID, **(grid or {})}
+    unknown = set(g) - set(PARAMS)
+    if unknown:
+        raise ConfigError(
+            f"grid.{sorted(unknown)[0]}", "not a parameter", f"use {', '.join(PARAMS)}"
+        )
+    return np.array(list(itertools.product(*(np.asarray(g[p], float) for p in PARAMS))))
+
+
+def objective(theta, w, log_n, log_d, log_l, delta, xp=jnp):
+    """Weighted Huber objective and its gradient for lanes theta (L, 5); w (L, points).
+
+    In linear space: L_pred = E + A N^-alpha + B D^-beta (two exponentials per point instead
+    of the three of a max-shifted logsumexp). An overflow gives f = inf, which the line search
+    rejects. `xp` is the array module: jax.numpy here, numpy for the scipy peer in bench/fit.py.
+    """
+    a, b, e, alpha, beta = (theta[:, i : i + 1] for i in range(N_PARAMS))
+    t_n = xp.exp(a - alpha * log_n)
+    t_d = xp.exp(b - beta * log_d)
+    t_e = xp.exp(e)
+    total = t_e + t_n + t_d
+    r = log_l - xp.log(total)
+    abs_r = xp.abs(r)
+    huber = xp.where(abs_r < delta, 0.5 * r * r, delta * (abs_r - 0.5 * delta))
+    f = xp.sum(w * huber, axis=1)
+    psi = -w * xp.clip(r, -delta, delta) / total  # d f / d log L_pred, over L_pred
+    g_n, g_d = psi * t_n, psi * t_d
+    grad = xp.stack(
+        [
+            g_n.sum(1),
+            g_d.sum(1),
+            t_e[:, 0] * psi.sum(1),
+            -(g_n * log_n).sum(1),
+            -(g_d * log_d).sum(1),
+        ],
+        axis=1,
+    )
+    return f, grad
+
+
+def minimize(starts, weights, data, settings) -> lbfgs.Result:
+    return lbfgs.minimize(objective, starts, data, (weights,), **settings)
+
+
+def best_with_polish(
+    starts: np.ndarray, weights: np.ndarray, data: tuple, group: np.ndarray
+) -> np.ndarray:
+    """Per group (one resample each), the float64-polished best float32 end point."""
+    screen = minimize(starts, weights, data, SCREEN)
+    f = np.where(np.isfinite(screen.f), screen.f, np.inf)
+    order = np.lexsort((f, group))
+    first = order[np.r_[True, group[order][1:] != group[order][:-1]]]
+    polish = minimize(screen.x[first], weights[first], data, POLISH)
+    return np.where(np.isfinite(polish.f)[:, None], polish.x, np.nan)
+
+
+def _is_far(p: np.ndarray, q: np.ndarray, loss_scale: float) -> np.ndarray:
+    """Whether optima p and q (..., 5), broadcast, are distinct: FAR_EXPONENT apart in an
+    exponent, FAR_LOG_COEF apart in log A or log B, or E differing by more than
+    E_FLOOR_FRACTION x loss_scale (E is compared in loss units: log E is arbitrary as E -> 0)."""
+    diff = np.abs(np.asarray(p) - np.asarray(q))
+    e_diff = np.abs(np.exp(np.asarray(p)[..., 2]) - np.exp(np.asarray(q)[..., 2]))
+    return (
+        np.any(diff[..., 3:] > FAR_EXPONENT, -1)
+        | np.any(diff[..., :2] > FAR_LOG_COEF, -1)
+        | (e_diff > E_FLOOR_FRACTION * loss_scale)
+    )
+
+
+def candidates(f: np.ndarray) -> np.ndarray:
+    """Lanes to polish in float64: every float32 end point within POLISH_WITHIN of the best
+    objective, at most POLISH_MAX of them.
+
+    Float32 end points in the valley of the optimum lie spread along it, up to ~20% above the
+    optimum's objective (the valley is flat to float32 precision), and polish to the optimum;
+    a runner-up optimum close enough to matter (RUNNER_UP_RTOL) is among them too."""
+    order = np.argsort(f)
+    return order[f[order] <= POLISH_WITHIN * f[order[0]]][:POLISH_MAX]
+
+
+def diagnostics(theta, objective, polished, f_polished, min_loss, boot_failed, n_boot):
+    """Warnings about a degenerate optimum, and the runner-up optimum if one is close."""
+    warnings = []
+    irreducible = np.exp(theta[2])
+    if irreducible < E_FLOOR_FRACTION * min_loss:
+        warnings.append(
+            f"E = {irreducible:.3g} < {E_FLOOR_FRACTION:g} x min loss: the irreducible term "
+            "vanished (degenerate optimum)"
+        )
+    lo, hi = EXPONENT_RANGE
+    for name, v in (("alpha", theta[3]), ("beta", theta[4])):
+        if not lo <= v <= hi:
+            warnings.append(f"{name} = {v:.3g} outside [{lo:g}, {hi:g}]: exponent at a bound")
+    far = [i for i in np.argsort(f_polished) if _is_far(theta, polished[i], min_loss)]
+    runner_up = None
+    if far:
+        i = far[0]
+        gap = (f_polished[i] - objective) / objective
+        runner_up = {
+            "objective_rel_gap": gap,
+            **{k: v for k, v in zip(PARAMS, polished[i], strict=True)},
+        }
+        if gap < RUNNER_UP_RTOL:
+            warnings.append(
+                f"a distinct optimum (alpha {polished[i][3]:.3g}, beta {polished[i][4]:.3g}) "
+                f"is within {100 * gap:.2g}% of the best objective: the fit is ambiguous"
+            )
+    if n_boot and boot_failed > 0.05 * n_boot:
+        warnings.append(f"{boot_failed}/{n_boot} bootstrap resamples failed to converge")
+    return {"warnings": warnings, "runner_up": runner_up, "boot_failed": boot_failed}

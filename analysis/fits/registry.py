@@ -1,0 +1,230 @@
+"""The fit forms by name: what each needs (column roles, tables, parameters), how it fits, what
+it draws and which flags it adds to `scaling fit NAME`. A new form is one new module with its
+fit plus one FitForm entry in FORMS.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from analysis.fit_plots import (
+    plot_allocation,
+    plot_chinchilla_loss,
+    plot_envelope,
+    plot_isoflop,
+    plot_kaplan,
+)
+from analysis.fits.base import FitForm, FitRequest
+from analysis.fits.chinchilla import fit_chinchilla
+from analysis.fits.columns import BUDGET_COL
+from analysis.fits.envelope import fit_envelope
+from analysis.fits.isoflop import METHODS, RESAMPLES, fit_isoflop
+from analysis.fits.kaplan_laws import LAW_NAMES, LAW_PARAMS, LAW_ROLES, fit_kaplan_laws
+from analysis.fits.selection import DEFAULT_BUDGET_TOLERANCE
+from scaling.config import ConfigError
+
+NO_LOSS_LAW = "use chinchilla or kaplan, whose laws predict the loss"
+
+
+def budget_grid(C) -> np.ndarray:
+    """Budgets for allocation plots: [min C, 100 x max C], 40 log-spaced."""
+    C = np.asarray(C, float)
+    return np.geomspace(float(np.min(C)), 100.0 * float(np.max(C)), 40)
+
+
+def _fit_chinchilla(table, r: FitRequest):
+    d = r.columns.given("d")
+    return fit_chinchilla(
+        table, n_col=r.columns.n, d_col=d, c_col=None if d else r.columns.c,
+        loss_col=r.columns.loss, delta=r.options.get("delta", 1e-3),
+        budgets=r.options.get("budgets"), **r.boot.to_dict(),
+    )  # fmt: skip
+
+
+def _plot_chinchilla(fit, table, r: FitRequest, out):
+    alloc = fit.allocation(budget_grid(table[r.columns.c]))
+    paths = [out("allocation"), out("loss_vs_compute")]
+    plot_allocation({"chinchilla": alloc}, path=paths[0])
+    cols = r.columns
+    plot_chinchilla_loss(
+        table, fit, alloc, n_col=cols.n, c_col=cols.c, loss_col=cols.loss, path=paths[1]
+    )
+    return paths
+
+
+def _chinchilla_args(p) -> None:
+    p.add_argument("--delta", type=float, default=1e-3, help="Huber loss delta (default 1e-3)")
+
+
+def _fit_isoflop(table, r: FitRequest):
+    if "c" in r.columns.derived or r.columns.c is None:
+        raise ConfigError(
+            "--c", "IsoFLOP profiles need the compute-budget column", "pass --c COL (the budget)"
+        )
+    return fit_isoflop(
+        table, n_col=r.columns.n, c_col=r.columns.c, loss_col=r.columns.loss,
+        d_col=r.columns.d, budget_col=BUDGET_COL,
+        budget_tolerance=r.options.get("budget_tolerance", DEFAULT_BUDGET_TOLERANCE),
+        method=r.options.get("method", "parabola"), resample=r.options.get("resample"),
+        **r.boot.to_dict(),
+    )  # fmt: skip
+
+
+def _plot_isoflop(fit, table, r: FitRequest, out):
+    paths = [out("isoflop"), out("allocation")]
+    plot_isoflop(fit, table, path=paths[0])
+    used = fit.budgets[fit.budgets["used"]]
+    alloc = fit.allocation(budget_grid(fit.budgets["C"]))
+    plot_allocation({"isoflop": alloc}, points={"isoflop": used}, path=paths[1])
+    return paths
+
+
+def _isoflop_args(p) -> None:
+    p.add_argument("--method", choices=METHODS, default="parabola")
+    p.add_argument(
+        "--resample", choices=RESAMPLES, help="bootstrap (default: residuals/parabola, noise/akima)"
+    )
+    p.add_argument(
+        "--budget-tolerance", type=float, default=DEFAULT_BUDGET_TOLERANCE, metavar="T",
+        help=f"without a {BUDGET_COL} column, C values within a factor 1 + T of their sorted "
+        f"neighbour are one budget (default {DEFAULT_BUDGET_TOLERANCE:g}: ±10%%)",
+    )  # fmt: skip
+
+
+def _fit_envelope(table, r: FitRequest):
+    cols = r.columns
+    return fit_envelope(
+        table, n_col=cols.n, c_col=cols.c, loss_col=cols.loss, group_col=cols.run or cols.n,
+        d_col=cols.d, n_bins=r.options.get("bins", 20),
+        exclude_edge_models=not r.options.get("keep_edge_models", False), **r.boot.to_dict(),
+    )  # fmt: skip
+
+
+def _plot_envelope(fit, table, r: FitRequest, out):
+    cols = r.columns
+    names = dict(n_col=cols.n, c_col=cols.c, loss_col=cols.loss, group_col=cols.run or cols.n)
+    paths = [out("envelope"), out("allocation")]
+    plot_envelope(table, fit.envelope, None, **names, path=paths[0])
+    env = fit.envelope[fit.envelope["used"]]
+    points = {"envelope": {"C": env[cols.c], "n_opt": env[cols.n], "d_opt": env["d"]}}
+    alloc = fit.allocation(budget_grid(table[cols.c]))
+    plot_allocation({"envelope": alloc}, points=points, path=paths[1])
+    return paths
+
+
+def _bins_arg(p) -> None:
+    p.add_argument("--bins", type=int, default=20, help="log-spaced FLOP bins (default 20)")
+
+
+def _envelope_args(p) -> None:
+    _bins_arg(p)
+    p.add_argument("--run", metavar="COL", help="column telling runs apart (default run_id)")
+    p.add_argument(
+        "--keep-edge-models", action="store_true",
+        help="fit envelope points of the smallest/largest model too",
+    )  # fmt: skip
+
+
+def _plot_kaplan(fit, table, r: FitRequest, out):
+    cols, paths = r.columns, []
+    for law, f in fit.laws.items():
+        paths.append(out(f"kaplan_{law}"))
+        if law == "nd":
+            plot_kaplan(f, table, n_col=cols.n, d_col=cols.d, loss_col=cols.loss, path=paths[-1])
+        elif law == "c":
+            curves = table if r.curves is None else r.curves
+            plot_kaplan(
+                f, fit.frontier, x_col=cols.c, loss_col=cols.loss, curves=curves, path=paths[-1]
+            )
+        else:
+            x_col = cols.n if law == "n" else cols.d
+            plot_kaplan(f, table, x_col=x_col, loss_col=cols.loss, path=paths[-1])
+    return paths
+
+
+def _kaplan_args(p) -> None:
+    _bins_arg(p)
+    p.add_argument("--law", default="nd,c", help="comma list of n, d, c, nd (default nd,c)")
+    p.add_argument("--irreducible", action="store_true", help="one-variable laws with a constant E")
+
+
+def _kaplan_tables(opts) -> tuple[str, ...]:
+    laws = set(opts.get("laws", ("nd", "c")))
+    if laws == {"c"}:
+        return ("curves",)
+    return ("runs", "curves") if "c" in laws else ("runs",)
+
+
+def _kaplan_roles(opts) -> set[str]:
+    return set().union(*(LAW_ROLES[law] for law in opts.get("laws", ("nd", "c"))))
+
+
+FORMS = {
+    f.name: f
+    for f in (
+        FitForm(
+            name="chinchilla",
+            summary="approach 3: L(N, D) = E + A/N^alpha + B/D^beta fitted to every run",
+            details="Huber loss with --delta (analysis/fits/chinchilla.py). With both --c and "
+            "--d, the fit takes D from --d and C (point selection, plots, held-out split) from "
+            "--c. Writes allocation.png and loss_vs_compute.png.",
+            roles=lambda o: {"n", "d", "c", "loss"},
+            tables=lambda o: ("runs",),
+            n_params=lambda o: 5,
+            fit=_fit_chinchilla,
+            plot=_plot_chinchilla,
+            add_arguments=_chinchilla_args,
+            holdout=lambda o: None,
+        ),
+        FitForm(
+            name="isoflop",
+            summary="approach 2: IsoFLOP profiles, N_opt ∝ C^a from per-budget loss minima",
+            details=f"Runs form budgets by the design's {BUDGET_COL} column where the table "
+            "has it, else by --c within --budget-tolerance. Writes isoflop.png and "
+            "allocation.png.",
+            roles=lambda o: {"n", "c", "loss"},
+            tables=lambda o: ("runs",),
+            n_params=lambda o: 2,
+            fit=_fit_isoflop,
+            plot=_plot_isoflop,
+            add_arguments=_isoflop_args,
+            holdout=lambda o: NO_LOSS_LAW,
+        ),
+        FitForm(
+            name="envelope",
+            summary="approach 1: N_opt ∝ C^a from the loss-vs-FLOPs envelope of training curves",
+            details="Needs training curves (curves.csv of a sweep, or a table with one row per "
+            "evaluation). --run COL names the column telling runs apart (default run_id; "
+            "without it, every model size is one run). Writes envelope.png and allocation.png.",
+            roles=lambda o: {"n", "c", "loss", "run"},
+            tables=lambda o: ("curves",),
+            n_params=lambda o: 2,
+            fit=_fit_envelope,
+            plot=_plot_envelope,
+            add_arguments=_envelope_args,
+            holdout=lambda o: NO_LOSS_LAW,
+        ),
+        FitForm(
+            name="kaplan",
+            summary="Kaplan et al. 2020 laws: L(N), L(D), L(C_min), joint L(N, D)",
+            details="--law picks the laws (comma list of n, d, c, nd; default nd,c). L(C_min) "
+            "is fitted on the lower envelope of the training curves (curves.csv for a sweep "
+            "directory, else the table itself). Writes kaplan_<law>.png. The extrapolation "
+            f"check runs on the nd law. Laws: {', '.join(LAW_NAMES.values())}.",
+            roles=_kaplan_roles,
+            tables=_kaplan_tables,
+            n_params=lambda o: max(LAW_PARAMS[law] for law in o.get("laws", ("nd", "c"))),
+            fit=fit_kaplan_laws,
+            plot=_plot_kaplan,
+            add_arguments=_kaplan_args,
+            holdout=lambda o: None if "nd" in o.get("laws", ("nd", "c")) else "add nd to --law",
+        ),
+    )
+}
+
+
+def get_form(name: str) -> FitForm:
+    """The registered fit form called `name`, else a one-line error listing them."""
+    if name not in FORMS:
+        raise ConfigError("fit", f"unknown fit {name!r}", f"choose one of {', '.join(FORMS)}")
+    return FORMS[name]

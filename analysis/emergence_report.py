@@ -40,9 +40,8 @@ from analysis.emergence import (
     x_transform,
 )
 from analysis.forecast import backtest, forecast
-from analysis.powerlaw import json_safe
 from analysis.scores import PROPORTION_METRICS, metric_name
-from analysis.tables import fmt, fmt_ci, latex_table, markdown_table
+from analysis.tables import fmt, fmt_ci, json_safe, latex_table, markdown_table
 
 PANELS_PER_PAGE = 48
 COLS = 6

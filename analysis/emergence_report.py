@@ -220,8 +220,9 @@ def write_emergence(
     plot: bool = True,
 ) -> dict:
     """Classify, forecast, optionally backtest, and write the files of the module docstring
-    into out_dir. `scores` is a tidy table (analysis.scores: load_scores, from_project, ...)
-    with baselines resolved. Returns the summary (also written as emergence.json)."""
+    into out_dir. `scores` is a tidy table (analysis.importers.load_scores,
+    analysis.project_scores.from_project, ...) with baselines resolved. Returns the summary
+    (also written as emergence.json)."""
     settings = settings or Settings()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -23,7 +23,8 @@ from analysis.fits.powerlaw import PowerLawFit, fit_loss_vs_flops, fit_loss_vs_p
 from analysis.fits.registry import get_form
 from analysis.fits.selection import final_rows
 from analysis.plots import plot_loss_vs_flops
-from analysis.scores import from_project, resolve_baselines
+from analysis.project_scores import from_project
+from analysis.scores import resolve_baselines
 from analysis.tables import fmt, fmt_ci, json_safe, latex_table, markdown_table
 from scaling.config import ConfigError
 

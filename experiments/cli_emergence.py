@@ -6,7 +6,7 @@
 
 INPUT: lm-evaluation-harness JSON (v0.3/v0.4), BIG-bench scores_*.json, this project's
 results.csv, or any CSV/parquet (tidy, or with --map renaming its columns to the schema of
-analysis/scores.py). --models adds family/params/tokens/flops per model; --task-info adds
+analysis/importers.py). --models adds family/params/tokens/flops per model; --task-info adds
 random baselines (or n_choices), n_examples and higher_is_better per task.
 """
 
@@ -53,7 +53,7 @@ def cmd_emergence(args) -> int:
 
     from analysis.emergence import Settings
     from analysis.emergence_report import write_emergence
-    from analysis.scores import load_scores
+    from analysis.importers import load_scores
 
     defaults = {k: _number(v) for k, v in _pairs(args.set, "--set").items()}
     read = lambda p: None if p is None else pd.read_csv(p)  # noqa: E731

@@ -12,7 +12,9 @@ from analysis.emergence import (
     linearity_breakthroughness,
     metric_sensitivity,
 )
-from analysis.scores import from_project, load_scores, resolve_baselines
+from analysis.importers import load_scores
+from analysis.project_scores import from_project
+from analysis.scores import resolve_baselines
 from scaling.config import ConfigError
 
 PYTHIA = Path("/work/shared/data/pythia_evals/pythia_evals_final.csv")
@@ -214,11 +216,12 @@ def test_classifies_this_projects_results_table():
         params_total=1000,
         params_non_embedding=900,
         tokens=10**6,
+        loss=3.0,
         flops_detailed=lambda d: d["flops"],
     )
     curves = classify(resolve_baselines(from_project(results)), x="flops").curves
     assert dict(zip(curves["task"], curves["class"])) == {"add": "emergent", "count": "smooth"}
-    assert set(curves["family"]) == {"s"}  # the sweep is the family
+    assert set(curves["family"]) == {"s, D=1M"}  # the sweep and its token budget
 
 
 @pytest.fixture(scope="module")

@@ -96,16 +96,18 @@ def test_write_report_full_sweep(tmp_path):
 
     table = pd.read_csv(tmp_path / "emergence.csv")
     assert {"task", "metric", "family", "class"} <= set(table.columns)
-    assert len(table) == len(TASKS) and not table.duplicated(["task", "metric"]).any()
-    assert dict(zip(table["task"], table["class"], strict=True)) == {
-        "copy": "flat", "count": "smooth", "add": "emergent", "negate": "inverse-scaling",
+    # one curve per token budget and task, one point per size: never a line through budgets
+    assert len(table) == len(TASKS) * len(BUDGETS)
+    assert set(table["family"]) == {"synthetic, D=2M", "synthetic, D=4M", "synthetic, D=8M"}
+    assert table.groupby("task")["class"].agg(set).to_dict() == {
+        "copy": {"flat"}, "count": {"smooth"}, "add": {"emergent"}, "negate": {"inverse-scaling"},
     }  # fmt: skip
     assert "toprule" in (tmp_path / "fits.tex").read_text()
     report = (tmp_path / "report.md").read_text()
     for part in ("alpha", "emergence.md", "fits.json", "fits.md", "allocation.png", "isoflop"):
         assert part in report, part
     assert summary["alpha"] is not None
-    assert summary["classes"]["synthetic/add//exact_match/0"] == "emergent"
+    assert summary["classes"]["synthetic, D=8M/add//exact_match/0"] == "emergent"
 
 
 def test_write_report_two_runs_skips_fits_instead_of_failing(tmp_path):

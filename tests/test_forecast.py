@@ -6,7 +6,7 @@ import pytest
 
 from analysis.emergence import Settings, classify
 from analysis.forecast import backtest, fit_curve, forecast
-from analysis.scores import load_scores
+from analysis.importers import load_scores
 
 PYTHIA = Path("/work/shared/data/pythia_evals/pythia_evals_final.csv")
 X = np.geomspace(1e19, 1e24, 11)

@@ -4,17 +4,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.scores import (
-    SCHEMA,
+from analysis.importers import (
     attach_models,
-    baseline_from_target_scores,
-    fill_n_examples,
-    from_project,
     load_scores,
     read_bigbench,
-    read_bigbench_task,
     read_csv,
     read_lm_eval,
+)
+from analysis.project_scores import from_project
+from analysis.scores import (
+    SCHEMA,
+    baseline_from_target_scores,
+    fill_n_examples,
+    read_bigbench_task,
     resolve_baselines,
     tidy,
 )
@@ -205,7 +207,8 @@ def test_project_results_importer():
     )
     s = from_project(results)
     assert s["model"].tolist() == ["s1@1M", "s1@4M", "s1@1M", "s1@4M"]
-    assert set(s["family"]) == {"demo"} and s["flops"].tolist() == [7e9, 2.8e10] * 2
+    assert set(s["family"]) == {"demo, s1"}  # one model at two budgets: the model's curve
+    assert s["flops"].tolist() == [7e9, 2.8e10] * 2
     assert {"loss", "flops_6n", "run_id"} <= set(s.columns)
 
 
@@ -227,3 +230,34 @@ def test_load_scores_attaches_models(tmp_path):
     with pytest.raises(ConfigError, match="no such file"):
         load_scores([tmp_path / "missing.json"])
     assert attach_models(s, models).equals(s)
+
+
+def _runs(**columns) -> pd.DataFrame:
+    n = len(columns["run_id"])
+    base = {"sweep": "d", "params_total": 1, "params_non_embedding": 1, "flops_detailed": 1.0}
+    score = {"task": "add2", "metric": "exact_match", "shots": 0, "value": 0.0, "n_examples": 9}
+    return pd.DataFrame({k: [v] * n for k, v in base.items()} | columns | score)
+
+
+def test_project_curves_hold_the_budget_fixed():
+    grid = from_project(
+        _runs(
+            run_id=["a", "b", "c", "d"],
+            model=["s0", "s1", "s0", "s1"],
+            tokens=[1000, 1000, 4000, 4000],
+            loss=[3.0, 2.9, 2.8, 2.7],
+        )
+    )
+    assert dict(zip(grid["run_id"], grid["family"])) == {
+        "a": "d, D=1k", "b": "d, D=1k", "c": "d, D=4k", "d": "d, D=4k"
+    }  # fmt: skip
+    iso = from_project(
+        _runs(
+            run_id=["a", "b", "c", "d", "e"],
+            model=["s0", "s1", "s1", "s2", "s3"],
+            tokens=[4000, 2000, 8000, 4000, 2000],
+            flops_budget=[1e9, 1e9, 4e9, 4e9, 4e9],
+            loss=[3.0, 2.9, 2.6, 2.5, 2.7],
+        )
+    )
+    assert iso["run_id"].tolist() == ["b", "d"] and set(iso["family"]) == {"d, compute-optimal"}

@@ -48,13 +48,13 @@ def _launch(args):
 
 def cmd_train(args) -> int:
     from experiments import runner, store
-    from experiments.sweep import RunSpec, read_yaml, run_id
+    from experiments.sweep import read_yaml
     from scaling.config import run_config
 
     cfg = run_config(read_yaml(args.config, "config"))
     runner.preflight([cfg])
-    run_dir = Path(args.run_dir) if args.run_dir else Path(args.runs_dir) / "single" / run_id(cfg)
-    task = runner.Task(RunSpec(run_dir.name, cfg.name, cfg), str(run_dir.parent), _launch(args))
+    task = runner.single_task(cfg, args.run_dir, args.runs_dir, _launch(args))
+    run_dir = Path(task.run_dir)
     result = runner.work(task)
     if not runner.is_lead():
         return 0  # process 0 reports
@@ -219,7 +219,7 @@ def parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train and evaluate one run from a run config (YAML)")
     t.add_argument("config", help="run config: model/data/train/eval sections")
-    t.add_argument("--run-dir", help="run directory (default: <runs-dir>/single/<run_id>)")
+    t.add_argument("--run-dir", help="run directory (default: <runs-dir>/single/<name>-<run_id>)")
     t.add_argument("--runs-dir", default="runs")
     t.set_defaults(func=cmd_train)
 

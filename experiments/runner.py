@@ -107,6 +107,7 @@ def execute_run(cfg: RunConfig, run_dir: Path, claim: store.Claim | None, launch
 
     init_from = cfg.train.init_from  # a cooldown branch's stable run: a sibling directory
     parent = local_dir(store.locate(run_dir.parent, init_from)) if init_from else None
+    # Open until the final evaluation is recorded: its scores go to TensorBoard and W&B too.
     with Tracker(cfg, run_dir, claim, launch) if lead else contextlib.nullcontext() as tracker:
 
         def on_step(done: int, params) -> None:
@@ -115,13 +116,13 @@ def execute_run(cfg: RunConfig, run_dir: Path, claim: store.Claim | None, launch
             if every and done % every == 0 and done < cfg.steps:  # emergence over training
                 params = sharding.fetch(params)  # a collective: every process takes part
                 if lead:
-                    record(run_dir, cfg, cfg.eval, params, done)
+                    record(run_dir, cfg, cfg.eval, params, done, tracker.on_eval)
 
         result = train(cfg, run_dir, on_step, tracker.on_log if lead else None, parent)
-    if not lead:
-        return {}
-    eval_started = time.time()
-    record(run_dir, cfg, cfg.eval, result.params, cfg.steps)
+        if not lead:
+            return {}
+        eval_started = time.time()
+        record(run_dir, cfg, cfg.eval, result.params, cfg.steps, tracker.on_eval)
     finished = time.time()
     trained_tokens = (result.steps - result.resumed_from) * cfg.train.batch_size * cfg.model.seq_len
     claim.finish(

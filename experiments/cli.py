@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from experiments import cli_emergence, cli_eval, cli_fit
+from experiments.executors import check_packages
 from scaling.config import ConfigError
 
 EXIT_BAD_INPUT = 2
@@ -51,6 +52,7 @@ def cmd_train(args) -> int:
     from experiments.sweep import read_yaml
     from scaling.config import run_config
 
+    check_packages(wandb=args.wandb)
     cfg = run_config(read_yaml(args.config, "config"))
     runner.preflight([cfg])
     task = runner.single_task(cfg, args.run_dir, args.runs_dir, _launch(args))
@@ -109,6 +111,7 @@ def cmd_sweep(args) -> int:
     from experiments import runner
     from experiments.sweep import load_sweep
 
+    check_packages(args.executor, args.wandb)
     sweep = load_sweep(args.sweep, yes=args.yes)
     runs_dir, launch = args.runs_dir, _launch(args)
     collective = runner.multiprocess()

@@ -1,5 +1,6 @@
 """Metrics and few-shot scores reach TensorBoard event files and, in offline mode with no network,
-Weights & Biases, one W&B run per run (grouped by sweep, tagged, resumable)."""
+Weights & Biases, one W&B run per run (grouped by sweep, tagged, resumable); a missing optional
+package is reported once at launch."""
 
 import glob
 import json
@@ -13,6 +14,7 @@ import yaml
 from conftest import tensorboard_scalars, tiny_run
 
 from experiments import tracking
+from experiments.cli import main
 from experiments.sweep import run_id
 from scaling.config import run_config
 
@@ -81,3 +83,29 @@ def test_eval_tags_name_task_metric_and_shots():
     sink.log = lambda values, step: scalars.append((step, values))
     sink.log_eval([{"task": "add2", "metric": "exact_match", "shots": 0, "value": 0.5, "step": 7}])
     assert scalars == [(7, {"eval/add2/exact_match/0shot": 0.5})]
+
+
+@pytest.mark.parametrize(
+    "argv, flag, module, extra",
+    [
+        (["sweep", "SWEEP", "--wandb", "p"], "--wandb", "wandb", "wandb"),
+        (["sweep", "SWEEP", "--executor", "ray"], "--executor ray", "ray", "cluster"),
+        (["sweep", "SWEEP", "--executor", "slurm"], "--executor slurm", "submitit", "cluster"),
+        (["train", "CONFIG", "--wandb", "p"], "--wandb", "wandb", "wandb"),
+    ],
+)
+def test_a_missing_optional_package_fails_once_at_launch(
+    argv, flag, module, extra, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setitem(sys.modules, module, None)  # as if not installed
+    sweep, config = tmp_path / "s.yaml", tmp_path / "c.yaml"
+    sweep.write_text(yaml.safe_dump({"name": "s", "base": tiny_run(20), "grid": {}}))
+    config.write_text(yaml.safe_dump(tiny_run(20)))
+    argv = [{"SWEEP": str(sweep), "CONFIG": str(config)}.get(a, a) for a in argv]
+    assert main([*argv, "--runs-dir", str(tmp_path / "runs")]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line == (
+        f"scaling: error: {flag}: needs the {module} package, not installed; "
+        f"fix: pip install -e '.[{extra}]'"
+    )
+    assert not (tmp_path / "runs").exists()  # nothing was trained or even claimed

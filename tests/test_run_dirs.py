@@ -5,9 +5,11 @@ sweep is resumed (finished runs skipped) and its stable runs still seed cooldown
 import os
 
 import pytest
+import yaml
 from conftest import tiny_run
 
 from experiments import executors, runner, store
+from experiments.cli import main
 from experiments.collect import collect
 from experiments.plan import status_table
 from experiments.sweep import expand, run_id
@@ -95,3 +97,16 @@ def test_cooldown_branches_find_their_stable_run_in_either_layout(layout, tmp_pa
         status = store.status(store.locate(str(sweep_dir), b.run_id))
         assert status["state"] == store.DONE and status["resumed_from_step"] > 0
         assert store.locate(str(sweep_dir), b.run_id).endswith(f"/{b.name}-{b.run_id}")
+
+
+@pytest.mark.slow
+def test_scaling_train_writes_a_readable_directory_and_a_rerun_skips_it(tmp_path, capsys):
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump(tiny_run(10)))
+    args = ["train", str(config), "--runs-dir", str(tmp_path / "runs"), "--no-tensorboard"]
+    assert main(args) == 0
+    cfg = run_config(tiny_run(10))
+    (run_dir,) = (tmp_path / "runs" / "single").iterdir()
+    assert run_dir.name == f"L2-d32-{cfg.train.tokens}-{run_id(cfg)}"
+    assert f"run {run_dir}: held-out loss" in capsys.readouterr().out
+    assert main(args) == 0 and store.attempts(str(run_dir)) == [1]  # found, not retrained

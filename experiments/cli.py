@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 from experiments import cli_config, cli_emergence, cli_eval, cli_fit, launch_config
+from experiments.executors import check_packages
 from experiments.launch_config import LaunchConfig
 from scaling.config import ConfigError
 
@@ -52,14 +53,14 @@ def _launch(cfg: LaunchConfig):
 
 def cmd_train(args) -> int:
     from experiments import runner, store
-    from experiments.sweep import RunSpec, run_id
     from scaling.config_io import load_run_config
 
     cfg = load_run_config(args.config, args.overrides)
     launch = launch_config.resolve(None, args)
+    check_packages(wandb=launch.wandb)
     runner.preflight([cfg])
-    run_dir = Path(args.run_dir) if args.run_dir else Path(args.runs_dir) / "single" / run_id(cfg)
-    task = runner.Task(RunSpec(run_dir.name, cfg.name, cfg), str(run_dir.parent), _launch(launch))
+    task = runner.single_task(cfg, args.run_dir, args.runs_dir, _launch(launch))
+    run_dir = Path(task.run_dir)
     result = runner.work(task)
     if not runner.is_lead():
         return 0  # process 0 reports
@@ -112,6 +113,7 @@ def cmd_sweep(args) -> int:
 
     sweep = load_sweep(args.sweep, yes=args.yes, overrides=args.overrides)
     cfg = launch_config.resolve(sweep.launch, args)
+    check_packages(cfg.executor, cfg.wandb)
     runs_dir, launch = args.runs_dir, _launch(cfg)
     collective = runner.multiprocess()
     if collective and (cfg.executor != "local" or cfg.workers != 1):
@@ -217,7 +219,7 @@ def parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train and evaluate one run from a run config (YAML)")
     t.add_argument("config", help="run config: model/data/train/eval sections")
     _overrides(t)
-    t.add_argument("--run-dir", help="run directory (default: <runs-dir>/single/<run_id>)")
+    t.add_argument("--run-dir", help="run directory (default: <runs-dir>/single/<name>-<run_id>)")
     t.add_argument("--runs-dir", default="runs")
     launch_config.add_flags(t, executors=False)
     t.set_defaults(func=cmd_train)

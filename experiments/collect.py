@@ -42,7 +42,7 @@ def _run_columns(sweep: str, run_dir: str) -> dict:
     tokens = cfg.tokens_trained
     return {
         "sweep": sweep,
-        "run_id": run_dir.rstrip("/").rsplit("/", 1)[-1],
+        "run_id": store.run_id_of(run_dir),
         "model": zoo.label(m.n_layer, m.d_model, m.n_head, m.d_ff),
         "name": cfg.name,
         "n_layer": m.n_layer,
@@ -81,7 +81,7 @@ def _provenance(status: dict) -> dict:
 def collect(sweep_dir, quiet: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Build (results, curves) from every finished run under sweep_dir (a path or URL) and
     write them there, with failed_runs.csv. quiet: no error when nothing finished yet."""
-    sweep = str(sweep_dir).rstrip("/").rsplit("/", 1)[-1]
+    sweep = store.basename(sweep_dir)
     results, curves, failed, over_training = [], [], [], []
     for run_dir in store.run_dirs(sweep_dir):
         status = store.status(run_dir)
@@ -89,7 +89,7 @@ def collect(sweep_dir, quiet: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]
         if status["state"] == store.FAILED:
             name = store.read_json(store.join(run_dir, store.CONFIG))["name"]
             failed.append(
-                {"run_id": run_dir.rsplit("/", 1)[-1], "name": name}
+                {"run_id": store.run_id_of(run_dir), "name": name}
                 | {k: status.get(k) for k in ("error", "attempt", "retryable")}
             )
         if status["state"] != store.DONE or design.get("role") == "stable":

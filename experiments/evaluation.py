@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -51,42 +52,62 @@ def pending(run_dir, cfg: RunConfig, ecfg: EvalConfig, step: int) -> list[str]:
     return [t for t in ecfg.tasks if (step, resolve(t).name, eval_key(ecfg)) not in have]
 
 
-def record(run_dir, cfg: RunConfig, ecfg: EvalConfig, params, step: int) -> int:
+def record(
+    run_dir,
+    cfg: RunConfig,
+    ecfg: EvalConfig,
+    params,
+    step: int,
+    on_rows: Callable[[list[dict]], None] | None = None,
+) -> int:
     """Evaluate `params` at `step` on the tasks not yet recorded (a resumed run passes the
     steps after its checkpoint again), one atomic write per task; returns the tasks done.
-    The runner calls this every eval.every_steps during training and once at the end."""
+    The runner calls this every eval.every_steps during training and once at the end.
+    on_rows(rows) gets each task's rows once they are stored (TensorBoard, W&B)."""
     todo = pending(run_dir, cfg, ecfg, step)
     rows = store.read_eval(run_dir)
     for task in todo:
         one = dataclasses.replace(ecfg, tasks=(task,))
-        rows += annotate(evaluate(params, cfg.model, one), cfg, ecfg, step)
+        new = annotate(evaluate(params, cfg.model, one), cfg, ecfg, step)
+        rows += new
         store.write_eval(run_dir, rows)
+        if on_rows is not None:
+            on_rows(new)
     return len(todo)
 
 
 def evaluate_run(run_dir: Path, overrides: dict, checkpoints: bool = False) -> tuple[int, int]:
     """Evaluate one finished run with its eval settings updated by `overrides`; returns the
-    (step, task) pairs (evaluated, skipped)."""
+    (step, task) pairs (evaluated, skipped). Scores also go to the run's TensorBoard events,
+    beside its training curves."""
+    from experiments.tracking import Scalars, tensorboard_writer
+
     cfg = run_config(store.read_json(store.join(run_dir, store.CONFIG)))
     ecfg = dataclasses.replace(cfg.eval, **overrides)
     ecfg.validate()
     check_prompts_fit(cfg.model, ecfg)  # before any checkpoint is read
     manager = checkpoint_manager(run_dir, cfg.train)
+    try:
+        # one event file for every checkpoint's scores
+        with Scalars(tensorboard_writer(run_dir)) as scalars:
+            return _evaluate_steps(run_dir, cfg, ecfg, manager, checkpoints, scalars)
+    finally:
+        manager.close()
+
+
+def _evaluate_steps(run_dir, cfg, ecfg, manager, checkpoints, scalars) -> tuple[int, int]:
     steps = sorted(manager.all_steps()) if checkpoints else [cfg.steps]
     evaluated = skipped = 0
     state = store.status(run_dir)["state"]
-    try:
-        for step in steps:
-            todo = pending(run_dir, cfg, ecfg, step)
-            skipped += len(ecfg.tasks) - len(todo)
-            if not todo:
-                continue
-            params = restore(manager, cfg, step)["params"]
-            store.set_status(run_dir, state, evaluating={"step": step, "tasks": todo})
-            evaluated += record(run_dir, cfg, ecfg, params, step)
-            store.set_status(run_dir, state, evaluating=None)
-    finally:
-        manager.close()
+    for step in steps:
+        todo = pending(run_dir, cfg, ecfg, step)
+        skipped += len(ecfg.tasks) - len(todo)
+        if not todo:
+            continue
+        params = restore(manager, cfg, step)["params"]
+        store.set_status(run_dir, state, evaluating={"step": step, "tasks": todo})
+        evaluated += record(run_dir, cfg, ecfg, params, step, scalars.log_eval)
+        store.set_status(run_dir, state, evaluating=None)
     return evaluated, skipped
 
 

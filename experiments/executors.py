@@ -35,6 +35,27 @@ from experiments import store
 
 LAUNCH = Path(__file__).resolve().parent.parent / "tpu" / "launch.py"
 TASKS_DIR = ".tasks"  # in the sweep directory: pickled tasks and their results, for remote runs
+# The optional packages a flag needs: flag → (module, the setup.cfg extra that installs it).
+OPTIONAL = {
+    "--wandb": ("wandb", "wandb"),
+    "--executor ray": ("ray", "cluster"),
+    "--executor slurm": ("submitit", "cluster"),
+}
+
+
+def check_packages(executor: str = "local", wandb: str = "") -> None:
+    """Raise ConfigError when a package the launch needs is not installed: once, at launch,
+    rather than as the same failure inside every run."""
+    import importlib.util
+
+    from scaling.config import ConfigError
+
+    for flag in (f"--executor {executor}", "--wandb" if wandb else ""):
+        module, extra = OPTIONAL.get(flag, (None, None))
+        if module and importlib.util.find_spec(module) is None:
+            raise ConfigError(
+                flag, f"needs the {module} package, not installed", f"pip install -e '.[{extra}]'"
+            )
 
 
 def _lost(task, error: BaseException) -> dict:

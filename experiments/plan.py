@@ -88,7 +88,7 @@ def format_plan(sweep: Sweep, table: pd.DataFrame) -> str:
 def status_table(sweep_dir, names: dict[str, str] | None = None) -> pd.DataFrame:
     """One row per run: state, step, loss, tokens/s, ETA, attempts, worker, error. `names`
     (run id → name) adds the runs of a sweep file that have not started."""
-    dirs = {d.rsplit("/", 1)[-1]: d for d in store.run_dirs(sweep_dir)}
+    dirs = {store.run_id_of(d): d for d in store.run_dirs(sweep_dir)}
     rows, now = [], time.time()
     for rid in dict.fromkeys([*(names or {}), *dirs]):
         url = dirs.get(rid)

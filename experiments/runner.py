@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from experiments import store
-from experiments.sweep import RunSpec, Sweep, normalize
+from experiments.sweep import RunSpec, Sweep, normalize, run_id
 from scaling.config import ConfigError, RunConfig
 
 SKIPPED, BUSY, LOST = "skipped", "busy", "lost"  # outcomes besides store.DONE and store.FAILED
@@ -49,6 +49,24 @@ class Task:
     spec: RunSpec
     sweep_dir: str
     launch: Launch
+    run_dir: str = ""  # a directory chosen by hand (`scaling train --run-dir`); "": store.locate
+
+    def url(self) -> str:
+        """The run's directory: found in the sweep directory under any label or an old bare id
+        (store.locate), so every executor and every retry maps the run to the same one."""
+        return self.run_dir or store.locate(self.sweep_dir, self.spec.run_id, self.spec.name)
+
+
+def single_task(cfg: RunConfig, run_dir: str | None, runs_dir: str, launch: Launch) -> Task:
+    """`scaling train`'s run: in run_dir when given, else in <runs_dir>/single/ as
+    `<name>-<run_id>`, the name being the config's or its shape and token budget."""
+    from scaling import zoo
+
+    m, rid = cfg.model, run_id(cfg)
+    name = cfg.name or f"{zoo.label(m.n_layer, m.d_model, m.n_head, m.d_ff)}-{cfg.train.tokens}"
+    single = store.join(runs_dir, "single")
+    url = run_dir or store.locate(single, rid, name)
+    return Task(RunSpec(rid, name, cfg), str(Path(url).parent), launch, str(url))
 
 
 def preflight(configs: list[RunConfig]) -> None:
@@ -87,6 +105,9 @@ def execute_run(cfg: RunConfig, run_dir: Path, claim: store.Claim | None, launch
     started = time.time()
     every = cfg.eval.every_steps
 
+    init_from = cfg.train.init_from  # a cooldown branch's stable run: a sibling directory
+    parent = local_dir(store.locate(run_dir.parent, init_from)) if init_from else None
+    # Open until the final evaluation is recorded: its scores go to TensorBoard and W&B too.
     with Tracker(cfg, run_dir, claim, launch) if lead else contextlib.nullcontext() as tracker:
 
         def on_step(done: int, params) -> None:
@@ -95,13 +116,13 @@ def execute_run(cfg: RunConfig, run_dir: Path, claim: store.Claim | None, launch
             if every and done % every == 0 and done < cfg.steps:  # emergence over training
                 params = sharding.fetch(params)  # a collective: every process takes part
                 if lead:
-                    record(run_dir, cfg, cfg.eval, params, done)
+                    record(run_dir, cfg, cfg.eval, params, done, tracker.on_eval)
 
-        result = train(cfg, run_dir, on_step=on_step, on_log=tracker.on_log if lead else None)
-    if not lead:
-        return {}
-    eval_started = time.time()
-    record(run_dir, cfg, cfg.eval, result.params, cfg.steps)
+        result = train(cfg, run_dir, on_step, tracker.on_log if lead else None, parent)
+        if not lead:
+            return {}
+        eval_started = time.time()
+        record(run_dir, cfg, cfg.eval, result.params, cfg.steps, tracker.on_eval)
     finished = time.time()
     trained_tokens = (result.steps - result.resumed_from) * cfg.train.batch_size * cfg.model.seq_len
     claim.finish(
@@ -154,7 +175,7 @@ def work(task: Task) -> dict:
     """Claim the task's run and execute it; never raises, returns an outcome record. In a
     multi-process job every process calls this with the same task: process 0 claims."""
     spec, launch = task.spec, task.launch
-    url = store.join(task.sweep_dir, spec.run_id)
+    url = task.url()
     outcome = {"run_id": spec.run_id, "name": spec.name}
     collective, lead = multiprocess(), is_lead()
     claim, verdict = None, None
@@ -276,7 +297,7 @@ def _ready(stage: list[RunSpec], sweep_dir: str, outcome: SweepOutcome) -> list[
     ready = []
     for spec in stage:
         parent = spec.config.train.init_from
-        if parent and store.status(store.join(sweep_dir, parent))["state"] != store.DONE:
+        if parent and store.status(store.locate(sweep_dir, parent))["state"] != store.DONE:
             outcome.failed[spec.run_id] = f"{spec.name}: stable run {parent} did not finish"
         else:
             ready.append(spec)
@@ -293,7 +314,7 @@ def _record(result: dict, outcome: SweepOutcome, sweep_dir: str, launch: Launch)
     elif kind in (BUSY, LOST):
         outcome.busy[rid] = f"{result['name']}: {result.get('message', 'held by a live worker')}"
     else:
-        url = store.join(sweep_dir, rid)
+        url = store.locate(sweep_dir, rid, result["name"])
         attempts = store.attempts(url)
         if store.claimable(url, launch.stale_after, launch.max_attempts, attempts):
             return True

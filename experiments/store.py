@@ -1,5 +1,8 @@
-"""The run store: `<runs_dir>/<sweep>/<run_id>/` on a local or shared filesystem or any fsspec URL
-(`gs://…`, `s3://…`, `memory://…`), through one path abstraction (fsspec).
+"""The run store: `<runs_dir>/<sweep>/<label>-<run_id>/` on a local or shared filesystem or any
+fsspec URL (`gs://…`, `s3://…`, `memory://…`), through one path abstraction (fsspec). The label
+(the run's name in the sweep, e.g. `s3-400000`) makes a listing readable; the run id after the
+last '-' is the run's identity (`run_id_of`). `locate` finds a run's directory whatever its label
+and also in the bare `<run_id>/` form earlier versions wrote, so an old sweep resumes.
 
     config.json     the run's resolved config
     design.json     how the sweep's design chose the run (IsoFLOP budget, cooldown role)
@@ -25,6 +28,7 @@ from __future__ import annotations
 import json
 import os
 import posixpath
+import re
 import socket
 import time
 from collections.abc import Callable
@@ -40,6 +44,9 @@ HOST = socket.gethostname()
 # Config fields that do not change the numbers a run produces: its display name and its device
 # layout. Neither is part of a run's identity (experiments.sweep.run_id, claim_config).
 NOT_IDENTITY = ("name", "mesh")
+RUN_ID = re.compile(r"[0-9a-f]{12}")  # experiments.sweep.run_id
+LABEL_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+LABEL_MAX = 64  # characters of a label kept in a directory name
 
 
 class LostClaim(RuntimeError):
@@ -125,13 +132,47 @@ def read_jsonl(url) -> list[dict]:
     return [json.loads(r) for r in (read_text(url) or "").splitlines() if r]
 
 
+def basename(url) -> str:
+    return str(url).rstrip("/").rsplit("/", 1)[-1]
+
+
+def children(url) -> list[str]:
+    """The names in a directory; [] when it does not exist."""
+    fs, path = _fs(url)
+    try:
+        return [basename(p) for p in fs.ls(path, detail=False)]
+    except FileNotFoundError:
+        return []
+
+
 def run_dirs(sweep_dir) -> list[str]:
     """Every run directory (one holding config.json) under a sweep directory, sorted."""
-    fs, path = _fs(sweep_dir)
-    if not fs.isdir(path):
-        return []
-    dirs = sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(path, detail=False))
+    dirs = sorted(children(sweep_dir))
     return [join(sweep_dir, d) for d in dirs if exists(join(sweep_dir, d, CONFIG))]
+
+
+def dir_name(run_id: str, label: str = "") -> str:
+    """`<label>-<run_id>`, the label made safe for any filesystem or bucket ([A-Za-z0-9._-],
+    at most LABEL_MAX characters); the bare run id when there is no label left."""
+    label = LABEL_UNSAFE.sub("_", label)[:LABEL_MAX].strip("._-")
+    return f"{label}-{run_id}" if label else run_id
+
+
+def run_id_of(run_dir) -> str:
+    """The run id a run directory's name carries: what follows the last '-' when it is a run
+    id, else the whole name (a bare-id directory of an earlier version, or a --run-dir)."""
+    name = basename(run_dir)
+    label, _, tail = name.rpartition("-")
+    return tail if label and RUN_ID.fullmatch(tail) else name
+
+
+def locate(sweep_dir, run_id: str, label: str = "") -> str:
+    """The directory of run `run_id` under sweep_dir: the one that exists, whatever its label
+    (renaming a run keeps its id, hence its directory) or in the bare-id form of earlier
+    versions, so that a re-run resumes it; else a new `<label>-<run_id>`."""
+    wanted = dir_name(run_id, label)
+    found = sorted(n for n in children(sweep_dir) if run_id_of(n) == run_id)
+    return join(sweep_dir, wanted if wanted in found or not found else found[0])
 
 
 def status(run_dir) -> dict:
@@ -187,12 +228,7 @@ def _flat(config: dict, prefix: str = "") -> dict:
 
 
 def attempts(run_dir) -> list[int]:
-    fs, path = _fs(join(run_dir, ATTEMPTS))
-    try:
-        names = fs.ls(path, detail=False)
-    except FileNotFoundError:
-        return []
-    return sorted(int(n) for n in (p.rstrip("/").rsplit("/", 1)[-1] for p in names) if n.isdigit())
+    return sorted(int(n) for n in children(join(run_dir, ATTEMPTS)) if n.isdigit())
 
 
 def owner(run_dir) -> dict | None:

@@ -3,7 +3,7 @@
 A sweep file is YAML: a run config shared by all runs (`base`) and a design, the product of its
 axes (any of grid, zip, isoflop, each one axis or more):
 
-    name: demo                       # runs go to <runs_dir>/<name>/<run_id>/
+    name: demo                       # runs go to <runs_dir>/<name>/<label>-<run_id>/
     description: free text
     base:                            # a run config (scaling.config.RunConfig)
       model: {seq_len: 128}

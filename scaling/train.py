@@ -182,11 +182,10 @@ def check_layout(manager: ocp.CheckpointManager, cfg: RunConfig, run_dir: Path, 
         )
 
 
-def branch_point(cfg: RunConfig, run_dir: Path, state_sh):
-    """(state, step) of a cooldown branch's start: its stable parent's checkpoint at the decay
-    start, with the parent's metrics up to that step copied so that the branch's curve is
-    whole. The parent is the sibling run directory named by train.init_from."""
-    parent = run_dir.parent / cfg.train.init_from
+def branch_point(cfg: RunConfig, run_dir: Path, parent: Path, state_sh):
+    """(state, step) of a cooldown branch's start: its stable parent's checkpoint (in `parent`)
+    at the decay start, with the parent's metrics up to that step copied so that the branch's
+    curve is whole."""
     step = decay_start(cfg.train, cfg.steps)
     options = ocp.CheckpointManagerOptions(create=False)  # reads only: saves nothing
     manager = ocp.CheckpointManager((parent / CHECKPOINT_DIR).absolute(), options=options)
@@ -229,12 +228,15 @@ def train(
     run_dir: Path,
     on_step: Callable[[int, dict], None] | None = None,
     on_log: Callable[[dict], None] | None = None,
+    parent_dir: Path | None = None,
 ) -> TrainResult:
     """Train (or resume) the run in `run_dir`; returns the final parameters and held-out loss.
 
     on_step(done_steps, params) is called after every step with the device parameters (for
     evaluation during training, heartbeats, progress bars); on_log(row) with every metrics row
-    as it is written (for TensorBoard, W&B, the run's status)."""
+    as it is written (for TensorBoard, W&B, the run's status). parent_dir: a cooldown branch's
+    stable run directory, by default the sibling named by train.init_from (the run store finds
+    it under its label: experiments.store.locate)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     corpus = data.load_corpus(cfg.data)
     data.check_fits(corpus, cfg.model.seq_len)
@@ -253,7 +255,8 @@ def train(
     manager = checkpoint_manager(run_dir, t)
     state, start = restore_latest(manager, cfg, run_dir, state_sh)
     if state is None and t.init_from:
-        state, start = branch_point(cfg, run_dir, state_sh)
+        parent = parent_dir or run_dir.parent / t.init_from
+        state, start = branch_point(cfg, run_dir, parent, state_sh)
     elif state is None:  # each device creates only its shards; the same values on any mesh
         state = sharding.init_sharded(lambda: initial_state(cfg), state_sh)
     if main:

@@ -1,6 +1,8 @@
 """Shared fixtures. Tests share a few tiny model shapes so that XLA compiles each only once."""
 
+import glob
 import os
+import struct
 from pathlib import Path
 
 import jax
@@ -44,3 +46,19 @@ def tiny_run(steps: int = 40, eval: dict = QUICK_EVAL, **train) -> dict:
 def tiny_cfg():
     """40 steps of the TINY shape, evaluated 1-shot on the default tasks."""
     return run_config(tiny_run(eval={"shots": [1], "n_examples": 20, "instruction": False}))
+
+
+def tensorboard_scalars(run_dir) -> dict[str, dict[int, float]]:
+    """{tag: {step: value}} read back from a run's event files (TFRecord framing, Event protos)."""
+    from tensorboardX.proto.event_pb2 import Event
+
+    scalars = {}
+    for path in glob.glob(f"{run_dir}/tensorboard/events.out.tfevents.*"):
+        data, at = Path(path).read_bytes(), 0
+        while at < len(data):
+            (length,) = struct.unpack_from("<Q", data, at)
+            event = Event.FromString(data[at + 12 : at + 12 + length])
+            at += 12 + length + 4  # length, its crc, the record, its crc
+            for value in event.summary.value:
+                scalars.setdefault(value.tag, {})[event.step] = value.simple_value
+    return scalars

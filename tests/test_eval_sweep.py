@@ -2,6 +2,7 @@
 a record and no half-evaluated task."""
 
 import pytest
+from conftest import tensorboard_scalars
 
 from experiments import evaluation, store
 from experiments.cli import main
@@ -27,6 +28,11 @@ def test_checkpoints_are_evaluated_once_and_reruns_resume(sweep_dir, capsys):
     rows = store.read_eval(str(sweep_dir / "r0"))
     assert sorted({r["step"] for r in rows}) == [30, 40]
     assert {r["tokens_seen"] for r in rows} == {30 * 8 * 64, 40 * 8 * 64}
+    logged = tensorboard_scalars(sweep_dir / "r0")  # beside the run's training curves
+    for r in rows:
+        assert logged[f"eval/add2/{r['metric']}/{r['shots']}shot"][r["step"]] == pytest.approx(
+            r["value"]
+        )
     assert main(args) == 0
     assert "0 (checkpoint, task) evaluated, 2 already there" in capsys.readouterr().out
     assert main([*args[:3], "add2,largest_of_4", *args[4:]]) == 0

@@ -7,34 +7,10 @@ raised before anything is compiled or trained. The CLI turns it into exit code 2
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import types
-import typing
 from dataclasses import dataclass, field
 
 from scaling import zoo
-
-
-class ConfigError(ValueError):
-    """A bad config value: `field` is the dotted path, the message says how to fix it."""
-
-    def __init__(self, field_path: str, problem: str, fix: str):
-        self.field, self.problem, self.fix = field_path, problem, fix
-        super().__init__(f"{field_path}: {problem}; fix: {fix}")
-
-    def within(self, context: str) -> ConfigError:
-        """The same error, its field prefixed by where it occurred (e.g. a sweep's run)."""
-        return ConfigError(f"{context}: {self.field}", self.problem, self.fix)
-
-
-def _require_positive(config, names: tuple[str, ...], where: str) -> None:
-    for name in names:
-        if getattr(config, name) < 1:
-            raise ConfigError(
-                f"{where}.{name}",
-                f"must be >= 1, got {getattr(config, name)}",
-                "use a positive integer",
-            )
+from scaling.typed import ConfigError, build, require_positive
 
 
 @dataclass(frozen=True)
@@ -54,7 +30,7 @@ class ModelConfig:
     mup_base_width: int = 0
 
     def validate(self, where: str = "model") -> None:
-        _require_positive(
+        require_positive(
             self, ("n_layer", "d_model", "n_head", "d_ff", "vocab_size", "seq_len"), where
         )
         if self.d_model % self.n_head:
@@ -87,6 +63,11 @@ class ModelConfig:
     @property
     def head_dim(self) -> int:
         return self.d_model // self.n_head
+
+    @staticmethod
+    def from_name(name: str, where: str = "model") -> dict:
+        """The fields of a ladder rung named where a model is given (`model: s3`)."""
+        return model_fields(name, where)
 
 
 # The tasks a default run learns from its corpus and is evaluated on (scaling.task_suite).
@@ -195,7 +176,7 @@ class TrainConfig:
             "checkpoint_every",
             "keep_checkpoints",
         )
-        _require_positive(self, positive, where)
+        require_positive(self, positive, where)
         if self.learning_rate <= 0:
             raise ConfigError(f"{where}.learning_rate", "must be > 0", "use e.g. 3e-3")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
@@ -264,7 +245,7 @@ class EvalConfig:
                 f"needs a non-empty list of numbers >= 0, got {list(self.shots)}",
                 "write e.g. shots: [0, 1, 3]",
             )
-        _require_positive(self, ("n_examples", "batch_size"), where)
+        require_positive(self, ("n_examples", "batch_size"), where)
         for name in ("samples", "every_steps"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{where}.{name}", "must be >= 0", "use 0 to turn it off")
@@ -312,7 +293,7 @@ class MeshConfig:
                 "more than one axis is -1",
                 "give every axis but one an explicit size",
             )
-        _require_positive(self, ("slices",), where)
+        require_positive(self, ("slices",), where)
         if self.device_memory_gb < 0:
             raise ConfigError(
                 f"{where}.device_memory_gb", "must be >= 0", "use e.g. 80 (0: the device's own)"
@@ -350,6 +331,13 @@ class RunConfig:
         return dataclasses.asdict(self)
 
 
+def run_config(data: dict) -> RunConfig:
+    """A validated RunConfig from a plain dict (as read from YAML or JSON)."""
+    cfg = build(RunConfig, data)
+    cfg.validate()
+    return cfg
+
+
 def model_fields(name: str, where: str = "model") -> dict:
     """The model fields of a ladder rung named where a model is given (`model: s3`)."""
     if name not in zoo.LADDER:
@@ -359,65 +347,3 @@ def model_fields(name: str, where: str = "model") -> dict:
             f"use one of {', '.join(zoo.LADDER)} (scaling/zoo.py) or a mapping of model fields",
         )
     return zoo.shape(name)
-
-
-def build(cls, data, where: str = ""):
-    """Build dataclass `cls` from a dict, rejecting unknown keys and wrong types by name."""
-    if isinstance(data, cls):
-        return data
-    if not isinstance(data, dict):
-        raise ConfigError(
-            where or cls.__name__,
-            f"expected a mapping, got {type(data).__name__}",
-            f"write {where or 'it'} as key: value pairs",
-        )
-    hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}
-    kwargs = {}
-    for key, value in data.items():
-        path = f"{where}.{key}" if where else key
-        if key not in known:
-            close = difflib.get_close_matches(key, known, n=1)
-            hint = f"did you mean {close[0]!r}?" if close else f"valid keys: {sorted(known)}"
-            raise ConfigError(path, "unknown key", hint)
-        kwargs[key] = _coerce(hints[key], value, path)
-    return cls(**kwargs)
-
-
-def _coerce(hint, value, path: str):
-    """Check `value` against a field's type hint; allow int for float, an exact float for int,
-    a list for a tuple and one value for a tuple of one."""
-    if hint is ModelConfig and isinstance(value, str):
-        value = model_fields(value, path)
-    if dataclasses.is_dataclass(hint):
-        return build(hint, value, path)
-    origin = typing.get_origin(hint)
-    if origin is tuple:
-        if isinstance(value, (str, int, float)):
-            value = [value]  # `shots: 3` means [3], `tasks: add2` means [add2]
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(
-                path, f"expected a list, got {type(value).__name__}", "write a YAML list"
-            )
-        (item_type, _) = typing.get_args(hint)
-        return tuple(_coerce(item_type, v, f"{path}[{i}]") for i, v in enumerate(value))
-    if origin in (typing.Union, types.UnionType):
-        raise TypeError(f"unsupported config type {hint} at {path}")
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if hint is int and isinstance(value, float) and value.is_integer():
-        return int(value)  # `tokens: 1e6` is a float in YAML; an exact one is the integer
-    if not isinstance(value, hint) or (hint is not bool and isinstance(value, bool)):
-        raise ConfigError(
-            path,
-            f"expected {hint.__name__}, got {type(value).__name__} {value!r}",
-            f"write a {hint.__name__}",
-        )
-    return value
-
-
-def run_config(data: dict) -> RunConfig:
-    """A validated RunConfig from a plain dict (as read from YAML or JSON)."""
-    cfg = build(RunConfig, data)
-    cfg.validate()
-    return cfg

@@ -121,7 +121,7 @@ def isoflop_axes(spec: dict, base: dict) -> list[list[Point]]:
                 "list ladder names or model dicts",
             )
         for model in models:
-            name = f"{label('model', model)}-C{budget:.0e}"
+            name = f"{label('model', model)}-C{budget:.3g}"
             points.append((name, (("model", model), (FLOPS_BUDGET, (float(budget), convention)))))
     return [points]
 

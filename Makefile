@@ -1,17 +1,25 @@
 # The two set-up commands of the README: `make demo` and `make test`.
 # Both create (or reuse) the virtual environment .venv and install the project into it.
+# The demo needs only the core packages (about a minute to install); the tests add the cluster
+# executors, W&B, pytest and ruff.
 VENV ?= .venv
 PY := $(VENV)/bin/python
-INSTALLED := $(VENV)/.installed
+CORE := $(VENV)/.installed-core
+INSTALLED := $(VENV)/.installed-test
+PIP := $(PY) -m pip install -q --disable-pip-version-check
 
 .PHONY: demo test lint format bench clean
 
-$(INSTALLED): setup.cfg pyproject.toml
+$(CORE): setup.cfg pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check -e '.[test]'
+	$(PIP) -e .
 	touch $@
 
-demo: $(INSTALLED)
+$(INSTALLED): $(CORE)
+	$(PIP) -e '.[test]'
+	touch $@
+
+demo: $(CORE)
 	$(VENV)/bin/scaling sweep experiments/configs/demo.yaml
 
 test: $(INSTALLED)
@@ -23,7 +31,7 @@ lint: $(INSTALLED)
 format: $(INSTALLED)
 	$(VENV)/bin/ruff format . && $(VENV)/bin/ruff check --fix .
 
-bench: $(INSTALLED)
+bench: $(CORE)
 	$(PY) bench/train_step.py
 	$(PY) bench/fit.py
 	$(PY) bench/emergence.py

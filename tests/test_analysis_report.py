@@ -21,21 +21,25 @@ def law(n, d):
     return 1.7 + 40 * n**-0.34 + 40 * d**-0.28
 
 
-def synthetic_sweep(runs):
+def synthetic_sweep(runs, jitter: float = 0.0):
+    """Results and curves of runs (model, tokens), or (model, tokens, N, IsoFLOP budget), whose
+    losses follow `law`; `jitter` spreads each run's FLOPs by up to that fraction, as a design's
+    integer token counts and a detailed FLOP count do."""
     rng = np.random.default_rng(0)
     results, curves = [], []
-    for model, tokens in runs:
-        n = SIZES[model]
+    for model, tokens, *iso in runs:
+        n = iso[0] if iso else SIZES[model]
         run = {
             "sweep": "synthetic",
-            "run_id": f"{model}-t{tokens // 10**6}M",
+            "run_id": f"{model}-t{tokens}",
             "model": model,
             "n_layer": 2, "d_model": 64, "n_head": 4, "d_ff": 256, "seq_len": 128,
             "vocab_size": 256,
             "params_total": int(n) + 16384,
             "params_non_embedding": int(n),
             "params_embedding": 16384,
-        }  # fmt: skip
+        } | ({"flops_budget": iso[1]} if iso else {})  # fmt: skip
+        per_token = 7.0 * n * (1 + jitter * rng.uniform(-1, 1))
         steps = np.arange(11)
         seen = tokens * steps // 10
         curves.append(
@@ -47,12 +51,12 @@ def synthetic_sweep(runs):
                     "step": steps * 100,
                     "tokens": seen,
                     "flops_6n": 6.0 * n * seen,
-                    "flops_detailed": 7.0 * n * seen,
+                    "flops_detailed": per_token * seen,
                     "loss": np.where(seen > 0, law(n, np.maximum(seen, 1)), np.log(256)),
                 }
             )
         )  # fmt: skip
-        flops = 7.0 * n * tokens
+        flops = per_token * tokens
         for task, (metric, baseline, score) in TASKS.items():
             k = rng.binomial(150, float(np.clip(score(np.log10(flops)), 0, 1)))
             results.append(
@@ -140,3 +144,39 @@ def test_load_sweep_tables(tmp_path):
     assert len(r) == len(results) and len(c) == len(curves)
     results.iloc[:1].to_parquet(tmp_path / "results.parquet")  # preferred over the CSV
     assert len(load_sweep_tables(tmp_path)[0]) == 1
+
+
+def isoflop_design(budgets=(1e12, 1e13, 1e14), sizes: int = 7) -> list[tuple]:
+    """Runs of an IsoFLOP design on `law`: per budget C, `sizes` models log-spaced over 100x
+    around the optimum, each trained on C / (7 N) tokens."""
+    runs = []
+    for c in budgets:
+        grid = np.geomspace(1e2, 1e8, 4000)
+        n_opt = grid[np.argmin(law(grid, c / (7 * grid)))]
+        for i, n in enumerate(np.geomspace(n_opt / 10, n_opt * 10, sizes)):
+            runs.append((f"m{i}", int(c / (7 * n)), float(n), c))
+    return runs
+
+
+def test_isoflop_sweep_report_gives_approaches_1_to_3(tmp_path):
+    """The design built for approach 2 reports it, budgets grouped by the design's
+    flops_budget although every run spent a slightly different number of FLOPs."""
+    results, curves = synthetic_sweep(isoflop_design(), jitter=0.05)
+    assert results.drop_duplicates("run_id")["flops_detailed"].nunique() == 21
+    write_report(results, curves, tmp_path, n_boot=100)
+    fits = json.loads((tmp_path / "fits.json").read_text())
+    a_true = 0.28 / (0.34 + 0.28)  # N_opt ∝ C^(beta / (alpha + beta)) for `law`
+    for name in ("chinchilla", "isoflop", "envelope"):
+        fit = fits[name]
+        assert fit["status"] == "ok", (name, fit.get("reason"))
+        lo, hi = fit["a_ci"]
+        assert lo <= fit["a"] <= hi and lo < hi, name
+        assert fit["a"] == pytest.approx(a_true, abs=0.08), name
+    assert (
+        fits["isoflop"]["n_budgets_used"] == 3
+        and "flops_budget" in fits["isoflop"]["budget_grouping"]
+    )
+    assert (tmp_path / "isoflop.png").stat().st_size > 0
+    assert "approach 2 (IsoFLOP): a = " in (tmp_path / "report.md").read_text()
+    table = pd.read_csv(tmp_path / "emergence.csv")
+    assert set(table["family"]) == {"synthetic, compute-optimal"}  # one run per budget

@@ -24,7 +24,11 @@ Point = tuple[str, tuple[tuple[str, object], ...]]  # (label, ((dotted path, val
 
 
 def label(key: str, value) -> str:
-    """A value's part of a run name: the value itself, or the field's name for a dict."""
+    """A value's part of a run name: the value itself; for a model given by its fields, its
+    shape (`L1-d24`, or the ladder name it matches); for another dict, the field's name."""
+    shape = ("n_layer", "d_model", "n_head", "d_ff")
+    if key == "model" and isinstance(value, dict) and all(k in value for k in shape):
+        return zoo.label(*(value[k] for k in shape))
     return key if isinstance(value, dict) else str(value)
 
 

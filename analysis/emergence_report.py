@@ -31,14 +31,8 @@ import pandas as pd
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
-from analysis.emergence import (
-    CLASSES,
-    Classification,
-    Settings,
-    classify,
-    metric_sensitivity,
-    x_transform,
-)
+from analysis.emergence import Classification, classify, metric_sensitivity, x_transform
+from analysis.emergence_stats import CLASSES, Settings
 from analysis.forecast import backtest, forecast
 from analysis.scores import PROPORTION_METRICS, metric_name
 from analysis.tables import fmt, fmt_ci, json_safe, latex_table, markdown_table

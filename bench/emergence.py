@@ -15,7 +15,8 @@ import time
 import numpy as np
 import pandas as pd
 
-from analysis.emergence import Settings, classify
+from analysis.emergence import classify
+from analysis.emergence_stats import Settings
 
 
 def synthetic_scores(n_curves: int, n_points: int, seed: int = 0) -> pd.DataFrame:

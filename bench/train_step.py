@@ -5,13 +5,13 @@
     python bench/train_step.py --config 125m 350m --mesh 1 --dtype bfloat16 --no-torch \
                                --peak-tflops 989          # one H100 SXM: GPT-2 small, medium
 
-Every mesh layout runs the project's real sharded step (scaling.sharding: make_mesh from a
-MeshConfig, state_shardings of param_shardings, shard_train_step(train.train_step), the batch
-placed by batch_sharding) in a subprocess of its own, because the number of simulated host
-devices (XLA_FLAGS=--xla_force_host_platform_device_count) is fixed when jax starts; on CPU
-the devices share the machine's cores. Layouts: `1` (one device), `dp2`, `fsdp2`, `tp2`,
-`dp2xtp2`, `dp2xfsdp2`, ... (dp = mesh axis data, fsdp = fsdp, tp = tensor); `--devices N`
-starts N devices for every layout instead of exactly as many as it uses.
+Every mesh layout runs the project's real sharded step (scaling.mesh: make_mesh from a
+MeshConfig, the batch placed by batch_sharding; scaling.sharding: state_shardings of
+param_shardings, shard_train_step(train.train_step)) in a subprocess of its own, because the
+number of simulated host devices (XLA_FLAGS=--xla_force_host_platform_device_count) is fixed
+when jax starts; on CPU the devices share the machine's cores. Layouts: `1` (one device),
+`dp2`, `fsdp2`, `tp2`, `dp2xtp2`, `dp2xfsdp2`, ... (dp = mesh axis data, fsdp = fsdp, tp =
+tensor); `--devices N` starts N devices for every layout instead of exactly as many as it uses.
 
 The PyTorch peer (bench/torch_peer.py, `--no-torch` to skip) is the same GPT with the same
 AdamW step, in eager float32 PyTorch with 2 threads, on the same batches. Both sides time
@@ -106,12 +106,10 @@ def jax_worker(spec: dict) -> dict:
 
     from scaling import data, train
     from scaling.config import MeshConfig
+    from scaling.distributed import global_array
+    from scaling.mesh import batch_sharding, check_batch, make_mesh
     from scaling.sharding import (
-        batch_sharding,
-        check_batch,
-        global_array,
         init_sharded,
-        make_mesh,
         param_shardings,
         shard_train_step,
         state_shardings,

@@ -51,8 +51,8 @@ def _select(scores, column: str, wanted: list[str] | None, flag: str):
 def cmd_emergence(args) -> int:
     import pandas as pd
 
-    from analysis.emergence import Settings
     from analysis.emergence_report import write_emergence
+    from analysis.emergence_stats import Settings
     from analysis.importers import load_scores
 
     defaults = {k: _number(v) for k, v in _pairs(args.set, "--set").items()}

@@ -96,7 +96,7 @@ def execute_run(cfg: RunConfig, run_dir: Path, claim: store.Claim | None, launch
     claim None (process k > 0 of a multi-process job) train along and write nothing."""
     from experiments.evaluation import record
     from experiments.tracking import Tracker, provenance
-    from scaling import sharding
+    from scaling import distributed
     from scaling.train import train
 
     lead = claim is not None
@@ -114,7 +114,7 @@ def execute_run(cfg: RunConfig, run_dir: Path, claim: store.Claim | None, launch
             if lead:
                 tracker.on_step(done, params)
             if every and done % every == 0 and done < cfg.steps:  # emergence over training
-                params = sharding.fetch(params)  # a collective: every process takes part
+                params = distributed.fetch(params)  # a collective: every process takes part
                 if lead:
                     record(run_dir, cfg, cfg.eval, params, done, tracker.on_eval)
 

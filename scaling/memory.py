@@ -29,15 +29,8 @@ import numpy as np
 from jax.sharding import Mesh
 
 from scaling.config import ConfigError, ModelConfig, RunConfig
-from scaling.sharding import (
-    RULES,
-    Rules,
-    axis_sizes,
-    divisors,
-    logical_to_mesh,
-    param_shapes,
-    param_specs,
-)
+from scaling.mesh import RULES, Rules, axis_sizes, divisors, logical_to_mesh
+from scaling.sharding import param_shapes, param_specs
 
 GB = 1e9  # device_memory_gb is in decimal GB: below the GiB vendors quote, so a safe side
 HEADROOM = 0.9  # share of device memory a plan may use: XLA's workspace, fragmentation

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from scaling.config import ModelConfig
-from scaling.sharding import constrain
+from scaling.mesh import constrain
 
 INIT_STD = 0.02
 # ModelConfig.remat: what a block keeps for the backward pass (the rest is recomputed).

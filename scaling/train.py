@@ -28,9 +28,10 @@ import optax
 import orbax.checkpoint as ocp
 from jax.sharding import Mesh
 
-from scaling import data, memory, sharding
+from scaling import data, distributed, memory, sharding
 from scaling.config import ConfigError, ModelConfig, RunConfig, TrainConfig
 from scaling.flops import flops_per_token
+from scaling.mesh import check_batch, logical_sharding, make_mesh
 from scaling.model import apply, init_params, mup_ratio
 from scaling.schedules import decay_start, learning_rate
 
@@ -119,8 +120,8 @@ def placement(cfg: RunConfig) -> tuple[Mesh, dict]:
     """The run's device mesh (cfg.mesh over all devices) and the shardings of its train state.
     Refuses, before anything compiles, a batch that does not split over the mesh and a state
     that does not fit the declared device memory (scaling.memory)."""
-    mesh = sharding.make_mesh(cfg.mesh)
-    sharding.check_batch(cfg, mesh)
+    mesh = make_mesh(cfg.mesh)
+    check_batch(cfg, mesh)
     memory.check_fits(cfg, mesh)
     shapes = jax.eval_shape(lambda: initial_state(cfg))
     return mesh, sharding.state_shardings(shapes, sharding.param_shardings(cfg.model, mesh))
@@ -150,11 +151,11 @@ def restore_latest(manager: ocp.CheckpointManager, cfg: RunConfig, run_dir: Path
                 f"{run_dir}: checkpoint {step} does not restore ({e!r}); trying older",
                 stacklevel=2,
             )
-            if sharding.is_main_process():  # every process finds it damaged; one moves it
+            if distributed.is_main_process():  # every process finds it damaged; one moves it
                 aside = run_dir / CORRUPT_DIR / f"{step}-{time.time_ns()}"
                 aside.parent.mkdir(exist_ok=True)
                 shutil.move(run_dir / CHECKPOINT_DIR / str(step), aside)
-            sharding.sync_processes(f"checkpoint {step} moved aside")
+            distributed.sync_processes(f"checkpoint {step} moved aside")
             manager.reload()
     return None, 0
 
@@ -201,7 +202,7 @@ def branch_point(cfg: RunConfig, run_dir: Path, parent: Path, state_sh):
     rows = [  # the rows a whole run logs: not those of the parent's last step, if off cadence
         r for r in read_metrics(parent) if r["step"] <= step and r["step"] % every[r["split"]] == 0
     ]
-    if sharding.is_main_process():
+    if distributed.is_main_process():
         (run_dir / METRICS_FILE).write_text("".join(json.dumps(r) + "\n" for r in rows))
     return state, step
 
@@ -246,11 +247,11 @@ def train(
     mesh, state_sh = placement(cfg)
     step_fn = sharding.shard_train_step(train_step, mesh, state_sh)
     eval_fn = sharding.shard_eval_loss(eval_loss, mesh, state_sh["params"])
-    heldout = sharding.global_array(
+    heldout = distributed.global_array(
         data.heldout_batches(corpus.heldout, t.batch_size, m.seq_len, t.eval_batches),
-        sharding.logical_sharding(mesh, (None, "batch", "length")),
+        logical_sharding(mesh, (None, "batch", "length")),
     )
-    main = sharding.is_main_process()  # process 0 writes the logs; every process checkpoints
+    main = distributed.is_main_process()  # process 0 writes the logs; every process checkpoints
     metrics_path = run_dir / METRICS_FILE
     manager = checkpoint_manager(run_dir, t)
     state, start = restore_latest(manager, cfg, run_dir, state_sh)
@@ -284,7 +285,7 @@ def train(
     clock, window_start = time.perf_counter(), start
     try:  # on any exception, let a checkpoint save in flight finish
         for step in range(start, total):
-            batch = sharding.process_batch(rows, step, mesh, (t.batch_size, m.seq_len + 1))
+            batch = distributed.process_batch(rows, step, mesh, (t.batch_size, m.seq_len + 1))
             lr = learning_rate(t, total, step)
             state, stats = step_fn(state, batch, jnp.float32(lr), m, opt)
             done = step + 1
@@ -317,7 +318,7 @@ def train(
         manager.close()
     if start == total and total > 0:  # already finished: report the stored final loss
         heldout_loss = float(eval_fn(state["params"], heldout, m))
-    return TrainResult(sharding.fetch(state["params"]), total, start, heldout_loss)
+    return TrainResult(distributed.fetch(state["params"]), total, start, heldout_loss)
 
 
 def read_metrics(run_dir: Path) -> list[dict]:

@@ -7,13 +7,14 @@ import sys
 
 import jax
 
-from scaling import sharding
+from scaling import distributed, sharding
 
-cluster = sharding.initialize_distributed()  # before any other jax call
+cluster = distributed.initialize_distributed()  # before any other jax call
 
 import shard_cases as case  # noqa: E402  (imports jax modules that must follow initialize)
 
 from scaling.config import MeshConfig  # noqa: E402
+from scaling.mesh import batch_sharding, make_mesh  # noqa: E402
 from scaling.train import initial_state, train_step  # noqa: E402
 
 MESHES = {
@@ -26,25 +27,26 @@ GLOBAL_SHAPE = (case.CFG.train.batch_size, case.MODEL.seq_len + 1)
 def main() -> dict:
     out = {
         "cluster": [cluster.source, cluster.process_id, cluster.num_processes],
-        "main": sharding.is_main_process(),
+        "main": distributed.is_main_process(),
         "devices": [jax.device_count(), jax.local_device_count()],
         "losses": {},
         "rows": {},
         "param_sum": {},
     }
     for name, mesh_cfg in MESHES.items():
-        mesh = sharding.make_mesh(mesh_cfg)
+        mesh = make_mesh(mesh_cfg)
         params = sharding.param_shardings(case.MODEL, mesh)
         state_sh = sharding.state_shardings(jax.eval_shape(case.state0), params)
         state = sharding.init_sharded(lambda: initial_state(case.CFG), state_sh)
         step = sharding.shard_train_step(train_step, mesh, state_sh)
 
         def batch(i, mesh=mesh):
-            return sharding.process_batch(case.rows, i, mesh, GLOBAL_SHAPE)
+            return distributed.process_batch(case.rows, i, mesh, GLOBAL_SHAPE)
 
         state, out["losses"][name] = case.train(step, state, range(case.STEPS), batch)
-        out["param_sum"][name] = float(sum(x.sum() for x in jax.tree.leaves(sharding.fetch(state))))
-        rows = sharding.process_rows(sharding.batch_sharding(mesh), GLOBAL_SHAPE)
+        whole = distributed.fetch(state)
+        out["param_sum"][name] = float(sum(x.sum() for x in jax.tree.leaves(whole)))
+        rows = distributed.process_rows(batch_sharding(mesh), GLOBAL_SHAPE)
         out["rows"][name] = rows.tolist()
     return out
 

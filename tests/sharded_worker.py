@@ -12,8 +12,9 @@ import numpy as np
 import orbax.checkpoint as ocp
 import shard_cases as case
 
-from scaling import sharding
+from scaling import distributed, sharding
 from scaling.config import MeshConfig
+from scaling.mesh import activation_layout, constrain, logical_sharding, make_mesh
 from scaling.train import eval_loss, initial_state, train_step
 
 MESHES = {
@@ -28,7 +29,7 @@ RESTORE_ONTO = {"fsdp4_tp2": MeshConfig(data=1, fsdp=4, tensor=2), "one_device":
 
 def layout(mesh_cfg, devices=None):
     """(mesh, state shardings, sharded train step) for a mesh config."""
-    mesh = sharding.make_mesh(mesh_cfg, devices)
+    mesh = make_mesh(mesh_cfg, devices)
     params = sharding.param_shardings(case.MODEL, mesh)
     state_sh = sharding.state_shardings(jax.eval_shape(case.state0), params)
     return mesh, state_sh, sharding.shard_train_step(train_step, mesh, state_sh)
@@ -49,8 +50,8 @@ def same_values(a, b) -> bool:
 def constrained_spec(mesh) -> str:
     """The layout `constrain` gives an MLP activation inside a sharded step."""
     x = np.ones((8, 64, 256), np.float32)
-    with sharding.activation_layout(mesh):  # jax.jit traces on this first call, inside it
-        y = jax.jit(lambda x: sharding.constrain(x * 2, ("batch", "length", "act_mlp")))(x)
+    with activation_layout(mesh):  # jax.jit traces on this first call, inside it
+        y = jax.jit(lambda x: constrain(x * 2, ("batch", "length", "act_mlp")))(x)
     return str(tuple(y.sharding.spec))
 
 
@@ -80,13 +81,13 @@ def main(checkpoint_dir: Path) -> dict:
         out["losses"][name] = first + rest
         if name == SAVED_ON:
             evaluate = sharding.shard_eval_loss(eval_loss, mesh, state_sh["params"])
-            stacked = sharding.logical_sharding(mesh, (None, "batch", "length"))
-            heldout = sharding.global_array(case.heldout(), stacked)
+            stacked = logical_sharding(mesh, (None, "batch", "length"))
+            heldout = distributed.global_array(case.heldout(), stacked)
             out["eval_loss"] = float(evaluate(state["params"], heldout, case.MODEL))
         out["out_shardings_kept"] = out.get("out_shardings_kept", True) and all(
             x.sharding == s for x, s in zip(jax.tree.leaves(state), jax.tree.leaves(state_sh))
         )
-    out["constrained_spec"] = constrained_spec(sharding.make_mesh(MESHES[SAVED_ON]))
+    out["constrained_spec"] = constrained_spec(make_mesh(MESHES[SAVED_ON]))
     for name, mesh_cfg in RESTORE_ONTO.items():
         devices = jax.devices()[:1] if name == "one_device" else None
         mesh, state_sh, step = layout(mesh_cfg, devices)

@@ -4,14 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.emergence import (
-    Settings,
-    _holm_reject,
-    classify,
-    classify_curve,
-    linearity_breakthroughness,
-    metric_sensitivity,
-)
+from analysis.emergence import classify, classify_curve, metric_sensitivity
+from analysis.emergence_stats import Settings, _holm_reject, linearity_breakthroughness
 from analysis.importers import load_scores
 from analysis.project_scores import from_project
 from analysis.scores import resolve_baselines

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.emergence import Settings
 from analysis.emergence_report import write_emergence
+from analysis.emergence_stats import Settings
 from experiments.cli_emergence import add_parser
 from scaling.config import ConfigError
 

@@ -4,7 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.emergence import Settings, classify
+from analysis.emergence import classify
+from analysis.emergence_stats import Settings
 from analysis.forecast import backtest, fit_curve, forecast
 from analysis.importers import load_scores
 

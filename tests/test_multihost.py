@@ -14,7 +14,7 @@ import yaml
 from conftest import tiny_run
 
 from experiments import store
-from scaling import sharding
+from scaling import distributed
 from scaling.config import ConfigError
 
 
@@ -30,12 +30,12 @@ from scaling.config import ConfigError
     ],
 )
 def test_slurm_node_lists_expand_like_scontrol_show_hostnames(nodelist, hosts):
-    assert sharding.expand_nodelist(nodelist) == hosts
+    assert distributed.expand_nodelist(nodelist) == hosts
 
 
 def test_a_bad_range_in_a_node_list_is_an_error():
     with pytest.raises(ValueError, match="bad range"):
-        sharding.expand_nodelist("node[04-01]")
+        distributed.expand_nodelist("node[04-01]")
 
 
 SLURM = {
@@ -49,30 +49,31 @@ SLURM = {
 
 
 def test_slurm_tasks_find_the_first_host_and_their_gpu():
-    c = sharding.detect_cluster(SLURM)
+    c = distributed.detect_cluster(SLURM)
     assert (c.source, c.num_processes, c.process_id) == ("slurm", 16, 9)
     assert c.coordinator == f"gpu07:{61440 + 4242 % 4096}" and c.local_device_ids == (1,)
-    port = sharding.detect_cluster(SLURM | {"SCALING_COORDINATOR_PORT": "1234"}).coordinator
+    port = distributed.detect_cluster(SLURM | {"SCALING_COORDINATOR_PORT": "1234"}).coordinator
     assert port == "gpu07:1234"
     # a task SLURM bound to one GPU (--gpus-per-task=1) sees only that one: no restriction
-    bound = sharding.detect_cluster(SLURM | {"CUDA_VISIBLE_DEVICES": "1"})
+    bound = distributed.detect_cluster(SLURM | {"CUDA_VISIBLE_DEVICES": "1"})
     assert bound.local_device_ids is None
-    assert sharding.detect_cluster(SLURM | {"CUDA_VISIBLE_DEVICES": "0,1"}).local_device_ids == (1,)
+    unbound = distributed.detect_cluster(SLURM | {"CUDA_VISIBLE_DEVICES": "0,1"})
+    assert unbound.local_device_ids == (1,)
 
 
 def test_a_single_slurm_task_is_a_single_process():
-    assert sharding.detect_cluster(SLURM | {"SLURM_NTASKS": "1"}).source == "single"
+    assert distributed.detect_cluster(SLURM | {"SLURM_NTASKS": "1"}).source == "single"
 
 
 def test_explicit_arguments_then_scaling_variables_take_precedence_over_slurm():
-    c = sharding.detect_cluster(SLURM, coordinator="h:1", num_processes=2, process_id=1)
+    c = distributed.detect_cluster(SLURM, coordinator="h:1", num_processes=2, process_id=1)
     assert (c.source, c.coordinator, c.process_id) == ("explicit", "h:1", 1)
     env = SLURM | {
         "SCALING_COORDINATOR": "10.0.0.1:8476",
         "SCALING_NUM_PROCESSES": "4",
         "SCALING_PROCESS_ID": "3",
     }
-    c = sharding.detect_cluster(env)
+    c = distributed.detect_cluster(env)
     assert (c.source, c.coordinator, c.num_processes, c.process_id) == (
         "env",
         "10.0.0.1:8476",
@@ -82,10 +83,10 @@ def test_explicit_arguments_then_scaling_variables_take_precedence_over_slurm():
 
 
 def test_tpu_vms_and_single_processes():
-    assert sharding.detect_cluster({"SCALING_CLUSTER": "tpu"}).source == "tpu"
-    assert sharding.detect_cluster({"TPU_WORKER_HOSTNAMES": "a,b"}).source == "tpu"
-    assert sharding.detect_cluster({}) == sharding.Cluster("single")
-    assert sharding.initialize_distributed(env={}) == sharding.Cluster("single")  # no-op
+    assert distributed.detect_cluster({"SCALING_CLUSTER": "tpu"}).source == "tpu"
+    assert distributed.detect_cluster({"TPU_WORKER_HOSTNAMES": "a,b"}).source == "tpu"
+    assert distributed.detect_cluster({}) == distributed.Cluster("single")
+    assert distributed.initialize_distributed(env={}) == distributed.Cluster("single")  # no-op
 
 
 @pytest.mark.parametrize(
@@ -99,7 +100,7 @@ def test_tpu_vms_and_single_processes():
 )
 def test_an_incomplete_environment_names_the_variable(env, field):
     with pytest.raises(ConfigError) as e:
-        sharding.detect_cluster(env)
+        distributed.detect_cluster(env)
     assert e.value.field == field
 
 

@@ -12,6 +12,8 @@ import pytest
 from scaling import sandbox
 from scaling.config import ConfigError
 from scaling.sandbox import Limits, run_many, run_program
+from scaling.sandbox_child import DENIED_EXIT
+from scaling.sandbox_layers import sandbox_setup
 
 QUICK = Limits(timeout_s=1.0)
 
@@ -20,13 +22,13 @@ QUICK = Limits(timeout_s=1.0)
 def setup(request, monkeypatch):
     """The detected setup, then as if unshare were missing, then as if we were not root
     either (the candidate keeps our uid: only the audit hook and rlimits remain)."""
-    detected = sandbox.sandbox_setup()
+    detected = sandbox_setup()
     setups = {
         "detected": detected,
         "no-namespaces": dataclasses.replace(detected, unshare=(), namespaces=()),
         "hook-only": dataclasses.replace(detected, unshare=(), namespaces=(), dedicated_uid=False),
     }
-    monkeypatch.setattr(sandbox, "sandbox_setup", lambda: setups[request.param])
+    monkeypatch.setattr(sandbox, "sandbox_setup", lambda: setups[request.param])  # where used
     return setups[request.param]
 
 
@@ -101,7 +103,7 @@ def test_process_creation_network_and_ctypes_are_denied(setup):
         " 'sandbox_hook'][0]\nhook.__code__ = (lambda event, args: None).__code__",
     ]
     for result in run_many(programs):
-        assert result.status == "denied" and result.returncode == sandbox.DENIED_EXIT
+        assert result.status == "denied" and result.returncode == DENIED_EXIT
         assert "sandbox: denied" in result.stderr
 
 

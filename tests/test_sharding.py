@@ -1,5 +1,6 @@
-"""scaling.sharding: meshes, the logical→mesh rules, and sharded training on 8 simulated CPU
-devices (a subprocess: the device count is fixed when jax starts) matching one device."""
+"""scaling.mesh and scaling.sharding: meshes, the logical→mesh rules, and sharded training on 8
+simulated CPU devices (a subprocess: the device count is fixed when jax starts) matching one
+device."""
 
 import jax
 import numpy as np
@@ -7,15 +8,16 @@ import pytest
 import shard_cases as case
 from jax.sharding import PartitionSpec as P
 
-from scaling import sharding
+from scaling import distributed, sharding
 from scaling.config import ConfigError, MeshConfig, ModelConfig, RunConfig, TrainConfig
+from scaling.mesh import check_batch, constrain, fit_spec, logical_to_mesh, make_mesh, mesh_shape
 
 
 def test_mesh_shape_resolves_the_free_axis_and_folds_slices_into_data():
-    assert sharding.mesh_shape(MeshConfig(), 8) == {"data": 8, "fsdp": 1, "tensor": 1}
-    assert sharding.mesh_shape(MeshConfig(data=2, fsdp=-1, tensor=2), 8)["fsdp"] == 2
+    assert mesh_shape(MeshConfig(), 8) == {"data": 8, "fsdp": 1, "tensor": 1}
+    assert mesh_shape(MeshConfig(data=2, fsdp=-1, tensor=2), 8)["fsdp"] == 2
     two_slices = MeshConfig(data=-1, fsdp=2, tensor=2, slices=2)
-    assert sharding.mesh_shape(two_slices, 16) == {"data": 4, "fsdp": 2, "tensor": 2}
+    assert mesh_shape(two_slices, 16) == {"data": 4, "fsdp": 2, "tensor": 2}
 
 
 @pytest.mark.parametrize(
@@ -30,28 +32,28 @@ def test_mesh_shape_resolves_the_free_axis_and_folds_slices_into_data():
 )
 def test_mesh_shape_errors_name_the_field_and_valid_sizes(mesh_cfg, devices, field, fix):
     with pytest.raises(ConfigError) as e:
-        sharding.mesh_shape(mesh_cfg, devices)
+        mesh_shape(mesh_cfg, devices)
     assert e.value.field == field and fix in e.value.fix
 
 
 def test_make_mesh_has_the_three_named_axes():
-    mesh = sharding.make_mesh(MeshConfig())
+    mesh = make_mesh(MeshConfig())
     assert mesh.axis_names == ("data", "fsdp", "tensor")
     assert dict(mesh.shape) == {"data": jax.device_count(), "fsdp": 1, "tensor": 1}
 
 
 def test_logical_names_map_by_the_rule_table():
-    assert sharding.logical_to_mesh(("embed", "heads", "kv")) == P("fsdp", "tensor", None)
-    assert sharding.logical_to_mesh(("batch", "length")) == P(("data", "fsdp"), None)
+    assert logical_to_mesh(("embed", "heads", "kv")) == P("fsdp", "tensor", None)
+    assert logical_to_mesh(("batch", "length")) == P(("data", "fsdp"), None)
     # the tied embedding's rows take tensor and fsdp, so `embed` finds fsdp taken
-    assert sharding.logical_to_mesh(("vocab", "embed")) == P(("tensor", "fsdp"), None)
+    assert logical_to_mesh(("vocab", "embed")) == P(("tensor", "fsdp"), None)
     with pytest.raises(ValueError, match="no sharding rule"):
-        sharding.logical_to_mesh(("nonsense",))
+        logical_to_mesh(("nonsense",))
 
 
 def test_a_dimension_the_mesh_does_not_divide_is_replicated_and_noted():
     sizes = {"data": 2, "fsdp": 4, "tensor": 2}
-    spec, notes = sharding.fit_spec(P(("data", "fsdp"), "tensor"), (4, 3), sizes, "x")
+    spec, notes = fit_spec(P(("data", "fsdp"), "tensor"), (4, 3), sizes, "x")
     assert spec == P("data", None)  # 4 rows split over data=2 only; 3 columns whole
     assert notes == [
         "x dim 0 (length 4) not split over fsdp=4",
@@ -67,14 +69,14 @@ def test_a_dimension_the_mesh_does_not_divide_is_replicated_and_noted():
 
 def test_the_batch_must_split_over_data_and_fsdp():
     cfg = RunConfig(train=TrainConfig(batch_size=12))
-    sharding.check_batch(cfg, {"data": 4, "fsdp": 1, "tensor": 2})
+    check_batch(cfg, {"data": 4, "fsdp": 1, "tensor": 2})
     with pytest.raises(ConfigError, match="multiple of 8") as e:
-        sharding.check_batch(cfg, {"data": 4, "fsdp": 2, "tensor": 1})
+        check_batch(cfg, {"data": 4, "fsdp": 2, "tensor": 1})
     assert e.value.field == "train.batch_size"
 
 
 def test_optimizer_state_follows_the_parameters_and_counts_are_replicated():
-    mesh = sharding.make_mesh(MeshConfig())
+    mesh = make_mesh(MeshConfig())
     params = sharding.param_shardings(case.MODEL, mesh)
     state = sharding.state_shardings(jax.eval_shape(case.state0), params)
     adam = state["opt_state"][1]
@@ -83,13 +85,13 @@ def test_optimizer_state_follows_the_parameters_and_counts_are_replicated():
 
 
 def test_fetch_gives_whole_host_arrays():
-    fetched = sharding.fetch({"w": jax.numpy.arange(6.0).reshape(2, 3)})
+    fetched = distributed.fetch({"w": jax.numpy.arange(6.0).reshape(2, 3)})
     np.testing.assert_array_equal(fetched["w"], np.arange(6.0).reshape(2, 3))
 
 
 def test_constrain_is_a_no_op_outside_a_sharded_step():
     x = np.ones((2, 3))
-    assert sharding.constrain(x, ("batch", "act_mlp")) is x
+    assert constrain(x, ("batch", "act_mlp")) is x
 
 
 # --- 8 simulated devices ---------------------------------------------------------------------

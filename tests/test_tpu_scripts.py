@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from scaling import sharding
+from scaling import distributed
 
 ROOT = Path(__file__).resolve().parent.parent
 LAUNCH, SUBMIT = ROOT / "tpu" / "launch.py", ROOT / "tpu" / "slurm" / "submit.py"
@@ -265,7 +265,7 @@ def test_slurm_template_runs_every_task_against_the_first_host(tmp_path):
         for node in range(2)
         for gpu in range(8)
     ]
-    clusters = [sharding.detect_cluster(env) for env in tasks]
+    clusters = [distributed.detect_cluster(env) for env in tasks]
     assert {c.coordinator for c in clusters} == {f"gpu07:{port}"}
     assert [c.process_id for c in clusters] == list(range(16))
     assert [c.local_device_ids for c in clusters] == [(g,) for _ in range(2) for g in range(8)]

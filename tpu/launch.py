@@ -12,7 +12,7 @@ worker, start a run or a sweep on all workers at once, stream its log, stop it, 
 
 Every subcommand takes --dry-run (print the exact commands, run nothing) and --project. All
 workers of a slice run the same command; jax.distributed finds the slice's workers itself
-(SCALING_CLUSTER=tpu tells scaling.sharding.initialize_distributed to let it), process 0
+(SCALING_CLUSTER=tpu tells scaling.distributed.initialize_distributed to let it), process 0
 writes the run directory, and checkpoints need a directory every worker sees (--runs-dir on a
 shared mount such as a gcsfuse bucket or Filestore).
 """

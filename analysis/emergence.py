@@ -25,7 +25,6 @@ from analysis.scores import PROPORTION_METRICS, metric_name
 from scaling.config import ConfigError
 
 KEYS = ["family", "task", "subtask", "metric", "shots"]
-X_AXES = ("flops", "params", "non_embedding_params", "tokens")
 
 
 @dataclass

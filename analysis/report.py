@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.emergence import Settings
 from analysis.emergence_report import write_emergence
+from analysis.emergence_stats import Settings
 from analysis.fit_plots import plot_allocation, plot_isoflop
 from analysis.fits.base import FitRequest
 from analysis.fits.bootstrap import Bootstrap

@@ -284,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     _enable_compilation_cache()
     try:
         if args.command in ("train", "sweep", "task"):  # multi-host: before any other jax call
-            from scaling.sharding import initialize_distributed
+            from scaling.distributed import initialize_distributed
 
             initialize_distributed()
         return args.func(args)

@@ -267,7 +267,7 @@ class EvalConfig:
 
 @dataclass(frozen=True)
 class MeshConfig:
-    """How a run is laid out over devices (scaling.sharding): the sizes of the mesh axes `data`,
+    """How a run is laid out over devices (scaling.mesh): the sizes of the mesh axes `data`,
     `fsdp` and `tensor` within one slice (one of them may be -1: all remaining devices), and
     `slices` for multi-slice jobs (an outer data-parallel axis across slices, over DCN: the
     mesh's data axis is slices·data). scaling.memory checks the plan against

@@ -267,7 +267,7 @@ def _branch(runs: list[RunSpec], cooldown) -> list[RunSpec]:
             tokens=max(starts.values()) * per_step,
             save_steps=tuple(sorted(set(starts.values()))),
         )
-        stable = dataclasses.replace(first, train=stable_train, name=f"{members[0].name}-stable")
+        stable = dataclasses.replace(first, train=stable_train, name=_stable_name(members))
         stable_id = run_id(stable)
         out.append(RunSpec(stable_id, stable.name, stable, {"role": "stable"}))
         for r in members:
@@ -276,3 +276,17 @@ def _branch(runs: list[RunSpec], cooldown) -> list[RunSpec]:
             )
             out.append(RunSpec(run_id(cfg), r.name, cfg, r.design | {"role": "branch"}))
     return out
+
+
+def _stable_name(members: list[RunSpec]) -> str:
+    """The shared stable run's name: what its branches' names have in common (`s0-C1e+11`,
+    `s0-C2e+11` -> `s0-stable`), not the first branch's budget."""
+    parts = [m.name.split("-") for m in members]
+    common = []
+    for words in zip(*parts):
+        if len(set(words)) > 1:
+            break
+        common.append(words[0])
+    if len(members) == 1:
+        common = parts[0]
+    return "-".join([*common, "stable"])

@@ -42,7 +42,14 @@ FILES = (
     "report.md",
 )
 ESTIMATES = ("E", "A", "B", "alpha", "beta", "a", "b")
-ALLOCATION_LABELS = ("approach 3, L(N, D)", "approach 1, envelope", "approach 2, IsoFLOP")
+# Approach 3's allocation solves C = 6ND (N_opt and D_opt in closed form); approaches 1 and 2
+# read N_opt off runs at the report's FLOP count. The labels say so: on tiny models the
+# detailed count is several times 6ND, which shifts approach 3's curve along C.
+ALLOCATION_LABELS = (
+    "approach 3, L(N, D), C = 6ND",
+    "approach 1, envelope, C = {}",
+    "approach 2, IsoFLOP, C = {}",
+)
 
 
 def load_sweep_tables(sweep_dir) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -240,7 +247,7 @@ def write_report(
     }
     budgets = np.geomspace(runs[flops_col].min(), 100 * runs[flops_col].max(), 20)
     allocations = {
-        label: fit.allocation(budgets)
+        label.format(flops_col): fit.allocation(budgets)
         for label, fit in zip(ALLOCATION_LABELS, allocation_fits.values(), strict=True)
         if fit is not None
     }

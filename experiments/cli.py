@@ -211,7 +211,9 @@ def _overrides(p: argparse.ArgumentParser) -> None:
     )
 
 
-def parser() -> argparse.ArgumentParser:
+def parser(fit_forms: bool = True) -> argparse.ArgumentParser:
+    """The command line; fit_forms=False leaves out the per-form options of `scaling fit`, whose
+    registry imports JAX and matplotlib (2 s), when the command is not `fit`."""
     p = argparse.ArgumentParser(prog="scaling", description=__doc__.split("\n\n")[0])
     p.add_argument("--version", action="version", version=cli_config.version())
     sub = p.add_subparsers(dest="command", required=True)
@@ -261,7 +263,7 @@ def parser() -> argparse.ArgumentParser:
 
     cli_config.add_parser(sub)
     cli_eval.add_parser(sub)
-    cli_fit.add_parser(sub)
+    cli_fit.add_parser(sub, fit_forms)
     cli_emergence.add_parser(sub)
     return p
 
@@ -269,7 +271,8 @@ def parser() -> argparse.ArgumentParser:
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     """Arguments, with `key=value` overrides allowed after the options too (argparse alone
     takes positionals only before them)."""
-    p = parser()
+    argv = sys.argv[1:] if argv is None else argv
+    p = parser(fit_forms="fit" in argv)
     args, rest = p.parse_known_args(argv)
     late = [a for a in rest if "=" in a and not a.startswith("-")]
     if rest != late or (late and not hasattr(args, "overrides")):

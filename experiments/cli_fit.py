@@ -172,15 +172,19 @@ def _holdout(p) -> None:
     )  # fmt: skip
 
 
-def add_parser(subparsers) -> None:
-    from analysis.fits.registry import FORMS
-
+def add_parser(subparsers, forms: bool = True) -> None:
+    """`scaling fit` and, with `forms`, one subcommand per registered fit form (importing the
+    registry, and with it the fits, only then: every other command starts in 0.1 s)."""
     f = subparsers.add_parser(
         "fit", help="fit Chinchilla approaches 1-3 or Kaplan laws to a results table or any CSV",
         description=__doc__.split("\n\n")[0], epilog=COMMON_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )  # fmt: skip
     sub = f.add_subparsers(dest="approach", required=True, metavar="APPROACH")
+    if not forms:
+        return
+    from analysis.fits.registry import FORMS
+
     for form in FORMS.values():
         p = sub.add_parser(
             form.name, help=form.summary, epilog=COMMON_HELP,

@@ -151,6 +151,12 @@ def expand(spec: dict, yes: bool = False) -> Sweep:
     if not isinstance(name, str) or not name or "/" in name:
         raise ConfigError("sweep.name", f"missing or invalid ({name!r})", "give a name without '/'")
     base = spec.get("base", {}) or {}
+    if not isinstance(base, dict):
+        raise ConfigError(
+            "sweep.base",
+            f"expected a mapping, got {type(base).__name__}",
+            "write base as a run config: model/data/train/eval sections",
+        )
     axes = designs.grid_axes(spec) + designs.zip_axes(spec) + designs.isoflop_axes(spec, base)
     if not axes:
         raise ConfigError(

@@ -58,6 +58,7 @@ def test_grid_expansion_and_stable_ids():
         ({"name": "t", "grid": {"model.d_model": [30]}}, "run 30: model.d_model: 30 is not"),
         ({"name": "t", "grid": {}}, "sweep.grid: must map field paths to non-empty lists"),
         ({"name": "t"}, "sweep: the design is empty"),
+        ({"name": "t", "base": [1], "grid": {"train.seed": [0]}}, "sweep.base: expected a mapping"),
         ({"name": "t", "zip": {"model": ["s0"], "train.seed": [1, 2]}}, "sweep.zip: must map"),
         (
             {"name": "t", "base": BASE, "isoflop": {"budgets": [3e7], "models": ["s0", "s5"]}},

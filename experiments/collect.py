@@ -8,8 +8,10 @@ achieved tokens/s. curves (curves.csv): one row per held-out evaluation during t
 eval_over_training.csv: the eval rows of earlier checkpoints (eval.every_steps, or
 `scaling eval --checkpoints`), with `step` and `tokens_seen`, for emergence over training.
 failed (failed_runs.csv): the failed runs, left out of both tables, with their reasons, for the
-report to mention. Stable runs of a cooldown design are left out too: they never cooled down,
-their branches are the runs. Collect is re-run as runs finish, so the tables grow.
+report to mention, and the runs whose claim the last launch refused (their directory holds
+another run's config: store.REFUSED). Stable runs of a cooldown design are left out too: they
+never cooled down, their branches are the runs. Collect is re-run as runs finish, so the
+tables grow.
 """
 
 from __future__ import annotations
@@ -106,6 +108,11 @@ def collect(sweep_dir, quiet: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]
             for m in store.read_jsonl(store.join(run_dir, METRICS_FILE))
             if m["split"] == "heldout"
         ]
+    refused = store.read_json(store.join(sweep_dir, store.REFUSED), {})
+    failed += [
+        {"run_id": rid, "name": r["name"], "error": r["error"], "retryable": False}
+        for rid, r in refused.items()
+    ]
     pd.DataFrame(failed, columns=["run_id", "name", "error", "attempt", "retryable"]).to_csv(
         store.join(sweep_dir, FAILED_CSV), index=False
     )

@@ -182,7 +182,10 @@ def work(task: Task) -> dict:
     if lead:
         try:
             claim, verdict = _claim(task, url)
-        except Exception as e:  # e.g. the directory holds another run: not ours to record
+        except store.ClaimRefused as e:  # the directory holds another run: never retried
+            verdict = store.FAILED
+            outcome |= {"message": str(e), "retryable": False, "refused": True}
+        except Exception as e:  # recorded by the sweep (the run directory may not be ours)
             verdict, outcome["message"] = store.FAILED, f"{type(e).__name__}: {e}"
     if collective:
         verdict = VERDICTS[_broadcast(VERDICTS.index(verdict))]
@@ -274,11 +277,14 @@ def run_sweep(sweep: Sweep, runs_dir, executor, launch: Launch = Launch()) -> Sw
         unit="run",
         disable=not launch.show_progress,
     )
+    store.write_atomic(store.join(sweep_dir, store.REFUSED), "{}")  # this launch's refusals
     for stage in sweep.stages():
         pending = _ready(stage, sweep_dir, outcome)
+        last = {}
         for _ in range(launch.max_attempts):
             retry = set()
             for result in executor.map(work, [Task(s, sweep_dir, launch) for s in pending]):
+                last[result["run_id"]] = result
                 if _record(result, outcome, sweep_dir, launch):
                     retry.add(result["run_id"])
                 else:
@@ -288,6 +294,10 @@ def run_sweep(sweep: Sweep, runs_dir, executor, launch: Launch = Launch()) -> Sw
             pending = [s for s in pending if s.run_id in retry]
             if not pending:
                 break
+        for spec in pending:  # still failing after this launch's last attempt: never dropped
+            message = last[spec.run_id].get("message", "failed")
+            outcome.failed[spec.run_id] = f"{spec.name}: {message} (retries used up here)"
+            bar.update()
     bar.close()
     return outcome
 
@@ -313,6 +323,11 @@ def _record(result: dict, outcome: SweepOutcome, sweep_dir: str, launch: Launch)
         outcome.skipped.append(rid)
     elif kind in (BUSY, LOST):
         outcome.busy[rid] = f"{result['name']}: {result.get('message', 'held by a live worker')}"
+    elif result.get("refused"):
+        outcome.failed[rid] = f"{result['name']}: {result['message']}"
+        refused = store.read_json(store.join(sweep_dir, store.REFUSED), {})
+        refused[rid] = {"name": result["name"], "error": result["message"]}
+        store.write_atomic(store.join(sweep_dir, store.REFUSED), json.dumps(refused, indent=1))
     else:
         url = store.locate(sweep_dir, rid, result["name"])
         attempts = store.attempts(url)

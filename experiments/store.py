@@ -39,6 +39,7 @@ from fsspec.implementations.local import LocalFileSystem
 
 CONFIG, STATUS, EVAL, ATTEMPTS = "config.json", "status.json", "eval.jsonl", "attempts"
 DESIGN = "design.json"
+REFUSED = "refused_runs.json"  # in the sweep directory: run id -> why its claim was refused
 PENDING, RUNNING, DONE, FAILED = "pending", "running", "done", "failed"
 HOST = socket.gethostname()
 # Config fields that do not change the numbers a run produces: its display name and its device
@@ -195,8 +196,10 @@ def read_eval(run_dir) -> list[dict]:
 
 def claim_config(run_dir, config: dict, normalize: Callable[[dict], dict] | None = None) -> None:
     """Write config.json, or check that the directory already holds this very run: the stored
-    config equals this one, name and mesh aside. `normalize` (the config loader) first fills in
-    fields added to the schema since the stored file was written."""
+    config equals this one, name and mesh aside, values compared as JSON writes them (so a NaN
+    in a config equals the NaN stored for it, where NaN != NaN in Python). `normalize` (the
+    config loader) first fills in fields added to the schema since the stored file was
+    written."""
     fs, path = _fs(run_dir)
     fs.makedirs(path, exist_ok=True)
     existing = read_json(join(run_dir, CONFIG))
@@ -207,12 +210,18 @@ def claim_config(run_dir, config: dict, normalize: Callable[[dict], dict] | None
         _flat(json.loads(json.dumps(c)))  # tuples become lists, as JSON stores them
         for c in (config, normalize(existing) if normalize else existing)
     )
-    differ = sorted(k for k in ours.keys() | stored.keys() if ours.get(k, ()) != stored.get(k, ()))
+    same = lambda a, b: json.dumps(a) == json.dumps(b)  # noqa: E731 — NaN equals NaN here
+    differ = sorted(k for k in ours.keys() | stored.keys() if not same(ours.get(k), stored.get(k)))
     if differ:
-        raise RuntimeError(
+        raise ClaimRefused(
             f"{run_dir} holds a different run's config.json ({', '.join(differ)} differ); "
             "move it away or use another --runs-dir"
         )
+
+
+class ClaimRefused(RuntimeError):
+    """The run's directory holds another run: not ours to train or to mark. The sweep records
+    the refusal in its own REFUSED file (failed_runs.csv lists it) and never retries it."""
 
 
 def _flat(config: dict, prefix: str = "") -> dict:

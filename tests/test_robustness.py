@@ -149,3 +149,29 @@ def test_submitit_debug_executor_and_the_slurm_batch_script(tmp_path, monkeypatc
         "--signal=USR2@90",
     ):
         assert f"#SBATCH {line}" in script, line
+
+
+def test_a_refused_run_is_counted_listed_and_fails_the_launch(tmp_path, capsys):
+    """A run whose directory holds another run's config is neither trained nor dropped: the
+    summary counts it failed, failed_runs.csv and the report list it, the exit code is 1."""
+    sweep = spec("refusal", {"train.seed": [0, 1]}, steps=10)
+    path = tmp_path / "refusal.yaml"
+    path.write_text(yaml.safe_dump(sweep))
+    runs, reports = tmp_path / "runs", tmp_path / "reports"
+    victim = expand(sweep).runs[1]
+    foreign = store.locate(str(runs / "refusal"), victim.run_id, victim.name)
+    store.claim_config(foreign, victim.config.to_dict() | {"train": {"seed": 99}})
+    args = ["sweep", str(path), "--runs-dir", str(runs), "--reports-dir", str(reports)]
+    assert main([*args, "--no-tensorboard"]) == 1
+    out, err = capsys.readouterr()
+    assert "trained 1, already done 0, failed 1" in out and "holds a different run" in err
+    failed = pd.read_csv(runs / "refusal" / "failed_runs.csv")
+    assert failed["run_id"].tolist() == [victim.run_id]
+    assert victim.run_id in (reports / "refusal" / "report.md").read_text()
+    assert store.attempts(foreign) == []  # never claimed, so never retried
+
+
+def test_a_nan_in_a_config_is_the_same_run_again(tmp_path):
+    cfg = {"train": {"learning_rate": float("nan")}, "name": "x"}
+    store.claim_config(str(tmp_path), cfg)
+    store.claim_config(str(tmp_path), cfg)  # NaN != NaN in Python, yet this is the same run

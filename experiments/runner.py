@@ -4,8 +4,10 @@ and a sweep of them through an executor (experiments.executors).
 `work(task)` is all an executor runs, in whichever process or machine: the run store decides
 who trains what (experiments.store), so executors only need to call it. Re-running a sweep skips
 finished runs and resumes unfinished ones from their last checkpoint. A run that fails is marked
-failed with its reason and traceback and the sweep goes on; a retryable failure is retried up to
-`max_attempts` claims, a divergence (NaN loss) or a config error is not. Cooldown branches run
+failed with its reason and traceback and the sweep goes on; a retryable failure is retried until
+it has failed `max_attempts` times, a divergence (NaN loss) or a config error is not. An attempt
+whose worker was killed or lost its heartbeat is not a failure: the run is taken over and resumed
+(up to store.LOST_ATTEMPTS such attempts). Cooldown branches run
 after their stable parents (a second stage). The results table is re-collected as runs finish.
 
 A multi-process jax job (a TPU pod slice, a multi-node SLURM job: `jax.distributed` is
@@ -37,7 +39,7 @@ class Launch:
     """How runs are executed; the same for every run of a launch."""
 
     stale_after: float = 300.0  # seconds without a heartbeat before a run may be reclaimed
-    max_attempts: int = 3  # claims of one run, the first included
+    max_attempts: int = 3  # failed attempts of one run before it stays failed (kills don't count)
     heartbeat_s: float = 10.0
     tensorboard: bool = True
     wandb: str = ""  # W&B project; empty: off
@@ -334,5 +336,8 @@ def _record(result: dict, outcome: SweepOutcome, sweep_dir: str, launch: Launch)
         if store.claimable(url, launch.stale_after, launch.max_attempts, attempts):
             return True
         error = result.get("message") or store.status(url).get("error") or "failed"
-        outcome.failed[rid] = f"{result['name']}: {error} (attempts: {len(attempts)})"
+        failed = store.failures(url, attempts)
+        outcome.failed[rid] = (
+            f"{result['name']}: {error} (attempts: {len(attempts)}, failed {failed})"
+        )
     return False

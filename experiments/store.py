@@ -48,6 +48,7 @@ NOT_IDENTITY = ("name", "mesh")
 RUN_ID = re.compile(r"[0-9a-f]{12}")  # experiments.sweep.run_id
 LABEL_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 LABEL_MAX = 64  # characters of a label kept in a directory name
+LOST_ATTEMPTS = 20  # killed or stale attempts of one run before it is left alone (claimable)
 
 
 class LostClaim(RuntimeError):
@@ -264,10 +265,23 @@ def owner_dead(record: dict, stale_after: float, now: float | None = None) -> bo
     return record["host"] == HOST and not _pid_alive(record["pid"])
 
 
+def failures(run_dir, n: list[int]) -> int:
+    """How many of attempts n ended in a failure of the run itself (Claim.finish(FAILED)). An
+    attempt whose worker was killed, preempted or lost its heartbeat is not one: the run did
+    nothing wrong, and a run preempted again and again must still finish."""
+    records = (read_json(join(run_dir, ATTEMPTS, str(i)), {}) for i in n)
+    return sum(r.get("outcome") == FAILED for r in records)
+
+
 def claimable(run_dir, stale_after: float, max_attempts: int, n: list[int]) -> bool:
-    """Whether the run, whose attempts so far are n, may be claimed now."""
+    """Whether the run, whose attempts so far are n, may be claimed now: not done, fewer than
+    max_attempts failures, fewer than LOST_ATTEMPTS lost attempts besides (a bound on a run
+    that kills its own worker every time, e.g. out of host memory), and no live owner."""
     state = status(run_dir)
-    if state["state"] == DONE or len(n) >= max_attempts:
+    if state["state"] == DONE:
+        return False
+    failed = failures(run_dir, n)
+    if failed >= max_attempts or len(n) - failed >= LOST_ATTEMPTS:
         return False
     if state["state"] == FAILED:
         return state.get("retryable", True)
@@ -304,12 +318,17 @@ class Claim:
         """Write the final status, unless another worker took the run over meanwhile."""
         if not self.owned():
             raise LostClaim(f"{self.run_dir}: attempt {self.attempt} was superseded")
+        record = read_json(join(self.run_dir, ATTEMPTS, str(self.attempt)), {})
+        write_atomic(
+            join(self.run_dir, ATTEMPTS, str(self.attempt)), json.dumps(record | {"outcome": state})
+        )
         set_status(self.run_dir, state, attempt=self.attempt, **info)
 
 
 def claim(run_dir, worker: str, stale_after: float, max_attempts: int) -> Claim | None:
-    """Claim the run for this worker, or None when it is done, failed for good, out of
-    attempts, or being trained by a live worker (including one that won the race just now)."""
+    """Claim the run for this worker, or None when it is done, failed for good (max_attempts
+    failures), lost too often, or being trained by a live worker (including one that won the
+    race just now)."""
     n = attempts(run_dir)  # read once: the attempt we create must follow the one we judged
     if not claimable(run_dir, stale_after, max_attempts, n):
         return None

@@ -175,3 +175,38 @@ def test_a_nan_in_a_config_is_the_same_run_again(tmp_path):
     cfg = {"train": {"learning_rate": float("nan")}, "name": "x"}
     store.claim_config(str(tmp_path), cfg)
     store.claim_config(str(tmp_path), cfg)  # NaN != NaN in Python, yet this is the same run
+
+
+def test_a_run_killed_five_times_in_a_row_still_finishes_bit_identical(tmp_path):
+    """Preemption is not failure: five kill -9s of the same run (max_attempts 2) leave it
+    claimable, and the sixth launch finishes it with the losses of an uninterrupted run."""
+    sweep = spec("preempted", {"train.seed": [0]}, steps=120)
+    sweep_dir, last = tmp_path / "runs" / "preempted", 0
+    for _ in range(5):
+        proc = launch(tmp_path, sweep, "--max-attempts", "2", wait=False)
+        deadline = time.time() + 120
+        while time.time() < deadline:  # a checkpoint beyond the last kill's, then kill -9
+            (run_dir,) = store.run_dirs(sweep_dir) or [None]
+            found = (
+                (sweep_dir / run_dir.rsplit("/", 1)[-1]).glob("checkpoints/*") if run_dir else ()
+            )
+            saved = [int(c.name) for c in found if c.name.isdigit()]  # finished saves only
+            if saved and max(saved) > last:
+                last = max(saved)
+                os.kill(store.owner(run_dir)["pid"], signal.SIGKILL)
+                break
+            time.sleep(0.05)
+        proc.kill()
+        proc.communicate(timeout=60)
+    assert last < 120
+    finished = launch(tmp_path, sweep, "--max-attempts", "2")
+    assert finished.returncode == 0, finished.stderr
+    (run_dir,) = store.run_dirs(sweep_dir)
+    assert store.status(run_dir)["state"] == "done" and len(store.attempts(run_dir)) == 6
+    (tmp_path / "ref").mkdir()
+    reference = launch(tmp_path / "ref", sweep)
+    assert reference.returncode == 0, reference.stderr
+    (ref_dir,) = store.run_dirs(tmp_path / "ref" / "runs" / "preempted")
+    losses = [{(r["step"], r["split"]): r["loss"] for r in store.read_jsonl(f"{d}/metrics.jsonl")}
+              for d in (run_dir, ref_dir)]  # fmt: skip
+    assert losses[0] == losses[1]

@@ -57,6 +57,21 @@ def test_retries_stop_at_the_limit_and_divergence_is_not_retried(run_dir):
     assert store.status(other)["error"] == "Diverged"
 
 
+def test_lost_attempts_do_not_use_up_the_retries(run_dir):
+    """Five stale (killed, preempted) attempts in a row: the run is still claimable with
+    max_attempts=2, and a failure after them is the first that counts."""
+    for attempt in range(1, 6):
+        assert store.claim(run_dir, "w", stale_after=0, max_attempts=2).attempt == attempt
+    claim = store.claim(run_dir, "w", stale_after=0, max_attempts=2)
+    claim.finish(store.FAILED, error="OSError: disk", retryable=True)
+    n = store.attempts(run_dir)
+    assert len(n) == 6 and store.failures(run_dir, n) == 1
+    assert store.claim(run_dir, "w", stale_after=0, max_attempts=2).attempt == 7
+    for _ in range(store.LOST_ATTEMPTS):  # a run that kills its worker every time stops
+        store.claim(run_dir, "w", stale_after=0, max_attempts=2)
+    assert store.claim(run_dir, "w", stale_after=0, max_attempts=2) is None
+
+
 def test_a_dead_owner_on_this_host_is_reclaimed_at_once(tmp_path):
     url = str(tmp_path / "r")
     store.claim_config(url, {"name": ""})

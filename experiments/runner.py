@@ -300,8 +300,32 @@ def run_sweep(sweep: Sweep, runs_dir, executor, launch: Launch = Launch()) -> Sw
             message = last[spec.run_id].get("message", "failed")
             outcome.failed[spec.run_id] = f"{spec.name}: {message} (retries used up here)"
             bar.update()
+    _await_others(outcome, sweep_dir, launch)
     bar.close()
     return outcome
+
+
+def _await_others(outcome: SweepOutcome, sweep_dir: str, launch: Launch) -> None:
+    """Wait for the runs other live workers hold (another launcher of the same sweep), so that
+    this launch reports the sweep as it ends: done elsewhere counts as done (exit 0), failed as
+    failed; a holder that dies meanwhile leaves its run busy (relaunch to resume it)."""
+    held = dict(outcome.busy)
+    while held:
+        for rid, why in list(held.items()):
+            url = store.locate(sweep_dir, rid)
+            state, record = store.status(url)["state"], store.owner(url)
+            if state == store.DONE:
+                outcome.skipped.append(rid)
+            elif state == store.FAILED:
+                outcome.failed[rid] = f"{why.split(':')[0]}: {store.status(url).get('error')}"
+            elif record is None or store.owner_dead(record, launch.stale_after):
+                del held[rid]  # stays busy: nobody trains it now
+                continue
+            else:
+                continue
+            del held[rid], outcome.busy[rid]
+        if held:
+            time.sleep(launch.heartbeat_s / 5)
 
 
 def _ready(stage: list[RunSpec], sweep_dir: str, outcome: SweepOutcome) -> list[RunSpec]:

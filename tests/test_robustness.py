@@ -71,6 +71,9 @@ def test_two_launchers_at_once_train_every_run_once(tmp_path):
     outs = [p.communicate(timeout=300)[0].decode() for p in procs]
     trained = [int(o.split("trained ")[1].split(",")[0]) for o in outs]
     assert sum(trained) == 4, outs
+    # each waits for the runs the other holds: both report the sweep complete, exit 0
+    assert [p.returncode for p in procs] == [0, 0], outs
+    assert all("failed 0, held elsewhere 0" in o for o in outs), outs
     for run_dir, status in statuses(tmp_path / "runs" / "twice").items():
         assert status["state"] == "done" and store.attempts(run_dir) == [1]
 

@@ -188,6 +188,8 @@ class TrainConfig:
                 raise ConfigError(f"{where}.{name}", "not in [0, 1)", "use e.g. 0.9 / 0.95")
         if self.grad_clip <= 0:
             raise ConfigError(f"{where}.grad_clip", "must be > 0", "use e.g. 1.0")
+        if self.weight_decay < 0:
+            raise ConfigError(f"{where}.weight_decay", "must be >= 0", "use e.g. 0.1 (0: none)")
         if self.schedule not in ("cosine", "wsd", "constant"):
             raise ConfigError(
                 f"{where}.schedule",

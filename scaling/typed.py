@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 
@@ -78,9 +79,11 @@ def _coerce(hint, value, path: str):
         return tuple(_coerce(item_type, v, f"{path}[{i}]") for i, v in enumerate(value))
     if origin in (typing.Union, types.UnionType):
         raise TypeError(f"unsupported config type {hint} at {path}")
+    if hint is float and isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(path, f"{value} is not a finite number", "give a finite value")
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
-    if hint is int and isinstance(value, float) and value.is_integer():
+    if hint is int and isinstance(value, float) and value.is_integer() and abs(value) < 2**63:
         return int(value)  # `tokens: 1e6` is a float in YAML; an exact one is the integer
     if not isinstance(value, hint) or (hint is not bool and isinstance(value, bool)):
         raise ConfigError(

@@ -25,6 +25,10 @@ def test_defaults_validate():
         ({"data": {"corpus": "files"}}, "data.paths: empty while corpus is 'files'"),
         ({"train": {"batch_size": True}}, "train.batch_size: expected int, got bool"),
         ({"oops": 1}, "oops: unknown key"),
+        ({"train": {"learning_rate": float("inf")}}, "train.learning_rate: inf is not a finite"),
+        ({"train": {"grad_clip": float("nan")}}, "train.grad_clip: nan is not a finite"),
+        ({"train": {"weight_decay": -0.1}}, "train.weight_decay: must be >= 0"),
+        ({"train": {"tokens": 1e300}}, "train.tokens: expected int, got float"),
     ],
 )
 def test_bad_config_names_the_field_and_the_fix(raw, message):

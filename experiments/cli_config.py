@@ -18,7 +18,7 @@ import yaml
 from experiments import launch_config
 from experiments.sweep import SWEEP_KEYS, apply_overrides, expand
 from scaling.config import ConfigError, run_config
-from scaling.config_io import load_yaml, parse_override, set_path
+from scaling.config_io import load_yaml, run_config_with
 
 
 def version() -> str:
@@ -60,9 +60,7 @@ def show(path: str, overrides=(), run: str | None = None) -> dict:
     if not _is_sweep(tree):
         if run:
             raise ConfigError("--run", f"{path} is a run config, not a sweep", "drop --run")
-        for text in overrides:
-            set_path(tree, *parse_override(text))
-        return _plain(run_config(tree).to_dict())
+        return _plain(run_config_with(tree, overrides).to_dict())
     spec = apply_overrides(tree, overrides)
     sweep = expand(spec, yes=True)
     if run:

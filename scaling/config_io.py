@@ -112,7 +112,11 @@ def set_path(tree: dict, dotted: str, value) -> None:
 
 def load_run_config(path: str | Path, overrides=()) -> RunConfig:
     """The validated run config in a YAML file, `key=value` overrides set on top of it."""
-    tree = load_yaml(path, "config")
+    return run_config_with(load_yaml(path, "config"), overrides)
+
+
+def run_config_with(tree: dict, overrides=()) -> RunConfig:
+    """The validated run config of a mapping read from a file, overrides set on top of it."""
     for text in overrides:
         set_path(tree, *parse_override(text))
     return run_config(tree)

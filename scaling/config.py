@@ -10,6 +10,8 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from scaling import zoo
+from scaling.tokenizer import check_vocab
+from scaling.tokenizer import load as load_tokenizer
 from scaling.typed import ConfigError, build, require_positive
 
 
@@ -38,12 +40,6 @@ class ModelConfig:
                 f"{where}.d_model",
                 f"{self.d_model} is not divisible by n_head={self.n_head}",
                 "choose d_model a multiple of n_head",
-            )
-        if self.vocab_size < 256:
-            raise ConfigError(
-                f"{where}.vocab_size",
-                f"{self.vocab_size} < 256 byte tokens",
-                "use vocab_size >= 256 (the tokenizer is byte-level)",
             )
         if self.mup_base_width < 0:
             raise ConfigError(
@@ -89,6 +85,9 @@ class DataConfig:
 
     corpus: str = "synthetic"  # "synthetic" | "files"
     paths: tuple[str, ...] = ()
+    tokenizer: str = (
+        "bytes"  # "bytes" | a tokenizer.json | a SentencePiece .model (scaling.tokenizer)
+    )
     jsonl_field: str = "text"
     synthetic_chars: int = 2_000_000
     task_fraction: float = 0.5  # share of synthetic documents that are task demonstrations
@@ -316,6 +315,7 @@ class RunConfig:
     def validate(self) -> None:
         self.model.validate()
         self.data.validate()
+        check_vocab(self.model.vocab_size, load_tokenizer(self.data.tokenizer))
         self.train.validate()
         self.eval.validate()
         self.mesh.validate()

@@ -1,8 +1,9 @@
-"""Tokenizer, corpora and batches.
+"""Corpora and batches.
 
-The tokenizer is byte-level (vocab 256, no downloads), so loss in nats per token divided by ln 2
-is bits per byte, a tokenizer-independent number. Documents are joined by a blank line into one
-stream; a training batch is `batch_size` windows of seq_len+1 tokens at positions drawn from
+Text is tokenized by the run's tokenizer (`data.tokenizer`, scaling.tokenizer; bytes by default).
+Documents end in the tokenizer's EOS token, or, for bytes (which have none), are joined by a blank
+line into one stream. The held-out split's measured bytes per token turn its loss into bits per
+byte. A training batch is `batch_size` windows of seq_len+1 tokens at positions drawn from
 `default_rng([seed, step])`, so batch i is a pure function of (data, seed, i) and a resumed run
 sees exactly the batches an uninterrupted one would. The last `heldout_fraction` of the stream is
 the held-out split, never trained on.
@@ -12,36 +13,30 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from scaling import tokenizer
 from scaling.config import DEFAULT_TASKS, ConfigError, DataConfig
 from scaling.task_suite import TASKS, WORDS
 from scaling.tasks import solved, training_example
 
 DOC_SEPARATOR = "\n\n"
-
-
-def encode(text: str) -> np.ndarray:
-    return np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
-
-
-def decode(tokens) -> str:
-    return bytes(np.asarray(tokens, dtype=np.uint8).tolist()).decode("utf-8", errors="replace")
-
-
-def nats_to_bits_per_byte(nats_per_token: float) -> float:
-    """Byte-level tokens: one token is one byte."""
-    return nats_per_token / math.log(2)
+# Byte-level encode/decode, for the code that still assumes bytes (evaluation; issue 16, part 4).
+encode, decode = tokenizer.ByteTokenizer().encode, tokenizer.ByteTokenizer().decode
 
 
 @dataclass(frozen=True)
 class Corpus:
-    train: np.ndarray  # uint8 token ids
+    train: np.ndarray  # token ids
     heldout: np.ndarray
+    tokenizer: tokenizer.Tokenizer = tokenizer.ByteTokenizer()
+    heldout_tokens_per_byte: float = 1.0  # measured on the held-out split's text
+
+    def bits_per_byte(self, nats_per_token: float) -> float:
+        return tokenizer.bits_per_byte(nats_per_token, self.heldout_tokens_per_byte)
 
 
 def synthetic_text(
@@ -105,16 +100,34 @@ def read_documents(paths: tuple[str, ...], jsonl_field: str) -> list[str]:
 
 @functools.lru_cache(maxsize=4)
 def load_corpus(cfg: DataConfig) -> Corpus:
-    """Tokenized train and held-out splits (cached: every run of a sweep shares them)."""
+    """Tokenized train and held-out splits (cached: every run of a sweep shares them).
+
+    Bytes keep the blank-line-joined stream (the held-out split is its tail, one byte a token);
+    a subword tokenizer encodes each document and ends it with EOS, and the held-out split is the
+    last `heldout_fraction` of the documents, whose bytes per token are measured."""
+    tok = tokenizer.load(cfg.tokenizer)
     if cfg.corpus == "synthetic":
         text = synthetic_text(cfg.synthetic_chars, cfg.task_fraction, cfg.seed, cfg.tasks)
+        docs = text.split(DOC_SEPARATOR)
     else:
-        text = DOC_SEPARATOR.join(read_documents(cfg.paths, cfg.jsonl_field))
-    tokens = encode(text)
-    n_heldout = int(len(tokens) * cfg.heldout_fraction)
-    return Corpus(
-        train=tokens[: len(tokens) - n_heldout], heldout=tokens[len(tokens) - n_heldout :]
-    )
+        docs = read_documents(cfg.paths, cfg.jsonl_field)
+    if tok.eos_id is None:
+        tokens = tok.encode(DOC_SEPARATOR.join(docs))
+        n_heldout = int(len(tokens) * cfg.heldout_fraction)
+        cut = len(tokens) - n_heldout
+        return Corpus(tokens[:cut], tokens[cut:], tok)
+    n_heldout = max(1, int(len(docs) * cfg.heldout_fraction))
+    split = len(docs) - n_heldout
+    train, heldout = (_encode_documents(tok, part) for part in (docs[:split], docs[split:]))
+    return Corpus(train, heldout, tok, 1 / tokenizer.bytes_per_token(tok, docs[split:]))
+
+
+def _encode_documents(tok: tokenizer.Tokenizer, docs: list[str]) -> np.ndarray:
+    """One stream of token ids, each document followed by EOS (uint16 where the ids fit)."""
+    dtype = np.uint16 if tok.vocab_size <= 2**16 else np.uint32
+    eos = np.array([tok.eos_id], dtype=dtype)
+    parts = [p for ids in tok.encode_batch(docs) for p in (ids.astype(dtype), eos)]
+    return np.concatenate(parts) if parts else np.zeros(0, dtype)
 
 
 def check_fits(corpus: Corpus, seq_len: int) -> None:

@@ -272,7 +272,7 @@ def train(
             "tokens": tokens,
             "flops_6n": per_token.six_n * tokens,
             "flops_detailed": per_token.detailed * tokens,
-            "bpb": data.nats_to_bits_per_byte(row["loss"]),
+            "bpb": corpus.bits_per_byte(row["loss"]),
         }
         if not main:
             return

@@ -91,3 +91,19 @@ def test_vocab_padding_and_check(bpe):
 def test_bits_per_byte():
     assert tokenizer.bits_per_byte(math.log(2)) == 1.0
     assert np.isclose(tokenizer.bits_per_byte(math.log(2) * 4, tokens_per_byte=0.25), 1.0)
+
+
+def test_corpus_with_a_subword_tokenizer(bpe):
+    from scaling import data
+    from scaling.config import run_config
+
+    cfg = run_config(
+        {"data": {"tokenizer": bpe.spec, "synthetic_chars": 20_000}, "model": {"vocab_size": 512}}
+    )
+    corpus = data.load_corpus(cfg.data)
+    assert corpus.tokenizer.sha256 == bpe.sha256
+    assert corpus.train[-1] == corpus.heldout[-1] == bpe.eos_id  # every document ends in EOS
+    assert 0.3 < corpus.heldout_tokens_per_byte < 0.7
+    assert corpus.bits_per_byte(math.log(2)) == corpus.heldout_tokens_per_byte
+    with pytest.raises(ConfigError, match="model.vocab_size: 256 < the 512 ids"):
+        run_config({"data": {"tokenizer": bpe.spec}})

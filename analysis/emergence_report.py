@@ -61,6 +61,19 @@ def _threshold(r) -> str:
     return fmt_ci(r["threshold_x"], r["threshold_lo"], r["threshold_hi"], ".2e")
 
 
+def _backtest_by_fit(points: pd.DataFrame, curves: pd.DataFrame) -> dict:
+    """Held-out points, mean absolute error and interval coverage per kind of fit."""
+    joined = points.merge(curves[["curve", "fit"]], on="curve")
+    return {
+        kind: {
+            "n": len(g),
+            "mean_abs_error": float(g["error"].abs().mean()),
+            "coverage": float(g["inside"].mean()),
+        }
+        for kind, g in joined.groupby("fit")
+    }
+
+
 def _forecast(r) -> str:
     if not np.isfinite(r["forecast"]):
         return str(r["forecast_note"])
@@ -294,6 +307,7 @@ def write_emergence(
             "n_points_not_possible": int(bt_points["predicted"].isna().sum()),
             "mean_abs_error": float(np.abs(fitted["error"]).mean()) if len(fitted) else None,
             "share_inside_interval": float(fitted["inside"].mean()) if len(fitted) else None,
+            "by_fit": _backtest_by_fit(fitted, bt_curves),
             "outcomes": bt_curves["outcome"].value_counts().to_dict() if len(bt_curves) else {},
         }
         md.append(
@@ -313,6 +327,13 @@ def write_emergence(
                     for r in fitted.to_dict("records")
                 ],
             )
+            + f"\nNominal {c.settings.ci:.0%} intervals, by fit: "
+            + "; ".join(
+                f"{kind}: {v['n']} points, mean |error| {v['mean_abs_error']:.3f}, "
+                f"{v['coverage']:.0%} inside"
+                for kind, v in summary["backtest"]["by_fit"].items()
+            )
+            + ". A trend forecast (a curve still at chance) cannot foresee a jump.\n"
             + "\nOutcomes: "
             + ", ".join(f"{k}: {v}" for k, v in summary["backtest"]["outcomes"].items())
             + "\n"

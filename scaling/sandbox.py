@@ -9,6 +9,10 @@ environment (HOME and TMPDIR are that directory), under these layers, each detec
   user/network/pid/mount-namespace  `unshare`: a network namespace with no interface up (no
                   network, loopback included), a pid namespace whose processes all die with
                   it, and a private /proc
+  landlock        the kernel's allow-list (Linux 5.13+): the program may write only in its
+                  directory, read and execute only system software and the interpreter (not
+                  /tmp, home directories or the project), and with newer kernels neither
+                  connect over TCP nor signal anything outside the sandbox
   dedicated-uid   when the harness runs as root: an unused uid of the program's own, so
                   RLIMIT_NPROC binds, the user's files are unreadable unless world-readable and
                   unwritable unless world-writable (like /tmp), and its processes are found by
@@ -21,16 +25,17 @@ environment (HOME and TMPDIR are that directory), under these layers, each detec
                   write outside its directory or a read outside it and the standard library
 
 The audit hook names the misbehaviour; the operating-system layers are the containment
-(Python's documentation warns that audit hooks alone are no sandbox: a determined program can
-fool one, e.g. with a path object that answers differently each time it is asked). Without
-user namespaces or root the outer layers degrade to rlimits, the process group and the hook.
-Not covered: disk use inside the program's directory is bounded per file (RLIMIT_FSIZE), not in
-total. Linux only (pidfds: kernel 5.3 or later).
+(Python's documentation warns that audit hooks alone are no sandbox: some operations raise no
+event, e.g. os.mkfifo and os.mknod create files wherever the user may; Landlock stops them, as
+it stops whatever else slips past the hook). Without user namespaces, Landlock or root the
+outer layers degrade to rlimits, the process group and the hook. Not covered: disk use inside
+the program's directory is bounded per file (RLIMIT_FSIZE), not in total. Linux only (pidfds:
+kernel 5.3 or later).
 
 This module is the parent's side: it launches each program, enforces the wall clock, kills
 everything the program left and reads its result. The program that runs inside (supervisor,
-rlimits, audit hook) is `scaling.sandbox_child`; which namespaces and uid this machine allows is
-`scaling.sandbox_layers`.
+Landlock, rlimits, audit hook) is `scaling.sandbox_child`; which namespaces, Landlock version and
+uid this machine allows is `scaling.sandbox_layers`.
 """
 
 from __future__ import annotations
@@ -195,6 +200,7 @@ def _execute(
             "rlimits": limits.rlimits(),
             "audit_hook": audit_hook,
             "denied_exit": DENIED_EXIT,
+            "landlock": setup.landlock,
         }
         command = [
             *setup.unshare,

@@ -1,6 +1,7 @@
 """The program that runs inside the sandbox (scaling.sandbox), as source text: a supervisor that
-forks the candidate and reports its wait status, and the candidate's own hardening, its lowered
-rlimits and the audit hook (the `rlimits` and `audit-hook` layers).
+fences itself in with Landlock, forks the candidate and reports its wait status, and the
+candidate's own hardening, its lowered rlimits and the audit hook (the `landlock`, `rlimits` and
+`audit-hook` layers).
 
 It is separate because it is code for another process: it runs as `python -I -S -c` in the
 sandbox and may import nothing but the standard library, so it is kept as text, not imported.
@@ -8,11 +9,12 @@ sandbox and may import nothing but the standard library, so it is kept as text, 
 
 DENIED_EXIT = 86  # exit code of a program the audit hook stopped
 
-# The program inside the sandbox: a supervisor that forks the candidate, waits for it and writes
-# its wait status to a descriptor the candidate never holds (so a candidate can neither forge
-# its status nor, as pid 1 of a namespace, ignore signals). The candidate lowers its rlimits,
-# installs the audit hook and executes main.py. Everything the hook calls is bound as a default
-# argument when it is defined, so patching modules or builtins does not change what it checks.
+# The program inside the sandbox: a supervisor that applies Landlock (inherited by all it forks),
+# forks the candidate, waits for it and writes its wait status to a descriptor the candidate never
+# holds (so a candidate can neither forge its status nor, as pid 1 of a namespace, ignore
+# signals). The candidate lowers its rlimits, installs the audit hook and executes main.py.
+# Everything the hook calls is bound as a default argument when it is defined, so patching
+# modules or builtins does not change what it checks.
 CHILD_PROGRAM = r'''
 import json, os, resource, stat, sys
 
@@ -30,6 +32,11 @@ PATH_EVENTS = {
     "os.scandir": ((0, None, "r"),),
 }
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+# What Landlock lets the program read and execute besides the interpreter: system software and
+# the dynamic loader's files, not /tmp, /home, /root or the project.
+LANDLOCK_READ = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32",
+                 "/etc/ld.so.cache", "/etc/localtime")
+LANDLOCK_DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom")
 
 
 def sandbox_absolute(path, dir_fd, _fspath=os.fspath, _getcwd=os.getcwd,
@@ -97,9 +104,51 @@ def make_hook(workdir, read_roots, denied_exit):
     return sandbox_hook
 
 
+def sandbox_landlock(abi, workdir, read_roots):
+    """Landlock (Linux 5.13+): the kernel lets this process and all it forks write only inside
+    `workdir` and the harmless devices, read and execute only `read_roots` and the system's
+    software, and, from its version 4 and 6 on, make no TCP connections and signal nothing
+    outside. It holds even where the audit hook is fooled. ctypes is removed once done."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def call(function, *arguments):
+        result = function(*(ctypes.c_long(a) if isinstance(a, int) else a for a in arguments))
+        if result < 0:
+            raise OSError(ctypes.get_errno(), "landlock: " + os.strerror(ctypes.get_errno()))
+        return result
+
+    fs = (1 << {1: 13, 2: 14, 3: 15, 4: 15}.get(abi, 16)) - 1  # every right this version knows
+    handled = [fs] + [3] * (abi >= 4) + [3] * (abi >= 6)  # tcp bind+connect; signal+unix scope
+    attr = b"".join(value.to_bytes(8, sys.byteorder) for value in handled)
+    ruleset = call(libc.syscall, 444, attr, len(attr), 0)
+    file_rights = 1 | 2 | 4 | 1 << 14 | 1 << 15  # execute, write, read, truncate, ioctl
+    rules = [(workdir, fs)] + [(p, 2 | 4 | 1 << 14 | 1 << 15) for p in LANDLOCK_DEVICES]
+    rules += [(p, 1 | 4 | 8) for p in (*read_roots, *LANDLOCK_READ)]  # execute, read, list
+    for path, rights in rules:
+        try:
+            fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+        except OSError:  # not on this machine
+            continue
+        if not stat.S_ISDIR(os.fstat(fd).st_mode):
+            rights &= file_rights
+        rule = (rights & fs).to_bytes(8, sys.byteorder) + fd.to_bytes(4, sys.byteorder)
+        call(libc.syscall, 445, ruleset, 1, rule, 0)
+        os.close(fd)
+    call(libc.prctl, 38, 1, 0, 0, 0)  # PR_SET_NO_NEW_PRIVS, which restricting oneself needs
+    call(libc.syscall, 446, ruleset, 0)
+    os.close(ruleset)
+    for name in [m for m in sys.modules if m.split(".")[0] in ("ctypes", "_ctypes")]:
+        del sys.modules[name]
+
+
 def main(config):
     with open("main.py", encoding="utf-8") as f:
         source = f.read()
+    if config["landlock"]:
+        prefixes = {sys.prefix, sys.exec_prefix, sys.base_prefix, sys.base_exec_prefix}
+        roots = sorted(prefixes) + [p for p in sys.path if p]
+        sandbox_landlock(config["landlock"], os.getcwd(), roots)
     pid = os.fork()
     if pid:
         os.write(config["status_fd"], b"%d" % os.waitpid(pid, 0)[1])

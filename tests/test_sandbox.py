@@ -3,8 +3,10 @@ the weaker sets a machine without namespaces (or without root) falls back to."""
 
 import dataclasses
 import os
+import shutil
 import socket
 import subprocess
+import uuid
 from pathlib import Path
 
 import pytest
@@ -16,17 +18,22 @@ from scaling.sandbox_child import DENIED_EXIT
 from scaling.sandbox_layers import sandbox_setup
 
 QUICK = Limits(timeout_s=1.0)
+# A project file every user may read: only the sandbox keeps a program from it.
+PROJECT_FILE = Path(sandbox.__file__)
+PROJECT_TEXT = PROJECT_FILE.read_text().splitlines()[0]
 
 
 @pytest.fixture(params=["detected", "no-namespaces", "hook-only"])
 def setup(request, monkeypatch):
-    """The detected setup, then as if unshare were missing, then as if we were not root
-    either (the candidate keeps our uid: only the audit hook and rlimits remain)."""
+    """The detected setup, then as if unshare were missing, then as if we were neither root
+    nor had Landlock (the candidate keeps our uid: only the audit hook and rlimits remain)."""
     detected = sandbox_setup()
     setups = {
         "detected": detected,
         "no-namespaces": dataclasses.replace(detected, unshare=(), namespaces=()),
-        "hook-only": dataclasses.replace(detected, unshare=(), namespaces=(), dedicated_uid=False),
+        "hook-only": dataclasses.replace(
+            detected, unshare=(), namespaces=(), dedicated_uid=False, landlock=0
+        ),
     }
     monkeypatch.setattr(sandbox, "sandbox_setup", lambda: setups[request.param])  # where used
     return setups[request.param]
@@ -54,6 +61,7 @@ def test_a_correct_program_passes_in_a_directory_that_is_then_deleted(setup):
     expected = {f"{name}-namespace" for name in setup.namespaces} | {"rlimits", "audit-hook"}
     assert expected <= set(result.isolation)
     assert ("dedicated-uid" in result.isolation) == setup.dedicated_uid
+    assert ("landlock" in result.isolation) == bool(setup.landlock)
 
 
 def test_exceptions_fail_and_signals_crash(setup):
@@ -136,7 +144,7 @@ def _without_hook_only_if(layer_present: bool, audit_hook: bool) -> None:
 
 @pytest.mark.parametrize("audit_hook", [True, False])
 def test_writes_outside_the_directory_are_stopped(setup, audit_hook, tmp_path):
-    _without_hook_only_if(setup.dedicated_uid, audit_hook)
+    _without_hook_only_if(setup.dedicated_uid or setup.landlock, audit_hook)
     target = tmp_path / "escaped.txt"
     program = f"open({str(target)!r}, 'w').write('x')"
     result = run_program(program, audit_hook=audit_hook)
@@ -146,7 +154,7 @@ def test_writes_outside_the_directory_are_stopped(setup, audit_hook, tmp_path):
 
 @pytest.mark.parametrize("audit_hook", [True, False])
 def test_the_users_private_files_are_unreadable(setup, audit_hook, tmp_path):
-    _without_hook_only_if(setup.dedicated_uid, audit_hook)
+    _without_hook_only_if(setup.dedicated_uid or setup.landlock, audit_hook)
     secret = tmp_path / "secret.txt"
     secret.write_text("hunter2")
     secret.chmod(0o600)
@@ -182,6 +190,44 @@ def test_a_fork_bomb_without_the_hook_leaves_nothing_behind(setup):
     assert result.status == "timeout" and result.duration_s < 2.0
     assert _processes_in(workdir) == [] and not Path(workdir).exists()
     assert subprocess.run(["true"], check=False).returncode == 0
+
+
+@pytest.fixture
+def host_tmp():
+    """A path in the host's /tmp, where every user may write."""
+    path = Path("/tmp") / f"sandbox-escape-{uuid.uuid4().hex}"
+    yield path
+    for left in path.parent.glob(path.name + "*"):  # what an escape left, if one did
+        if left.is_dir() and not left.is_symlink():
+            shutil.rmtree(left)
+        else:
+            left.unlink()
+
+
+def _escape(target: Path) -> str:
+    """Program text that writes to the host's /tmp and prints a project file."""
+    return (
+        f"import os\nos.mkdir({str(target)!r})\nopen({str(target / 'f')!r}, 'w').write('x')\n"
+        f"print(open({str(PROJECT_FILE)!r}).read())\n"
+    )
+
+
+@pytest.mark.parametrize("audit_hook", [True, False])
+def test_the_hosts_tmp_and_project_files_are_out_of_reach(setup, audit_hook, host_tmp):
+    """World-writable /tmp and a world-readable project file: the hook, or else Landlock."""
+    _without_hook_only_if(setup.landlock, audit_hook)
+    result = run_program(_escape(host_tmp), audit_hook=audit_hook)
+    assert result.status == ("denied" if audit_hook else "failed")
+    assert not host_tmp.exists() and PROJECT_TEXT not in result.stdout
+
+
+def test_landlock_stops_what_raises_no_audit_event(setup, host_tmp):
+    """os.mkfifo and os.mknod raise no audit event: only Landlock keeps them inside."""
+    _without_hook_only_if(setup.landlock, audit_hook=False)
+    for call in (f"os.mkfifo({str(host_tmp)!r})", f"os.mknod({str(host_tmp)!r})"):
+        result = run_program(f"import os\n{call}")
+        assert result.status == "failed" and "PermissionError" in result.stderr
+        assert not host_tmp.exists()
 
 
 def test_bad_limits_name_the_field_and_the_fix():

@@ -47,7 +47,10 @@ def sandbox_absolute(path, dir_fd, _fspath=os.fspath, _getcwd=os.getcwd,
     if _isinstance(path, _bytes):
         path = path.decode("utf-8", "surrogateescape")
     if not path.startswith("/"):
-        base = _getcwd() if dir_fd is None else _readlink("/proc/self/fd/" + _str(dir_fd))
+        if dir_fd is None or dir_fd == -1:  # the audit events' "no dir_fd"
+            base = _getcwd()
+        else:
+            base = _readlink("/proc/self/fd/" + _str(dir_fd))
         path = base + "/" + path
     parts = []
     for part in path.split("/"):

@@ -212,6 +212,42 @@ def _escape(target: Path) -> str:
     )
 
 
+def test_relative_paths_and_descriptors_work_inside_the_directory(setup):
+    program = (
+        "import os\nos.mkdir('d')\nopen('d/f', 'w').write('x')\nos.rename('d/f', 'd/g')\n"
+        "os.remove('d/g')\nfd = os.open('d', os.O_RDONLY)\nos.mkdir('e', dir_fd=fd)\n"
+        "os.rename('e', 'h', src_dir_fd=fd, dst_dir_fd=fd)\nos.rmdir('h', dir_fd=fd)\n"
+        "os.close(fd)\nos.rmdir('d')\nprint(sorted(os.listdir('.')))"
+    )
+    result = run_program(program)
+    assert result.status == "ok" and result.stdout == "['main.py']\n", result
+
+
+@pytest.mark.parametrize("audit_hook", [True, False])
+def test_paths_outside_are_refused_however_they_are_spelled(setup, audit_hook, host_tmp):
+    """Through `..`, a symlink (/proc/self/cwd, or one the program makes), a dir_fd inside with
+    a path that climbs out, a dir_fd outside; a file outside is not removed either."""
+    _without_hook_only_if(setup.landlock, audit_hook)
+    victim = host_tmp.with_name(host_tmp.name + "-victim")
+    victim.write_text("keep")
+    up = f"os.path.relpath({str(host_tmp)!r})"
+    spellings = [
+        f"os.mkdir({up})",
+        f"os.rename('main.py', {up})",
+        f"open({up}, 'w').write('x')",
+        f"open('/proc/self/cwd/' + {up}, 'w').write('x')",
+        f"os.symlink('/tmp', 'link')\nopen('link/{host_tmp.name}', 'w').write('x')",
+        f"os.mkdir({up}, dir_fd=os.open('.', os.O_RDONLY))",
+        f"os.mkdir({host_tmp.name!r}, dir_fd=os.open('/tmp', os.O_RDONLY))",
+        f"os.remove({str(victim)!r})",
+    ]
+    results = run_many([f"import os\n{s}" for s in spellings], audit_hook=audit_hook)
+    for spelling, result in zip(spellings, results):
+        assert result.status == ("denied" if audit_hook else "failed"), (spelling, result)
+    assert not host_tmp.exists() and victim.read_text() == "keep"
+    victim.unlink()
+
+
 @pytest.mark.parametrize("audit_hook", [True, False])
 def test_the_hosts_tmp_and_project_files_are_out_of_reach(setup, audit_hook, host_tmp):
     """World-writable /tmp and a world-readable project file: the hook, or else Landlock."""

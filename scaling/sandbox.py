@@ -20,9 +20,12 @@ environment (HOME and TMPDIR are that directory), under these layers, each detec
   rlimits         CPU seconds, address space, file size, open files, processes, no core dumps
   process-group   the program leads its own session; its group is killed when it ends
   wall-clock      after timeout_s everything the program started is killed
-  audit-hook      inside the program, a `sys.addaudithook` hook (Python code cannot remove it)
-                  ends it with status 'denied' on process creation, network use, ctypes, a
-                  write outside its directory or a read outside it and the standard library
+  audit-hook      inside the program, a `sys.addaudithook` hook ends it with status 'denied' on
+                  process creation, network use, ctypes, a write outside its directory or a
+                  read outside it and the standard library, and on what would switch the hook
+                  off (the garbage collector's object graph, tracers, sub-interpreters, native
+                  code, rewriting the hook's code or defaults); frames are refused. Its state
+                  is immutable, so a program that reaches the hook cannot change it.
 
 The audit hook names the misbehaviour; the operating-system layers are the containment
 (Python's documentation warns that audit hooks alone are no sandbox: some operations raise no

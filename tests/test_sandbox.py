@@ -2,10 +2,12 @@
 the weaker sets a machine without namespaces (or without root) falls back to."""
 
 import dataclasses
+import dis
 import os
 import shutil
 import socket
 import subprocess
+import types
 import uuid
 from pathlib import Path
 
@@ -62,6 +64,17 @@ def test_a_correct_program_passes_in_a_directory_that_is_then_deleted(setup):
     assert expected <= set(result.isolation)
     assert ("dedicated-uid" in result.isolation) == setup.dedicated_uid
     assert ("landlock" in result.isolation) == bool(setup.landlock)
+
+
+def test_the_standard_library_works_without_frames(setup):
+    """The hook refuses frames with the errors these modules fall back on."""
+    program = (
+        "import collections, enum, logging, typing\nP = collections.namedtuple('P', 'x')\n"
+        "T = typing.TypeVar('T')\nC = enum.Enum('C', 'A B')\nlogging.warning('w')\n"
+        "print(P(1).x, C.B.value)"
+    )
+    result = run_program(program)
+    assert result.status == "ok" and result.stdout == "1 2\n" and "w" in result.stderr
 
 
 def test_exceptions_fail_and_signals_crash(setup):
@@ -210,6 +223,90 @@ def _escape(target: Path) -> str:
         f"import os\nos.mkdir({str(target)!r})\nopen({str(target / 'f')!r}, 'w').write('x')\n"
         f"print(open({str(PROJECT_FILE)!r}).read())\n"
     )
+
+
+# Each tries to switch the audit hook off or slip past it; the escape follows.
+HOOK_TRICKS = {
+    # (a) the hook found through the garbage collector, its defaults and closure rewritten
+    "gc": "import gc\nhook = next(f for f in gc.get_objects()\n"
+    "            if getattr(f, '__name__', '') == 'sandbox_hook')\n"
+    "for value in hook.__defaults__:\n    if isinstance(value, dict):\n"
+    "        value.update(w=ROOTS, r=ROOTS)\n"
+    "for cell in hook.__closure__ or ():\n    cell.cell_contents = 0",
+    # (b) frames walked up to the supervisor, whose globals hold the hook's tables
+    "getframe": "import sys\nframe = sys._getframe()\nwhile frame.f_back:\n"
+    "    frame = frame.f_back\nframe.f_globals['PATH_EVENTS'].clear()",
+    "traceback": "try:\n    raise ValueError\nexcept ValueError as e:\n"
+    "    frame = e.__traceback__.tb_frame\nwhile frame.f_back:\n    frame = frame.f_back\n"
+    "frame.f_globals['PATH_EVENTS'].clear()",
+    # (c) other ways in
+    "main-module": "import __main__\n__main__.PATH_EVENTS.clear()",
+    # a signal handler is handed the running frame, with no audit event
+    "signal-frame": "import signal\nframes = []\n"
+    "signal.signal(signal.SIGUSR1, lambda n, frame: frames.append(frame))\n"
+    "signal.raise_signal(signal.SIGUSR1)\nframe = frames[0]\nwhile frame.f_back:\n"
+    "    frame = frame.f_back\nframe.f_globals['PATH_EVENTS'].clear()",
+    "builtins": "import builtins\nbuiltins.any = builtins.isinstance = lambda *a: True\n"
+    "builtins.str = type('S', (str,), {})",
+    "reload": "import importlib, sys\nimportlib.reload(sys.modules['__main__'])",
+    "str-subclass": "import os\nclass S(str):\n    def split(self, sep):\n"
+    "        return os.getcwd().split(sep) + ['x']\nopen(S(TARGET + '-s'), 'w').write('x')",
+    "sub-interpreter": "import _xxsubinterpreters as i\ni.run_string(i.create(), ESCAPE)",
+    "sqlite": "import sqlite3\nsqlite3.connect(TARGET + '-db').execute('create table t (x)')",
+    "native-module": "import importlib.machinery as m, sys\n"
+    "open('x' + m.EXTENSION_SUFFIXES[0], 'wb').write(b'\\x7fELF')\n"
+    "sys.path.insert(0, '.')\nimport x",
+}
+
+
+def test_the_audit_hook_cannot_be_switched_off(setup, host_tmp):
+    """Every trick fails or is denied, and the hook still denies the escape after it."""
+    roots = ("/tmp", str(PROJECT_FILE.parent))
+    names = {"ROOTS": roots, "TARGET": str(host_tmp), "ESCAPE": _escape(host_tmp)}
+    define = "".join(f"{name} = {value!r}\n" for name, value in names.items())
+    programs = [
+        f"{define}try:\n"
+        + "".join(f"    {line}\n" for line in trick.splitlines())
+        + "except Exception as e:\n    print('trick failed:', type(e).__name__)\n"
+        + _escape(host_tmp)
+        for trick in HOOK_TRICKS.values()
+    ]
+    for name, result in zip(HOOK_TRICKS, run_many(programs)):
+        assert result.status == "denied", (name, result)
+        assert PROJECT_TEXT not in result.stdout, name
+    assert not list(host_tmp.parent.glob(host_tmp.name + "*"))
+
+
+def test_the_hook_holds_no_state_a_program_could_change():
+    """No globals, closure or mutable defaults: nothing reachable that would change it."""
+    namespace = {"__name__": "sandbox_child"}
+    exec(sandbox.CHILD_PROGRAM, namespace)
+    hook = namespace["make_hook"]("/work", ["/lib"], ["/lib"], DENIED_EXIT)
+    _assert_frozen(hook)
+
+
+def _assert_frozen(function) -> None:
+    assert function.__closure__ is None and function.__kwdefaults__ is None
+    codes = [function.__code__]
+    for code in codes:
+        codes += [c for c in code.co_consts if isinstance(c, types.CodeType)]
+        ops = {i.opname for i in dis.get_instructions(code)}
+        assert not ops & {"LOAD_GLOBAL", "LOAD_NAME", "LOAD_DEREF", "LOAD_CLASSDEREF"}, code
+    for value in function.__defaults__:
+        _assert_immutable(value)
+
+
+def _assert_immutable(value) -> None:
+    if isinstance(value, (tuple, frozenset)):
+        for item in value:
+            _assert_immutable(item)
+    elif isinstance(value, types.FunctionType):
+        _assert_frozen(value)
+    elif isinstance(value, type):
+        assert value.__module__ == "builtins", value  # built-in types refuse new attributes
+    else:
+        kinds = (str, int, type(None), types.BuiltinFunctionType, types.WrapperDescriptorType)
+        assert isinstance(value, (*kinds, types.MethodDescriptorType)), value
 
 
 def test_relative_paths_and_descriptors_work_inside_the_directory(setup):

@@ -8,6 +8,7 @@ sandbox and may import nothing but the standard library, so it is kept as text, 
 """
 
 DENIED_EXIT = 86  # exit code of a program the audit hook stopped
+TALK_FD = 3  # where a program that is talked to (scaling.sandbox.run_program's talk) answers
 
 # The program inside the sandbox: a supervisor that applies Landlock (inherited by all it forks),
 # forks the candidate, waits for it and writes its wait status to a descriptor the candidate never
@@ -207,11 +208,17 @@ def main(config):
     if config["landlock"]:
         prefixes = {sys.prefix, sys.exec_prefix, sys.base_prefix, sys.base_exec_prefix}
         sandbox_landlock(config["landlock"], workdir, sorted(prefixes) + code_roots)
+    talk_fd = config["talk_fd"]
     pid = os.fork()
     if pid:
+        if talk_fd is not None:  # the program's answers end when the program does
+            os.close(talk_fd)
         os.write(config["status_fd"], b"%d" % os.waitpid(pid, 0)[1])
         return
     os.close(config["status_fd"])
+    if talk_fd is not None and talk_fd != config["talk_at"]:
+        os.dup2(talk_fd, config["talk_at"])
+        os.close(talk_fd)
     for name, limit in config["rlimits"].items():
         resource.setrlimit(getattr(resource, name), tuple(limit))
     code = compile(source, "main.py", "exec")

@@ -1,31 +1,64 @@
 """Code evaluation in the manner of Codex (Chen et al. 2021): write a function, pass its tests.
 
 A problem is a prompt (imports, signature, docstring with examples), the name of the function
-(`entry_point`), a canonical solution and a test defining `check(candidate)`. A completion
-passes when prompt + completion + test + `check(entry_point)` runs to its end in the sandbox
-(scaling.sandbox); a random marker printed after check() tells an ended program from one that
-left early with exit(0). From n samples per problem, c of them correct, pass@k is the unbiased
-estimator 1 - C(n-c, k)/C(n, k); pick-1 ranking keeps the sample of highest mean token
-log-probability, which needs no tests at generation time.
+(`entry_point`), a canonical solution and a test defining `check(candidate)`. From n samples per
+problem, c of them correct, pass@k is the unbiased estimator 1 - C(n-c, k)/C(n, k); pick-1
+ranking keeps the sample of highest mean token log-probability, which needs no tests at
+generation time.
+
+Who judges. Whatever runs in the completion's interpreter, the completion controls: it can read
+the program's source (and any marker in it), print, exit with status 0 before the tests run,
+replace `check`, `AssertionError` or builtins, and return an object whose __eq__ always says
+True. So no part of the verdict is reached there. The sandbox (scaling.sandbox) runs prompt +
+completion followed by a small server that calls the entry point with the arguments it reads
+from stdin and writes back repr() of each result, or the name of the exception raised, to a
+descriptor of its own. The test is the problem file's code, which we trust; it runs here, in a
+fresh namespace per completion, with a stand-in `candidate` that sends each call to the program
+and rebuilds the answer with ast.literal_eval. Every value the test compares is therefore a plain
+int, str, list, ... made by the harness: an object cannot cross, and an answer that is not a
+literal fails. A completion passes when check() returns and the program then ends cleanly.
+Only return values cross: a test that inspects arguments the function mutated cannot be judged
+this way, and one that passes a value that is not a literal (nan, inf, an object) is refused.
 """
 
 from __future__ import annotations
 
+import ast
+import builtins
+import functools
 import json
-import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
+from types import CodeType
+from typing import BinaryIO
 
 import numpy as np
 
 from scaling.config import ConfigError
-from scaling.sandbox import Limits, run_many
+from scaling.sandbox import TALK_FD, Limits, run_many
 
 PROBLEMS_PATH = Path(__file__).parent / "task_data" / "python_functions.json"
 # Codex's stop sequences: a new top-level statement ends the function body.
 STOP_SEQUENCES = ("\nclass", "\ndef", "\n#", "\nif", "\nprint")
 CODE_LIMITS = Limits(timeout_s=3.0)  # the 3 s per program of Chen et al.
+ANSWER_BYTES = 1 << 20  # the longest answer read from a program
+# The end of every program: serve calls of the entry point until the judge closes stdin.
+SERVER = f"""
+
+def __serve(function):
+    import os
+    answers = os.fdopen({TALK_FD}, "w", encoding="utf-8")
+    for line in os.fdopen(0, encoding="utf-8"):
+        args, kwargs = eval(line, {{}})  # the judge's repr() of literals
+        try:
+            answer = "=" + repr(function(*args, **kwargs))
+        except Exception as error:
+            answer = "!" + type(error).__name__
+        answers.write(answer.replace("\\n", " ") + "\\n")
+        answers.flush()
+
+"""
 
 
 @dataclass(frozen=True)
@@ -46,7 +79,7 @@ class ProblemScore:
 
     task_id: str
     passed: tuple[bool, ...]
-    statuses: tuple[str, ...]  # scaling.sandbox.STATUSES
+    statuses: tuple[str, ...]  # scaling.sandbox.STATUSES; "failed" also when a test failed
 
     @property
     def n(self) -> int:
@@ -115,12 +148,63 @@ def _problem(item, index: int, where: str) -> Problem:
     return problem
 
 
-def program(problem: Problem, completion: str, marker: str) -> str:
-    """The program that tests one completion; it prints `marker` only if check() returns."""
-    return (
-        f"{problem.prompt}{completion}\n\n\n{problem.test}\n\n"
-        f"check({problem.entry_point})\nprint({marker!r})\n"
-    )
+def program(problem: Problem, completion: str) -> str:
+    """The program that runs one completion: it answers the judge's calls of the entry point."""
+    return f"{problem.prompt}{completion}\n{SERVER}\n__serve({problem.entry_point})\n"
+
+
+class CandidateError(Exception):
+    """The candidate raised an exception that is not a built-in one, or gave no literal answer."""
+
+
+@dataclass
+class Judge:
+    """Runs check() of one problem on one sandboxed completion (a scaling.sandbox talk)."""
+
+    problem: Problem
+    test: CodeType  # the problem's test, compiled
+    passed: bool = False
+
+    def __call__(self, to_program: BinaryIO, answers: BinaryIO) -> None:
+        namespace = {"__name__": "code_eval_test"}
+        exec(self.test, namespace)
+        candidate = functools.partial(_call, self.problem.task_id, to_program, answers)
+        try:
+            namespace["check"](candidate)
+        except ConfigError:
+            raise
+        except Exception:  # a failed assertion, an exception of the candidate, no answer
+            return
+        self.passed = True
+
+
+def _call(task_id: str, to_program: BinaryIO, answers: BinaryIO, *args, **kwargs):
+    """One call of the candidate: its answer, made here from text, or its exception."""
+    request = repr((args, kwargs))
+    try:
+        literal = ast.literal_eval(request) == (args, kwargs)
+    except (ValueError, SyntaxError):
+        literal = False
+    if not literal:
+        raise ConfigError(
+            f"{task_id}.test",
+            f"calls the candidate with {request[:80]}, which is not a Python literal",
+            "pass only None, booleans, numbers, strings, bytes and containers of them",
+        )
+    to_program.write(request.encode("utf-8") + b"\n")
+    to_program.flush()
+    line = answers.readline(ANSWER_BYTES)
+    kind = line[:1] if line.endswith(b"\n") else b""  # none when cut short or at the end
+    text = line[1:-1].decode("utf-8", "replace")
+    if kind == b"=":
+        try:
+            return ast.literal_eval(text)
+        except Exception:  # not a literal, or too deep or large to parse
+            raise CandidateError(f"an answer that is not a literal: {text[:80]}") from None
+    error = getattr(builtins, text, None) if kind == b"!" else None
+    if isinstance(error, type) and issubclass(error, Exception):
+        raise error.__new__(error)  # some (UnicodeError) need arguments to __init__ we lack
+    raise CandidateError(f"raised {text[:80]}" if kind == b"!" else "no answer")
 
 
 def truncate_completion(completion: str, stops: Sequence[str] = STOP_SEQUENCES) -> str:
@@ -144,19 +228,19 @@ def score_completions(
             f"{len(completions)} lists of completions for {len(problems)} problems",
             "give one list of completions per problem, in the order of the problems",
         )
-    marker = f"passed-{secrets.token_hex(8)}"
-    programs = [program(p, c, marker) for p, cs in zip(problems, completions) for c in cs]
-    results = iter(run_many(programs, limits, workers=workers))
+    tests = [compile(p.test, f"{p.task_id} test", "exec") for p in problems]
+    judges = [Judge(p, t) for p, t, cs in zip(problems, tests, completions) for _ in cs]
+    programs = [program(p, c) for p, cs in zip(problems, completions) for c in cs]
+    results = run_many(programs, limits, workers=workers, talks=judges)
+    verdicts = iter(zip(results, judges))
     scores = []
     for problem, samples in zip(problems, completions):
-        mine = [next(results) for _ in samples]
-        scores.append(
-            ProblemScore(
-                problem.task_id,
-                tuple(r.passed and r.stdout.endswith(f"{marker}\n") for r in mine),
-                tuple(r.status for r in mine),
-            )
+        mine = [next(verdicts) for _ in samples]
+        passed = tuple(r.passed and judge.passed for r, judge in mine)
+        statuses = tuple(
+            "failed" if r.passed and not ok else r.status for (r, _), ok in zip(mine, passed)
         )
+        scores.append(ProblemScore(problem.task_id, passed, statuses))
     return scores
 
 

@@ -9,6 +9,10 @@ environment (HOME and TMPDIR are that directory), under these layers, each detec
   user/network/pid/mount-namespace  `unshare`: a network namespace with no interface up (no
                   network, loopback included), a pid namespace whose processes all die with
                   it, and a private /proc
+  landlock        the kernel's allow-list (Linux 5.13+): the program may write only in its
+                  directory, read and execute only system software and the interpreter (not
+                  /tmp, home directories or the project), and with newer kernels neither
+                  connect over TCP nor signal anything outside the sandbox
   dedicated-uid   when the harness runs as root: an unused uid of the program's own, so
                   RLIMIT_NPROC binds, the user's files are unreadable unless world-readable and
                   unwritable unless world-writable (like /tmp), and its processes are found by
@@ -16,21 +20,29 @@ environment (HOME and TMPDIR are that directory), under these layers, each detec
   rlimits         CPU seconds, address space, file size, open files, processes, no core dumps
   process-group   the program leads its own session; its group is killed when it ends
   wall-clock      after timeout_s everything the program started is killed
-  audit-hook      inside the program, a `sys.addaudithook` hook (Python code cannot remove it)
-                  ends it with status 'denied' on process creation, network use, ctypes, a
-                  write outside its directory or a read outside it and the standard library
+  audit-hook      inside the program, a `sys.addaudithook` hook ends it with status 'denied' on
+                  process creation, network use, ctypes, a write outside its directory or a
+                  read outside it and the standard library, and on what would switch the hook
+                  off (the garbage collector's object graph, tracers, sub-interpreters, native
+                  code, rewriting the hook's code or defaults); frames are refused. Its state
+                  is immutable, so a program that reaches the hook cannot change it.
 
 The audit hook names the misbehaviour; the operating-system layers are the containment
-(Python's documentation warns that audit hooks alone are no sandbox: a determined program can
-fool one, e.g. with a path object that answers differently each time it is asked). Without
-user namespaces or root the outer layers degrade to rlimits, the process group and the hook.
-Not covered: disk use inside the program's directory is bounded per file (RLIMIT_FSIZE), not in
-total. Linux only (pidfds: kernel 5.3 or later).
+(Python's documentation warns that audit hooks alone are no sandbox: some operations raise no
+event, e.g. os.mkfifo and os.mknod create files wherever the user may; Landlock stops them, as
+it stops whatever else slips past the hook). Without user namespaces, Landlock or root the
+outer layers degrade to rlimits, the process group and the hook. Not covered: disk use inside
+the program's directory is bounded per file (RLIMIT_FSIZE), not in total. Linux only (pidfds:
+kernel 5.3 or later).
+
+A caller may talk to a running program (`talk`): it writes to the program's stdin and reads
+what the program writes to descriptor TALK_FD, while the program runs (scaling.code_eval
+judges completions this way: the verdict is reached in the harness, out of the program's reach).
 
 This module is the parent's side: it launches each program, enforces the wall clock, kills
 everything the program left and reads its result. The program that runs inside (supervisor,
-rlimits, audit hook) is `scaling.sandbox_child`; which namespaces and uid this machine allows is
-`scaling.sandbox_layers`.
+Landlock, rlimits, audit hook) is `scaling.sandbox_child`; which namespaces, Landlock version and
+uid this machine allows is `scaling.sandbox_layers`.
 """
 
 from __future__ import annotations
@@ -44,19 +56,22 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from scaling.config import ConfigError
-from scaling.sandbox_child import CHILD_PROGRAM, DENIED_EXIT
+from scaling.sandbox_child import CHILD_PROGRAM, DENIED_EXIT, TALK_FD
 from scaling.sandbox_layers import UID_SLOTS, Setup, as_user, sandbox_setup, sandbox_uid
 
 STATUSES = ("ok", "failed", "timeout", "crashed", "killed", "denied")
 _SIGNAL_STATUS = {signal.SIGXCPU: "timeout", signal.SIGKILL: "killed"}  # other signals: crashed
+Talk = Callable[[BinaryIO, BinaryIO], None]  # talk(the program's stdin, its answers)
 
 
 @dataclass(frozen=True)
@@ -121,10 +136,15 @@ class SandboxResult:
         return self.status == "ok"
 
 
-def run_program(source: str, limits: Limits = Limits(), *, audit_hook: bool = True):
+def run_program(
+    source: str, limits: Limits = Limits(), *, audit_hook: bool = True, talk: Talk | None = None
+):
     """Run one Python program in the sandbox and say how it ended. audit_hook=False leaves
     only the operating-system layers (for programs that must start processes, and to test
-    those layers). Returns a SandboxResult."""
+    those layers). With `talk`, talk(to_program, answers) runs in a thread while the program
+    runs: binary pipes to the program's stdin and from its descriptor TALK_FD (its stdout
+    stays its own). The program's stdin closes when talk returns, and what talk raises is
+    raised here once the program has ended. Returns a SandboxResult."""
     limits.validate()
     setup = sandbox_setup()
     with sandbox_uid(setup) as uid, _run_dir(uid) as (run_dir, workdir):
@@ -132,7 +152,7 @@ def run_program(source: str, limits: Limits = Limits(), *, audit_hook: bool = Tr
         main.write_text(source, encoding="utf-8")
         if uid is not None:
             os.chown(main, uid, uid)
-        return _execute(setup, limits, audit_hook, uid, run_dir, workdir)
+        return _execute(setup, limits, audit_hook, talk, uid, run_dir, workdir)
 
 
 def run_many(
@@ -141,8 +161,10 @@ def run_many(
     *,
     workers: int | None = None,
     audit_hook: bool = True,
+    talks: Sequence[Talk] | None = None,
 ) -> list[SandboxResult]:
-    """run_program over many programs, `workers` at a time (default: one per core), in order."""
+    """run_program over many programs, `workers` at a time (default: one per core), in order;
+    talks, if given, has one talk per program."""
     workers = workers or os.cpu_count() or 1
     if not 1 <= workers <= UID_SLOTS:
         raise ConfigError(
@@ -152,7 +174,7 @@ def run_many(
         )
     run = functools.partial(run_program, limits=limits, audit_hook=audit_hook)
     with ThreadPoolExecutor(workers) as pool:
-        return list(pool.map(run, sources))
+        return list(pool.map(lambda s, t: run(s, talk=t), sources, talks or [None] * len(sources)))
 
 
 @contextmanager
@@ -182,19 +204,29 @@ def _unlock_and_retry(function, path, _exc_info) -> None:
 
 
 def _execute(
-    setup: Setup, limits: Limits, audit_hook: bool, uid: int | None, run_dir: Path, workdir: Path
+    setup: Setup,
+    limits: Limits,
+    audit_hook: bool,
+    talk: Talk | None,
+    uid: int | None,
+    run_dir: Path,
+    workdir: Path,
 ) -> SandboxResult:
     paths = {name: run_dir / name for name in ("stdout", "stderr", "status")}
-    with (
-        open(paths["stdout"], "wb") as out,
-        open(paths["stderr"], "wb") as err,
-        open(paths["status"], "wb") as status,
-    ):
+    with ExitStack() as files:
+        out, err, status = (files.enter_context(open(paths[n], "wb")) for n in paths)
+        answers = talk_fd = None
+        if talk:
+            answers_fd, talk_fd = os.pipe()
+            answers = files.enter_context(open(answers_fd, "rb"))
         config = {
             "status_fd": status.fileno(),
+            "talk_fd": talk_fd,
+            "talk_at": TALK_FD,
             "rlimits": limits.rlimits(),
             "audit_hook": audit_hook,
             "denied_exit": DENIED_EXIT,
+            "landlock": setup.landlock,
         }
         command = [
             *setup.unshare,
@@ -206,20 +238,27 @@ def _execute(
             json.dumps(config),
         ]
         start = time.monotonic()
-        proc = subprocess.Popen(
-            command,
-            cwd=workdir,
-            env={"PATH": "/usr/bin:/bin", "HOME": str(workdir), "TMPDIR": str(workdir)},
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=err,
-            pass_fds=(status.fileno(),),
-            start_new_session=True,
-            **as_user(uid),
-        )
+        try:
+            proc = subprocess.Popen(
+                command,
+                cwd=workdir,
+                env={"PATH": "/usr/bin:/bin", "HOME": str(workdir), "TMPDIR": str(workdir)},
+                stdin=subprocess.DEVNULL if talk is None else subprocess.PIPE,
+                stdout=out,
+                stderr=err,
+                pass_fds=(status.fileno(),) + ((talk_fd,) if talk else ()),
+                start_new_session=True,
+                **as_user(uid),
+            )
+        finally:
+            if talk_fd is not None:  # only the program may hold it, or answers never end
+                os.close(talk_fd)
+        finish_talk = _talk(talk, proc.stdin, answers) if talk else None
         timed_out = _ran_out_of_time(proc.pid, limits.timeout_s)
         duration = time.monotonic() - start
         _kill_everything(proc, uid)
+        if finish_talk:
+            finish_talk()
     wait_status = paths["status"].read_bytes()
     state, returncode = _status(int(wait_status) if wait_status else None, timed_out)
     return SandboxResult(
@@ -230,6 +269,31 @@ def _execute(
         duration,
         setup.layers(audit_hook),
     )
+
+
+def _talk(talk: Talk, to_program: BinaryIO, answers: BinaryIO) -> Callable[[], None]:
+    """Start talk(to_program, answers) in a thread; the function returned waits for it once the
+    program is dead (its pipes then end, so talk cannot block) and raises what it raised."""
+    raised = []
+
+    def converse():
+        try:
+            talk(to_program, answers)
+        except BaseException as e:  # raised in the caller's thread by finish()
+            raised.append(e)
+        finally:
+            with suppress(OSError):
+                to_program.close()  # the end of the program's input
+
+    thread = threading.Thread(target=converse, daemon=True)
+    thread.start()
+
+    def finish():
+        thread.join()
+        if raised:
+            raise raised[0]
+
+    return finish
 
 
 def _ran_out_of_time(pid: int, timeout_s: float) -> bool:

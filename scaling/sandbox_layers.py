@@ -1,7 +1,7 @@
 """Which operating-system layers of the sandbox (scaling.sandbox) this machine allows, found once
-per process: user, network, pid and mount namespaces through `unshare`, and, when the harness
-runs as root, a dedicated uid per program from a pool of slots, with an interpreter that uid may
-execute.
+per process: user, network, pid and mount namespaces through `unshare`, the kernel's Landlock
+filesystem allow-list, and, when the harness runs as root, a dedicated uid per program from a
+pool of slots, with an interpreter that uid may execute.
 
 Separate from the launcher because it is probing, not running: it asks the machine once and
 hands each run its command prefix and its uid.
@@ -49,11 +49,13 @@ class Setup:
     unshare: tuple[str, ...]  # command prefix entering the namespaces, () without them
     namespaces: tuple[str, ...]
     dedicated_uid: bool
+    landlock: int  # the kernel's Landlock ABI version, 0 without Landlock
 
     def layers(self, audit_hook: bool) -> tuple[str, ...]:
         spaces = tuple(f"{name}-namespace" for name in self.namespaces)
         uid = ("dedicated-uid",) if self.dedicated_uid else ()
-        return spaces + uid + _ALWAYS + (("audit-hook",) if audit_hook else ())
+        landlock = ("landlock",) if self.landlock else ()
+        return spaces + uid + landlock + _ALWAYS + (("audit-hook",) if audit_hook else ())
 
 
 _SETUP_LOCK = threading.Lock()
@@ -72,7 +74,7 @@ def _detect() -> Setup:
     if python is None:  # no interpreter the dedicated uid may execute: stay as we are
         uid, python = None, os.path.realpath(sys.executable)
     unshare, namespaces = _find_namespaces(python, uid)
-    return Setup(python, unshare, namespaces, uid is not None)
+    return Setup(python, unshare, namespaces, uid is not None, _landlock_abi(python, uid))
 
 
 def _find_python(uid: int | None) -> str | None:
@@ -95,9 +97,24 @@ def _find_namespaces(python: str, uid: int | None) -> tuple[tuple[str, ...], tup
     return (), ()
 
 
+def _landlock_abi(python: str, uid: int | None) -> int:
+    """The Landlock ABI version the kernel offers (0: none, or a seccomp filter forbids it)."""
+    probe = (
+        "import ctypes; r = ctypes.CDLL(None).syscall(444, None, ctypes.c_long(0),"
+        " ctypes.c_long(1)); print(max(r, 0))"  # LANDLOCK_CREATE_RULESET_VERSION
+    )
+    done = _run([python, "-I", "-S", "-c", probe], uid)
+    return int(done.stdout) if done is not None and done.returncode == 0 else 0
+
+
 def _runs(command: list[str], uid: int | None) -> bool:
+    done = _run(command, uid)
+    return done is not None and done.returncode == 0
+
+
+def _run(command: list[str], uid: int | None) -> subprocess.CompletedProcess | None:
     try:
-        done = subprocess.run(
+        return subprocess.run(
             command,
             cwd="/",
             env={},
@@ -108,8 +125,7 @@ def _runs(command: list[str], uid: int | None) -> bool:
             **as_user(uid),
         )
     except (OSError, subprocess.SubprocessError):
-        return False
-    return done.returncode == 0
+        return None
 
 
 def as_user(uid: int | None) -> dict:

@@ -8,6 +8,7 @@ import pytest
 
 from scaling.code_eval import (
     FIELDS,
+    Problem,
     ProblemScore,
     load_problems,
     pass_at_k,
@@ -89,14 +90,70 @@ def test_canonical_solutions_pass_and_wrong_ones_fail(problems):
     for problem, score in zip(problems, scores):
         assert score.task_id == problem.task_id and score.passed[:2] == (True, False), score
         assert score.statuses[:2] == ("ok", "failed")
-    assert (scores[0].n, scores[0].c) == (3, 1) and scores[0].statuses[2] == "ok"
+    assert (scores[0].n, scores[0].c) == (3, 1) and scores[0].statuses[2] == "failed"
 
 
-def test_programs_put_the_completion_between_prompt_and_test(problems):
+# Wrong completions of add(a, b) that try to pass anyway. When the tests ran inside the program
+# and a marker printed after them said they had passed, the marker read from main.py, the one
+# printed at exit and both objects equal to anything passed.
+MARKER = "re.findall(r\"print\\('(passed-[0-9a-f]+)'\\)\", open('main.py').read())"
+CHEATS = {
+    "prints a marker and exits 0": "    import os\n    print('passed', flush=True)\n"
+    "    os._exit(0)\n",
+    "prints the marker read from main.py": f"    import os, re\n    print(*{MARKER}, flush=True)\n"
+    "    os._exit(0)\n",
+    "exits 0 at exit, marker printed": "    return 0\nimport atexit, os, re\n"
+    f"atexit.register(lambda: (print(*{MARKER}, flush=True), os._exit(0)))\n",
+    "raises SystemExit(0) before the tests": "    return 0\nraise SystemExit(0)\n",
+    "calls sys.exit(0) when called": "    import sys\n    sys.exit(0)\n",
+    "replaces check and AssertionError": "    return 0\nimport builtins\n"
+    "builtins.AssertionError = StopIteration\ncheck = lambda candidate: None\n",
+    "returns an object equal to anything": "    class Yes:\n        def __eq__(self, other):\n"
+    "            return True\n    return Yes()\n",
+    "returns an int equal to anything": "    class Yes(int):\n        def __eq__(self, other):\n"
+    "            return True\n    return Yes(0)\n",
+}
+
+
+def test_cheating_completions_do_not_pass(problems):
+    add = problems[0]
+    assert add.entry_point == "add"
+    scores = score_completions([add], [[add.canonical_solution, *CHEATS.values()]])
+    assert scores[0].passed == (True,) + (False,) * len(CHEATS), dict(
+        zip(["canonical", *CHEATS], zip(scores[0].passed, scores[0].statuses))
+    )
+
+
+def _problem(test: str) -> Problem:
+    prompt = 'def root(x):\n    """The square root of x; ValueError if x < 0."""\n'
+    return Problem("root", prompt, "root", "    return x ** 0.5\n", test)
+
+
+def test_answers_cross_as_literals_and_exceptions_by_builtin_name():
+    expects_error = (
+        "def check(candidate):\n    assert candidate(4) == 2.0\n    try:\n"
+        "        candidate(-1)\n    except ValueError:\n        return\n    assert False\n"
+    )
+    completions = [
+        "    print('debugging', x)\n    if x < 0:\n        raise ValueError(x)\n"
+        "    return x ** 0.5\n",
+        "    return x ** 0.5\n",  # a complex number for -1, not an exception
+        "    if x < 0:\n        raise ArithmeticError(x)\n    return x ** 0.5\n",
+    ]
+    (score,) = score_completions([_problem(expects_error)], [completions])
+    assert score.passed == (True, False, False), score
+
+
+def test_tests_may_pass_only_literals_to_the_candidate():
+    with pytest.raises(ConfigError, match=r"root\.test: calls the candidate with .*not a Python"):
+        score_completions([_problem("def check(candidate):\n    candidate(object())\n")], [["x"]])
+
+
+def test_programs_put_the_completion_between_prompt_and_server(problems):
     p = problems[0]
-    text = program(p, p.canonical_solution, "done")
+    text = program(p, p.canonical_solution)
     assert text.startswith(p.prompt + p.canonical_solution)
-    assert text.endswith(f"check({p.entry_point})\nprint('done')\n")
+    assert text.endswith(f"__serve({p.entry_point})\n") and p.test not in text
     with pytest.raises(ConfigError, match="completions"):
         score_completions(problems, [])
 

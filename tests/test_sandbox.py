@@ -2,9 +2,13 @@
 the weaker sets a machine without namespaces (or without root) falls back to."""
 
 import dataclasses
+import dis
 import os
+import shutil
 import socket
 import subprocess
+import types
+import uuid
 from pathlib import Path
 
 import pytest
@@ -16,17 +20,22 @@ from scaling.sandbox_child import DENIED_EXIT
 from scaling.sandbox_layers import sandbox_setup
 
 QUICK = Limits(timeout_s=1.0)
+# A project file every user may read: only the sandbox keeps a program from it.
+PROJECT_FILE = Path(sandbox.__file__)
+PROJECT_TEXT = PROJECT_FILE.read_text().splitlines()[0]
 
 
 @pytest.fixture(params=["detected", "no-namespaces", "hook-only"])
 def setup(request, monkeypatch):
-    """The detected setup, then as if unshare were missing, then as if we were not root
-    either (the candidate keeps our uid: only the audit hook and rlimits remain)."""
+    """The detected setup, then as if unshare were missing, then as if we were neither root
+    nor had Landlock (the candidate keeps our uid: only the audit hook and rlimits remain)."""
     detected = sandbox_setup()
     setups = {
         "detected": detected,
         "no-namespaces": dataclasses.replace(detected, unshare=(), namespaces=()),
-        "hook-only": dataclasses.replace(detected, unshare=(), namespaces=(), dedicated_uid=False),
+        "hook-only": dataclasses.replace(
+            detected, unshare=(), namespaces=(), dedicated_uid=False, landlock=0
+        ),
     }
     monkeypatch.setattr(sandbox, "sandbox_setup", lambda: setups[request.param])  # where used
     return setups[request.param]
@@ -54,6 +63,18 @@ def test_a_correct_program_passes_in_a_directory_that_is_then_deleted(setup):
     expected = {f"{name}-namespace" for name in setup.namespaces} | {"rlimits", "audit-hook"}
     assert expected <= set(result.isolation)
     assert ("dedicated-uid" in result.isolation) == setup.dedicated_uid
+    assert ("landlock" in result.isolation) == bool(setup.landlock)
+
+
+def test_the_standard_library_works_without_frames(setup):
+    """The hook refuses frames with the errors these modules fall back on."""
+    program = (
+        "import collections, enum, logging, typing\nP = collections.namedtuple('P', 'x')\n"
+        "T = typing.TypeVar('T')\nC = enum.Enum('C', 'A B')\nlogging.warning('w')\n"
+        "print(P(1).x, C.B.value)"
+    )
+    result = run_program(program)
+    assert result.status == "ok" and result.stdout == "1 2\n" and "w" in result.stderr
 
 
 def test_exceptions_fail_and_signals_crash(setup):
@@ -136,7 +157,7 @@ def _without_hook_only_if(layer_present: bool, audit_hook: bool) -> None:
 
 @pytest.mark.parametrize("audit_hook", [True, False])
 def test_writes_outside_the_directory_are_stopped(setup, audit_hook, tmp_path):
-    _without_hook_only_if(setup.dedicated_uid, audit_hook)
+    _without_hook_only_if(setup.dedicated_uid or setup.landlock, audit_hook)
     target = tmp_path / "escaped.txt"
     program = f"open({str(target)!r}, 'w').write('x')"
     result = run_program(program, audit_hook=audit_hook)
@@ -146,7 +167,7 @@ def test_writes_outside_the_directory_are_stopped(setup, audit_hook, tmp_path):
 
 @pytest.mark.parametrize("audit_hook", [True, False])
 def test_the_users_private_files_are_unreadable(setup, audit_hook, tmp_path):
-    _without_hook_only_if(setup.dedicated_uid, audit_hook)
+    _without_hook_only_if(setup.dedicated_uid or setup.landlock, audit_hook)
     secret = tmp_path / "secret.txt"
     secret.write_text("hunter2")
     secret.chmod(0o600)
@@ -182,6 +203,164 @@ def test_a_fork_bomb_without_the_hook_leaves_nothing_behind(setup):
     assert result.status == "timeout" and result.duration_s < 2.0
     assert _processes_in(workdir) == [] and not Path(workdir).exists()
     assert subprocess.run(["true"], check=False).returncode == 0
+
+
+@pytest.fixture
+def host_tmp():
+    """A path in the host's /tmp, where every user may write."""
+    path = Path("/tmp") / f"sandbox-escape-{uuid.uuid4().hex}"
+    yield path
+    for left in path.parent.glob(path.name + "*"):  # what an escape left, if one did
+        if left.is_dir() and not left.is_symlink():
+            shutil.rmtree(left)
+        else:
+            left.unlink()
+
+
+def _escape(target: Path) -> str:
+    """Program text that writes to the host's /tmp and prints a project file."""
+    return (
+        f"import os\nos.mkdir({str(target)!r})\nopen({str(target / 'f')!r}, 'w').write('x')\n"
+        f"print(open({str(PROJECT_FILE)!r}).read())\n"
+    )
+
+
+# Each tries to switch the audit hook off or slip past it; the escape follows.
+HOOK_TRICKS = {
+    # (a) the hook found through the garbage collector, its defaults and closure rewritten
+    "gc": "import gc\nhook = next(f for f in gc.get_objects()\n"
+    "            if getattr(f, '__name__', '') == 'sandbox_hook')\n"
+    "for value in hook.__defaults__:\n    if isinstance(value, dict):\n"
+    "        value.update(w=ROOTS, r=ROOTS)\n"
+    "for cell in hook.__closure__ or ():\n    cell.cell_contents = 0",
+    # (b) frames walked up to the supervisor, whose globals hold the hook's tables
+    "getframe": "import sys\nframe = sys._getframe()\nwhile frame.f_back:\n"
+    "    frame = frame.f_back\nframe.f_globals['PATH_EVENTS'].clear()",
+    "traceback": "try:\n    raise ValueError\nexcept ValueError as e:\n"
+    "    frame = e.__traceback__.tb_frame\nwhile frame.f_back:\n    frame = frame.f_back\n"
+    "frame.f_globals['PATH_EVENTS'].clear()",
+    # (c) other ways in
+    "main-module": "import __main__\n__main__.PATH_EVENTS.clear()",
+    # a signal handler is handed the running frame, with no audit event
+    "signal-frame": "import signal\nframes = []\n"
+    "signal.signal(signal.SIGUSR1, lambda n, frame: frames.append(frame))\n"
+    "signal.raise_signal(signal.SIGUSR1)\nframe = frames[0]\nwhile frame.f_back:\n"
+    "    frame = frame.f_back\nframe.f_globals['PATH_EVENTS'].clear()",
+    "builtins": "import builtins\nbuiltins.any = builtins.isinstance = lambda *a: True\n"
+    "builtins.str = type('S', (str,), {})",
+    "reload": "import importlib, sys\nimportlib.reload(sys.modules['__main__'])",
+    "str-subclass": "import os\nclass S(str):\n    def split(self, sep):\n"
+    "        return os.getcwd().split(sep) + ['x']\nopen(S(TARGET + '-s'), 'w').write('x')",
+    "sub-interpreter": "import _xxsubinterpreters as i\ni.run_string(i.create(), ESCAPE)",
+    "sqlite": "import sqlite3\nsqlite3.connect(TARGET + '-db').execute('create table t (x)')",
+    "native-module": "import importlib.machinery as m, sys\n"
+    "open('x' + m.EXTENSION_SUFFIXES[0], 'wb').write(b'\\x7fELF')\n"
+    "sys.path.insert(0, '.')\nimport x",
+}
+
+
+def test_the_audit_hook_cannot_be_switched_off(setup, host_tmp):
+    """Every trick fails or is denied, and the hook still denies the escape after it."""
+    roots = ("/tmp", str(PROJECT_FILE.parent))
+    names = {"ROOTS": roots, "TARGET": str(host_tmp), "ESCAPE": _escape(host_tmp)}
+    define = "".join(f"{name} = {value!r}\n" for name, value in names.items())
+    programs = [
+        f"{define}try:\n"
+        + "".join(f"    {line}\n" for line in trick.splitlines())
+        + "except Exception as e:\n    print('trick failed:', type(e).__name__)\n"
+        + _escape(host_tmp)
+        for trick in HOOK_TRICKS.values()
+    ]
+    for name, result in zip(HOOK_TRICKS, run_many(programs)):
+        assert result.status == "denied", (name, result)
+        assert PROJECT_TEXT not in result.stdout, name
+    assert not list(host_tmp.parent.glob(host_tmp.name + "*"))
+
+
+def test_the_hook_holds_no_state_a_program_could_change():
+    """No globals, closure or mutable defaults: nothing reachable that would change it."""
+    namespace = {"__name__": "sandbox_child"}
+    exec(sandbox.CHILD_PROGRAM, namespace)
+    hook = namespace["make_hook"]("/work", ["/lib"], ["/lib"], DENIED_EXIT)
+    _assert_frozen(hook)
+
+
+def _assert_frozen(function) -> None:
+    assert function.__closure__ is None and function.__kwdefaults__ is None
+    codes = [function.__code__]
+    for code in codes:
+        codes += [c for c in code.co_consts if isinstance(c, types.CodeType)]
+        ops = {i.opname for i in dis.get_instructions(code)}
+        assert not ops & {"LOAD_GLOBAL", "LOAD_NAME", "LOAD_DEREF", "LOAD_CLASSDEREF"}, code
+    for value in function.__defaults__:
+        _assert_immutable(value)
+
+
+def _assert_immutable(value) -> None:
+    if isinstance(value, (tuple, frozenset)):
+        for item in value:
+            _assert_immutable(item)
+    elif isinstance(value, types.FunctionType):
+        _assert_frozen(value)
+    elif isinstance(value, type):
+        assert value.__module__ == "builtins", value  # built-in types refuse new attributes
+    else:
+        kinds = (str, int, type(None), types.BuiltinFunctionType, types.WrapperDescriptorType)
+        assert isinstance(value, (*kinds, types.MethodDescriptorType)), value
+
+
+def test_relative_paths_and_descriptors_work_inside_the_directory(setup):
+    program = (
+        "import os\nos.mkdir('d')\nopen('d/f', 'w').write('x')\nos.rename('d/f', 'd/g')\n"
+        "os.remove('d/g')\nfd = os.open('d', os.O_RDONLY)\nos.mkdir('e', dir_fd=fd)\n"
+        "os.rename('e', 'h', src_dir_fd=fd, dst_dir_fd=fd)\nos.rmdir('h', dir_fd=fd)\n"
+        "os.close(fd)\nos.rmdir('d')\nprint(sorted(os.listdir('.')))"
+    )
+    result = run_program(program)
+    assert result.status == "ok" and result.stdout == "['main.py']\n", result
+
+
+@pytest.mark.parametrize("audit_hook", [True, False])
+def test_paths_outside_are_refused_however_they_are_spelled(setup, audit_hook, host_tmp):
+    """Through `..`, a symlink (/proc/self/cwd, or one the program makes), a dir_fd inside with
+    a path that climbs out, a dir_fd outside; a file outside is not removed either."""
+    _without_hook_only_if(setup.landlock, audit_hook)
+    victim = host_tmp.with_name(host_tmp.name + "-victim")
+    victim.write_text("keep")
+    up = f"os.path.relpath({str(host_tmp)!r})"
+    spellings = [
+        f"os.mkdir({up})",
+        f"os.rename('main.py', {up})",
+        f"open({up}, 'w').write('x')",
+        f"open('/proc/self/cwd/' + {up}, 'w').write('x')",
+        f"os.symlink('/tmp', 'link')\nopen('link/{host_tmp.name}', 'w').write('x')",
+        f"os.mkdir({up}, dir_fd=os.open('.', os.O_RDONLY))",
+        f"os.mkdir({host_tmp.name!r}, dir_fd=os.open('/tmp', os.O_RDONLY))",
+        f"os.remove({str(victim)!r})",
+    ]
+    results = run_many([f"import os\n{s}" for s in spellings], audit_hook=audit_hook)
+    for spelling, result in zip(spellings, results):
+        assert result.status == ("denied" if audit_hook else "failed"), (spelling, result)
+    assert not host_tmp.exists() and victim.read_text() == "keep"
+    victim.unlink()
+
+
+@pytest.mark.parametrize("audit_hook", [True, False])
+def test_the_hosts_tmp_and_project_files_are_out_of_reach(setup, audit_hook, host_tmp):
+    """World-writable /tmp and a world-readable project file: the hook, or else Landlock."""
+    _without_hook_only_if(setup.landlock, audit_hook)
+    result = run_program(_escape(host_tmp), audit_hook=audit_hook)
+    assert result.status == ("denied" if audit_hook else "failed")
+    assert not host_tmp.exists() and PROJECT_TEXT not in result.stdout
+
+
+def test_landlock_stops_what_raises_no_audit_event(setup, host_tmp):
+    """os.mkfifo and os.mknod raise no audit event: only Landlock keeps them inside."""
+    _without_hook_only_if(setup.landlock, audit_hook=False)
+    for call in (f"os.mkfifo({str(host_tmp)!r})", f"os.mknod({str(host_tmp)!r})"):
+        result = run_program(f"import os\n{call}")
+        assert result.status == "failed" and "PermissionError" in result.stderr
+        assert not host_tmp.exists()
 
 
 def test_bad_limits_name_the_field_and_the_fix():

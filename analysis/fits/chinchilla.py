@@ -40,15 +40,12 @@ import pandas as pd
 from analysis.fits.base import Estimate
 from analysis.fits.bootstrap import percentile_band, resample_counts
 from analysis.fits.chinchilla_search import (
-    AT_OPTIMUM_RTOL,
     DELTA,
     N_PARAMS,
     POLISH,
-    SCREEN,
-    best_with_polish,
-    candidates,
+    bootstrap_optima,
     diagnostics,
-    minimize,
+    search,
     start_grid,
 )
 from analysis.inputs import (
@@ -220,29 +217,13 @@ def fit_chinchilla_arrays(
     starts = start_grid(grid)
     n = len(loss)
 
-    # Full data: every start, then the best POLISH_TOP end points polished in float64.
-    ones = np.ones((len(starts), n))
-    screen = minimize(starts, ones, data, SCREEN)
-    f_screen = np.where(np.isfinite(screen.f), screen.f, np.inf)
-    top = candidates(f_screen)
-    polish = minimize(screen.x[top], ones[top], data, POLISH)
-    f_polished = np.where(np.isfinite(polish.f), polish.f, np.inf)
-    best = int(np.argmin(f_polished))
-    theta, objective = polish.x[best], float(f_polished[best])
-    frac = float(np.sum(f_polished <= objective * (1 + AT_OPTIMUM_RTOL)) / len(starts))
-
-    # Bootstrap: integer weights; lanes = resamples x starts.
+    found = search(starts, data)
+    theta = found.theta
     rng = np.random.default_rng(seed)
     boot = np.empty((0, N_PARAMS))
     if n_boot:
         counts = resample_counts(rng, n, n_boot)
-        k = min(boot_starts - 1, len(starts))
-        picks = np.stack([rng.choice(len(starts), k, replace=False) for _ in range(n_boot)])
-        lane_starts = np.concatenate(
-            [np.broadcast_to(theta, (n_boot, 1, N_PARAMS)), starts[picks]], axis=1
-        ).reshape(-1, N_PARAMS)
-        group = np.repeat(np.arange(n_boot), k + 1)
-        boot = best_with_polish(lane_starts, counts[group], data, group)
+        boot = bootstrap_optima(theta, starts, data, counts, rng, boot_starts)
         boot = boot[np.all(np.isfinite(boot), axis=1)]
 
     if budgets is None:  # a decade beyond the data at either end, one point per decade
@@ -250,11 +231,11 @@ def fit_chinchilla_arrays(
         budgets = 10.0 ** np.arange(np.floor(np.log10(c.min())), np.ceil(np.log10(c.max())) + 2)
     return ChinchillaFit(
         theta=theta,
-        objective=objective,
+        objective=found.objective,
         n_points=n,
         delta=delta,
         n_starts=len(starts),
-        frac_at_optimum=frac,
+        frac_at_optimum=found.frac_at_optimum,
         ci=ci,
         n_boot=n_boot,
         boot_starts=boot_starts,
@@ -262,8 +243,14 @@ def fit_chinchilla_arrays(
         columns=columns or {},
         budgets=np.asarray(budgets, float),
         diagnostics=diagnostics(
-            theta, objective, polish.x, f_polished, loss.min(), n_boot - len(boot), n_boot
-        ),
+            theta,
+            found.objective,
+            found.polished,
+            found.f_polished,
+            loss.min(),
+            n_boot - len(boot),
+            n_boot,
+        ),  # fmt: skip
         boot=boot,
     )
 

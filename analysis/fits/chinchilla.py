@@ -75,6 +75,17 @@ def optimal_allocation(theta: np.ndarray, C) -> dict[str, np.ndarray]:
     return {"n_opt": np.exp(log_n), "d_opt": np.exp(log_d), "l_opt": loss}
 
 
+def loss_curves(theta, N, D) -> np.ndarray:
+    """L(N, D) for theta (5,) or, per row, for resampled optima (n, 5) -> (n, len(N)); a NaN
+    row (a failed refit) gives a NaN curve."""
+    theta = np.asarray(theta, float)
+    a, b, e, alpha, beta = (theta[..., i, None] for i in range(N_PARAMS))
+    log_n, log_d = np.log(np.asarray(N, float)), np.log(np.asarray(D, float))
+    with np.errstate(all="ignore"):
+        curves = np.exp(e) + np.exp(a - alpha * log_n) + np.exp(b - beta * log_d)
+    return curves if theta.ndim > 1 else curves.reshape(np.shape(log_n))
+
+
 ESTIMATED = ("E", "A", "B", "alpha", "beta", "a", "b")
 
 
@@ -106,9 +117,7 @@ class ChinchillaFit:
     b = property(lambda self: float(allocation_exponents(self.theta)[1]))
 
     def predict(self, N, D) -> np.ndarray:
-        a, b, e, alpha, beta = self.theta
-        N, D = np.asarray(N, float), np.asarray(D, float)
-        return np.exp(e) + np.exp(a - alpha * np.log(N)) + np.exp(b - beta * np.log(D))
+        return loss_curves(self.theta, N, D)
 
     def _boot_values(self) -> dict[str, np.ndarray]:
         t = self.boot
@@ -128,11 +137,7 @@ class ChinchillaFit:
 
     def band(self, N, D) -> tuple[np.ndarray, np.ndarray]:
         """Pointwise bootstrap percentile band of L(N, D) from the resampled optima."""
-        a, b, e, alpha, beta = (self.boot[:, i, None] for i in range(N_PARAMS))
-        log_n, log_d = np.log(np.asarray(N, float))[None], np.log(np.asarray(D, float))[None]
-        with np.errstate(all="ignore"):
-            curves = np.exp(e) + np.exp(a - alpha * log_n) + np.exp(b - beta * log_d)
-        return percentile_band(curves, self.ci)
+        return percentile_band(loss_curves(self.boot, N, D), self.ci)
 
     def estimates(self) -> dict[str, Estimate]:
         boot = self._boot_values()
@@ -153,7 +158,7 @@ class ChinchillaFit:
         boot = self._boot_values()
         out = {"status": "ok", "law": "L(N, D) = E + A / N^alpha + B / D^beta"}
         for k, (v, lo, hi, _) in self.estimates().items():
-            se = np.std(boot[k], ddof=1) if len(self.boot) > 1 else np.nan
+            se = np.nanstd(boot[k], ddof=1) if np.isfinite(boot[k]).sum() > 1 else np.nan
             out |= {k: v, f"{k}_ci": [lo, hi], f"{k}_se": se}
         alloc = self.allocation()
         out |= {

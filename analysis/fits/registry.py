@@ -20,7 +20,9 @@ from analysis.fits.columns import BUDGET_COL
 from analysis.fits.envelope import fit_envelope
 from analysis.fits.isoflop import METHODS, RESAMPLES, fit_isoflop
 from analysis.fits.kaplan_laws import LAW_NAMES, LAW_PARAMS, LAW_ROLES, fit_kaplan_laws
+from analysis.fits.overtraining import fit_overtraining
 from analysis.fits.selection import DEFAULT_BUDGET_TOLERANCE
+from analysis.law_plots import plot_law_vs_compute
 from scaling.config import ConfigError
 
 NO_LOSS_LAW = "use chinchilla or kaplan, whose laws predict the loss"
@@ -54,6 +56,31 @@ def _plot_chinchilla(fit, table, r: FitRequest, out):
 
 def _chinchilla_args(p) -> None:
     p.add_argument("--delta", type=float, default=1e-3, help="Huber loss delta (default 1e-3)")
+
+
+def _fit_overtraining(table, r: FitRequest):
+    cols = r.columns
+    return fit_overtraining(
+        table, n_col=cols.n, d_col=cols.d, loss_col=cols.loss,
+        delta=r.options.get("delta", 1e-3), budgets=r.options.get("budgets"), **r.boot.to_dict(),
+    )  # fmt: skip
+
+
+def _plot_overtraining(fit, table, r: FitRequest, out):
+    cols, paths = r.columns, [out("overtraining"), out("allocation")]
+    N, D = table[cols.n].to_numpy(float), table[cols.d].to_numpy(float)  # int64 6ND overflows
+    plot_law_vs_compute(fit, N, D, table[cols.loss], y_label=cols.loss, path=paths[0])
+    plot_allocation({"overtraining": fit.allocation(budget_grid(6 * N * D))}, path=paths[1])
+    return paths
+
+
+def _plot_law_holdout(result, r: FitRequest, path) -> None:
+    """The law fitted on the cheaper runs against the held-out ones, along each multiplier."""
+    tr = result.train
+    plot_law_vs_compute(
+        result.fit, tr["N"], tr["D"], tr[result.target], y_label=result.target,
+        heldout=result.points, path=path,
+    )  # fmt: skip
 
 
 def _fit_isoflop(table, r: FitRequest):
@@ -175,6 +202,23 @@ FORMS = {
             plot=_plot_chinchilla,
             add_arguments=_chinchilla_args,
             holdout=lambda o: None,
+        ),
+        FitForm(
+            name="overtraining",
+            summary="Gadre et al. 2024: L(C, M) = E + (a M^eta + b M^-eta) C^-eta, M = D / N",
+            details="The loss of over-trained runs from compute C = 6 N D and token multiplier "
+            "M = D / N: Chinchilla's law with alpha = beta = 2 eta, fitted as approach 3 (Huber "
+            "loss with --delta on log L; analysis/fits/overtraining.py). Needs >= 2 model sizes "
+            "and >= 2 multipliers. Writes overtraining.png (the law along each M) and "
+            "allocation.png; with a hold-out check also overtraining_holdout.png.",
+            roles=lambda o: {"n", "d", "loss"},
+            tables=lambda o: ("runs",),
+            n_params=lambda o: 4,
+            fit=_fit_overtraining,
+            plot=_plot_overtraining,
+            add_arguments=_chinchilla_args,
+            holdout=lambda o: None,
+            plot_holdout=_plot_law_holdout,
         ),
         FitForm(
             name="isoflop",

@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.fits.base import Estimate
-from analysis.fits.bootstrap import percentile_band, resample_counts
+from analysis.fits.bootstrap import percentile_band, resample_counts, standard_error
 from analysis.fits.chinchilla_search import (
     DELTA,
     N_PARAMS,
@@ -158,8 +158,7 @@ class ChinchillaFit:
         boot = self._boot_values()
         out = {"status": "ok", "law": "L(N, D) = E + A / N^alpha + B / D^beta"}
         for k, (v, lo, hi, _) in self.estimates().items():
-            se = np.nanstd(boot[k], ddof=1) if np.isfinite(boot[k]).sum() > 1 else np.nan
-            out |= {k: v, f"{k}_ci": [lo, hi], f"{k}_se": se}
+            out |= {k: v, f"{k}_ci": [lo, hi], f"{k}_se": standard_error(boot[k])}
         alloc = self.allocation()
         out |= {
             "allocation": alloc.to_dict("records"),

@@ -29,7 +29,12 @@ import numpy as np
 import pandas as pd
 
 from analysis.fits.base import Estimate
-from analysis.fits.bootstrap import percentile_band, percentile_interval, resample_counts
+from analysis.fits.bootstrap import (
+    percentile_band,
+    percentile_interval,
+    resample_counts,
+    standard_error,
+)
 from analysis.fits.chinchilla import loss_curves
 from analysis.fits.columns import as_flag
 from analysis.fits.ols import ols
@@ -121,7 +126,7 @@ class DownstreamFit:
     def to_dict(self) -> dict:
         out = {"status": "ok", "law": LAW}
         for i, (k, (v, lo, hi, _)) in enumerate(self.estimates().items()):
-            out |= {k: v, f"{k}_ci": [lo, hi], f"{k}_se": np.nanstd(self.boot[:, i], ddof=1)}
+            out |= {k: v, f"{k}_ci": [lo, hi], f"{k}_se": standard_error(self.boot[:, i])}
         skip = ("eps", "k", "gamma", "boot")
         out |= {k: getattr(self, k) for k in self.__dataclass_fields__ if k not in skip}
         out["settings"] = {

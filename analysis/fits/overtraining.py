@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.fits.base import Estimate
-from analysis.fits.bootstrap import percentile_interval, resample_counts
+from analysis.fits.bootstrap import percentile_interval, resample_counts, standard_error
 from analysis.fits.chinchilla import ChinchillaFit
 from analysis.fits.chinchilla_search import (
     DELTA,
@@ -123,8 +123,7 @@ class OvertrainingFit:
         boot = paper_parameters(self.law.boot)
         out = {"status": "ok", "law": LAW}
         for k, (v, lo, hi, _) in self.estimates().items():
-            se = np.nanstd(boot[k], ddof=1) if np.isfinite(boot[k]).sum() > 1 else np.nan
-            out |= {k: v, f"{k}_ci": [lo, hi], f"{k}_se": se}
+            out |= {k: v, f"{k}_ci": [lo, hi], f"{k}_se": standard_error(boot[k])}
         out["equivalent_chinchilla"] = {
             "law": "E + A / N^alpha + B / D^alpha, alpha = 2 eta, A = a 6^-eta, B = b 6^-eta",
             **{k: law[k] for k in ("A", "B", "alpha")},

@@ -34,6 +34,14 @@ log L are combined in quadrature with z * s, s = RMS of the training runs' log-l
 and z the normal quantile of `ci`. Without a band no interval is reported (and `interval_note`
 says so); the errors are still reported in units of s (`z_score`).
 
+Target
+------
+By default the law predicts the loss from (N, D). A law of something else (the downstream
+error of analysis.fits.downstream) names the column it predicts (`target_col`) and, where its
+predict takes other columns than (N, D), those (`input_cols`: e.g. the measured loss); the
+held-out split, the errors and the interval are the same. The points then carry the target
+under its column name and the input columns beside C, N and D.
+
 Verdict: `flagged` when the largest absolute relative error exceeds `tolerance` (default 0.02:
 residuals of good fits on LM sweeps are ~1% of the loss or below, and seed noise of final loss
 is 0.1-0.5% (Porian et al. 2024 measured sd 0.002-0.01 nats), so a 2% miss is several times the
@@ -92,6 +100,7 @@ class ExtrapolationResult:
     points: pd.DataFrame = field(repr=False)  # one row per held-out run (POINT_COLS, lo, hi)
     train: pd.DataFrame = field(repr=False)  # C, N, D, loss, predicted of the training runs
     fit: object = field(repr=False, compare=False, default=None)
+    target: str = "loss"  # the column of the actual values in points and train
 
     def to_dict(self) -> dict:
         skip = ("points", "train", "fit")
@@ -145,6 +154,8 @@ def extrapolation_check(
     ci: float = 0.95,
     band_fn: Callable | None = None,
     flag_names: dict[str, str] | None = None,
+    target_col: str | None = None,
+    input_cols: tuple[str, ...] = (),
     where: str = "extrapolation",
 ) -> ExtrapolationResult:
     """Fit on the runs with C <= cutoff, predict those above; see the module docstring.
@@ -155,6 +166,7 @@ def extrapolation_check(
     fewest training runs accepted (default 6: more points than the 5 parameters of the Chinchilla
     law). band_fn(fit, N, D) -> (lo, hi) overrides the interval lookup. flag_names maps
     "holdout_above" / "holdout_frac" to the names used in errors (e.g. the CLI's flags).
+    target_col, input_cols: see "Target" in the module docstring.
     """
     flag = {k: f"{where}.{k}" for k in ("holdout_above", "holdout_frac")}
     flag.update(flag_names or {})
@@ -166,11 +178,12 @@ def extrapolation_check(
         )
     if c_col is None and d_col is None:
         raise ConfigError(where, "neither a compute nor a token column", "pass c_col or d_col")
-    cols = [n_col, loss_col] + [c for c in (c_col, d_col) if c]
+    target = target_col or loss_col
+    cols = [n_col, target, *input_cols] + [c for c in (c_col, d_col) if c]
     require_columns(df, cols, where)
     require_positive_finite(df, cols, where)
     N = df[n_col].to_numpy(float)
-    loss = df[loss_col].to_numpy(float)
+    loss = df[target].to_numpy(float)
     C = df[c_col].to_numpy(float) if c_col else 6 * N * df[d_col].to_numpy(float)
     D = df[d_col].to_numpy(float) if d_col else C / (6 * N)
     c_conv = (
@@ -206,19 +219,23 @@ def extrapolation_check(
             "hold out fewer runs, or check the training runs",
         ) from e
 
-    pred = np.asarray(fit.predict(N, D), float)
+    x = tuple(df[c].to_numpy(float) for c in input_cols) if input_cols else (N, D)
+    pred = np.asarray(fit.predict(*x), float)
     with np.errstate(all="ignore"):
         log_res = np.log(pred) - np.log(loss)
         s = float(np.sqrt(np.mean(log_res[~held] ** 2)))
         rel = (pred - loss) / loss
         z = log_res / s if s > 0 else np.full(len(N), np.nan)
     c_max_train = float(C[~held].max())
+    name = target_col or "loss"
+    inputs = {c: df[c].to_numpy(float) for c in input_cols}
     points = pd.DataFrame(
         {
             "C": C,
             "N": N,
             "D": D,
-            "loss": loss,
+            **inputs,
+            name: loss,
             "predicted": pred,
             "rel_error": rel,
             "z_score": z,
@@ -226,7 +243,7 @@ def extrapolation_check(
         }
     )[held]
 
-    band = band_fn(fit, N[held], D[held]) if band_fn else fit.band(N[held], D[held])
+    band = band_fn(fit, N[held], D[held]) if band_fn else fit.band(*(v[held] for v in x))
     if band is not None:
         lo_b, hi_b = (np.asarray(b, float) for b in band)
         if not np.isfinite(lo_b).any():
@@ -239,7 +256,7 @@ def extrapolation_check(
             h_hi = np.sqrt(np.log(hi_b / p).clip(0) ** 2 + (zq * s) ** 2)
         points["lo"] = p * np.exp(-h_lo)
         points["hi"] = p * np.exp(h_hi)
-        inside = (points["loss"] >= points["lo"]) & (points["loss"] <= points["hi"])
+        inside = (points[name] >= points["lo"]) & (points[name] <= points["hi"])
         points["inside"] = inside
         n_outside, coverage = int((~inside).sum()), float(inside.mean())
         note = (
@@ -294,10 +311,11 @@ def extrapolation_check(
         flagged=flagged,
         verdict=verdict,
         points=points.reset_index(drop=True),
-        train=pd.DataFrame({"C": C, "N": N, "D": D, "loss": loss, "predicted": pred})[
+        train=pd.DataFrame({"C": C, "N": N, "D": D, **inputs, name: loss, "predicted": pred})[
             ~held
         ].reset_index(drop=True),
         fit=fit,
+        target=name,
     )
 
 
@@ -308,9 +326,9 @@ def plot_extrapolation(result: ExtrapolationResult, path=None, title: str | None
 
     fig = Figure(figsize=(11, 4.5), layout="constrained")
     ax, bx = fig.subplots(1, 2)
-    tr, ho = result.train, result.points
-    ax.scatter(tr["C"], tr["loss"], s=12, color="0.55", label=f"fitted on ({len(tr)})")
-    ax.scatter(ho["C"], ho["loss"], s=22, color="C3", label=f"held out, actual ({len(ho)})")
+    tr, ho, y = result.train, result.points, result.target
+    ax.scatter(tr["C"], tr[y], s=12, color="0.55", label=f"fitted on ({len(tr)})")
+    ax.scatter(ho["C"], ho[y], s=22, color="C3", label=f"held out, actual ({len(ho)})")
     yerr = None
     if "lo" in ho:
         yerr = [(ho["predicted"] - ho["lo"]).clip(lower=0), (ho["hi"] - ho["predicted"]).clip(0)]
@@ -329,21 +347,21 @@ def plot_extrapolation(result: ExtrapolationResult, path=None, title: str | None
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("C (FLOPs)")
-    ax.set_ylabel("loss")
+    ax.set_ylabel(y)
     ax.legend(fontsize=8)
     ax.grid(True, which="both", alpha=0.2)
 
-    lo = float(np.nanmin([ho["loss"].min(), ho["predicted"].min(), tr["loss"].min()]))
-    hi = float(np.nanmax([ho["loss"].max(), ho["predicted"].max(), tr["loss"].max()]))
+    lo = float(np.nanmin([ho[y].min(), ho["predicted"].min(), tr[y].min()]))
+    hi = float(np.nanmax([ho[y].max(), ho["predicted"].max(), tr[y].max()]))
     line = np.array([lo * 0.98, hi * 1.02])
     bx.plot(line, line, color="0.3", lw=1)
     bx.fill_between(
         line, line * (1 - result.tolerance), line * (1 + result.tolerance), color="0.85", lw=0
     )
-    bx.scatter(tr["loss"], tr["predicted"], s=12, color="0.55", label="fitted on")
-    bx.scatter(ho["loss"], ho["predicted"], s=22, color="C3", label="held out")
-    bx.set_xlabel("actual loss")
-    bx.set_ylabel("predicted loss")
+    bx.scatter(tr[y], tr["predicted"], s=12, color="0.55", label="fitted on")
+    bx.scatter(ho[y], ho["predicted"], s=22, color="C3", label="held out")
+    bx.set_xlabel(f"actual {y}")
+    bx.set_ylabel(f"predicted {y}")
     bx.legend(fontsize=8)
     bx.grid(True, alpha=0.2)
     fig.suptitle(textwrap.fill(title or result.verdict, 150), fontsize=9)

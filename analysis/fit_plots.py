@@ -19,13 +19,13 @@ DPI = 120
 ALLOCATION_COLS = ("C", "n_opt", "n_lo", "n_hi", "d_opt", "d_lo", "d_hi")
 
 
-def _save(fig: Figure, path) -> Figure:
+def save_figure(fig: Figure, path) -> Figure:
     if path is not None:
         fig.savefig(path, dpi=DPI)
     return fig
 
 
-def _log_norm(values) -> LogNorm:
+def log_norm(values) -> LogNorm:
     """Color scale over positive values (a single value still gets a non-empty range)."""
     return LogNorm(values.min(), max(values.max(), values.min() * 1.01))
 
@@ -41,7 +41,7 @@ def plot_isoflop(fit, points: pd.DataFrame, path=None) -> Figure:
     fig = Figure(figsize=(8, 5.5), layout="constrained")
     ax = fig.add_subplot()
     budgets = fit.budgets
-    norm = _log_norm(budgets["C"])
+    norm = log_norm(budgets["C"])
     cmap = colormaps["plasma"]
     for _, row in budgets.iterrows():
         C, color = row["C"], cmap(0.85 * norm(row["C"]))
@@ -85,7 +85,7 @@ def plot_isoflop(fit, points: pd.DataFrame, path=None) -> Figure:
     if len(budgets) <= 16:
         ax.legend(fontsize=7, ncols=2)
     ax.grid(True, which="both", alpha=0.2)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _as_frames(allocations) -> dict[str, pd.DataFrame]:
@@ -136,7 +136,7 @@ def plot_allocation(allocations, points: dict | None = None, path=None) -> Figur
     if any(frames):
         axes[0].legend(fontsize=8)
     fig.suptitle("Compute-optimal allocation (bands: bootstrap intervals)")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_envelope(
@@ -158,7 +158,7 @@ def plot_envelope(
     ax = fig.add_subplot()
     pts = curves[curves[c_col] > 0]
     sizes = pts[n_col]
-    norm = _log_norm(sizes)
+    norm = log_norm(sizes)
     cmap = colormaps["viridis"]
     for _, g in pts.groupby(group_col, sort=False):
         g = g.sort_values(c_col)
@@ -177,7 +177,7 @@ def plot_envelope(
     ax.legend()
     ax.grid(True, which="both", alpha=0.2)
     fig.colorbar(ScalarMappable(norm, cmap), ax=ax, label=f"N ({n_col})")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_chinchilla_loss(
@@ -201,7 +201,7 @@ def plot_chinchilla_loss(
     N = points[n_col].to_numpy(float)
     C = points[c_col].to_numpy(float)
     L = points[loss_col].to_numpy(float)
-    norm, cmap = _log_norm(N), colormaps["viridis"]
+    norm, cmap = log_norm(N), colormaps["viridis"]
     ax.scatter(C, L, s=14, c=cmap(norm(N)), edgecolors="none")
     sizes = np.unique(N)
     if len(sizes) > 8:
@@ -227,7 +227,7 @@ def plot_chinchilla_loss(
     ax.legend(fontsize=8)
     ax.grid(True, which="both", alpha=0.2)
     fig.colorbar(ScalarMappable(norm, cmap), ax=ax, label=f"N ({n_col})")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_kaplan(
@@ -253,7 +253,7 @@ def plot_kaplan(
     L = points[loss_col].to_numpy(float)
     if x_col is None:
         N, D = points[n_col].to_numpy(float), points[d_col].to_numpy(float)
-        norm, cmap = _log_norm(N), colormaps["viridis"]
+        norm, cmap = log_norm(N), colormaps["viridis"]
         ax.scatter(D, L, s=14, c=cmap(norm(N)))
         for n in np.unique(N)[:: max(1, len(np.unique(N)) // 8)]:
             at = np.equal(N, n)
@@ -285,4 +285,4 @@ def plot_kaplan(
     ax.set_yscale("log")
     ax.set_ylabel(loss_col)
     ax.grid(True, which="both", alpha=0.2)
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -2,7 +2,9 @@
 
 Fits: the loss-vs-compute frontier L(C) (Kaplan et al. 2020 / approach 1 envelope), L(N) at each
 token budget, Chinchilla approach 3 L(N, D) with the compute-optimal allocation, approach 1
-(envelope of the training curves) and approach 2 (IsoFLOP, when the sweep is an IsoFLOP design).
+(envelope of the training curves), approach 2 (IsoFLOP, when the sweep is an IsoFLOP design)
+and the over-training law L(C, M) of Gadre et al. 2024 (when the runs span >= 2 token
+multipliers M = D / N).
 A fit the sweep cannot support is listed under "skipped" with the reason; it never raises.
 Emergence: analysis.emergence_report on the sweep's task scores.
 """
@@ -42,6 +44,7 @@ FILES = (
     "report.md",
 )
 ESTIMATES = ("E", "A", "B", "alpha", "beta", "a", "b")
+OVERTRAINING = ("E", "a", "b", "eta", "M_opt")
 # Approach 3's allocation solves C = 6ND (N_opt and D_opt in closed form); approaches 1 and 2
 # read N_opt off runs at the report's FLOP count. The labels say so: on tiny models the
 # detailed count is several times 6ND, which shifts approach 3's curve along C.
@@ -49,6 +52,7 @@ ALLOCATION_LABELS = (
     "approach 3, L(N, D), C = 6ND",
     "approach 1, envelope, C = {}",
     "approach 2, IsoFLOP, C = {}",
+    "L(C, M), tied exponents, C = 6ND",
 )
 
 
@@ -92,6 +96,7 @@ def _estimates_rows(fits: dict) -> tuple[list[str], list[list[str]]]:
         ("chinchilla", ESTIMATES),
         ("envelope", ("a", "b")),
         ("isoflop", ("a", "b")),
+        ("overtraining", OVERTRAINING),
         ("loss_vs_flops", ("E", "A", "alpha")),
     ):
         f = fits[name]
@@ -137,6 +142,12 @@ def _report_markdown(sweep: str, runs: pd.DataFrame, fits: dict, emergence: dict
         for name, f in (("approach 1 (envelope)", fits["envelope"]),
                         ("approach 2 (IsoFLOP)", fits["isoflop"]))
     )  # fmt: skip
+    ot = fits["overtraining"]
+    others += "\n- over-training law L(C, M) = E + (a M^eta + b M^-eta) C^-eta (Gadre et al. " + (
+        "2024): " + ", ".join(f"{k} = {fmt_ci(ot[k], *ot[f'{k}_ci'])}" for k in OVERTRAINING)
+        if ot["status"] == "ok"
+        else f"2024): skipped ({ot['reason']})"
+    )
     iso = fits["isoflop"]
     if iso["status"] == "ok":
         others += (
@@ -177,7 +188,7 @@ log L (delta {fmt(ch.get("settings", {}).get("delta"))}) from the 4,500-start gr
 
 ![allocation](allocation.png)
 
-N_opt(C) of approaches 3, 1 and 2 side by side in allocation.png; their exponents:
+N_opt(C) of approaches 3, 1, 2 and the over-training law side by side in allocation.png:
 
 {others}
 
@@ -231,7 +242,7 @@ def write_report(
     ]
     cols = Columns(n="params_non_embedding", loss="loss", c=flops_col, d="tokens", run="run_id")
     request = FitRequest(cols, {}, Bootstrap(**boot))
-    tables = {"chinchilla": runs, "envelope": curves, "isoflop": runs}
+    tables = {"chinchilla": runs, "envelope": curves, "isoflop": runs, "overtraining": runs}
     allocation_fits = {
         name: _attempt(name, lambda name=name, t=t: get_form(name).fit(t, request), skipped)
         for name, t in tables.items()

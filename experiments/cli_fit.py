@@ -1,6 +1,6 @@
 """`scaling fit`: compute-optimal and loss-law fits on this project's results or on any CSV.
 
-    scaling fit chinchilla|isoflop|envelope|kaplan INPUT [--out DIR]
+    scaling fit chinchilla|isoflop|envelope|kaplan|overtraining|downstream_error INPUT [--out DIR]
         [--n COL] [--d COL] [--c COL] [--loss COL]
         [--filter COL=VALUE ...] [--group COL[,COL...]]
         [--min-c C] [--max-c C] [--drop-highest-loss K]
@@ -10,6 +10,9 @@
                 [--budget-tolerance T]
     envelope:   [--run COL] [--bins K] [--keep-edge-models]
     kaplan:     [--law n,d,c,nd] [--irreducible] [--bins K]
+                [--holdout-above C | --holdout-frac F] [--tolerance T]
+    overtraining: [--delta H] [--holdout-above C | --holdout-frac F] [--tolerance T]
+    downstream_error: [--error COL] [--from-compute] [--delta H]
                 [--holdout-above C | --holdout-frac F] [--tolerance T]
 
 A thin adapter: the fits, their registry and the pipeline are in analysis/fits.
@@ -49,11 +52,14 @@ Outputs in --out (default reports/fit-<approach>-<input name>): fit.json (the fi
 with intervals and diagnostics, the input, column mapping, FLOP convention, selection and
 number of points used), fit.md (Markdown table), fit.tex (booktabs LaTeX table) and PNG plots.
 Allocation plots span [min C, 100 x max C]; --budgets adds the allocation table at those C to
-fit.json and fit.md. With --holdout-above C or --holdout-frac F (chinchilla, kaplan's nd law),
-the fit is also done on the runs below the cutoff and predicts the held-out larger runs:
-extrapolation.json, extrapolation.png. Bad input (unknown column, non-positive or non-finite
-N/D/C/loss, a single model size, fewer points than parameters) is one line on stderr and exit
-code 2.
+fit.json and fit.md. With --holdout-above C or --holdout-frac F (chinchilla, kaplan's nd law,
+overtraining, downstream_error), the fit is also done on the runs below the cutoff and
+predicts the held-out larger runs: extrapolation.json, extrapolation.png, and for
+overtraining and downstream_error <approach>_holdout.png (the law fitted on the cheaper runs
+with its band, and the held-out runs; downstream_error predicts their error, from their
+measured loss or, with --from-compute, from N and D). Bad input (unknown column,
+non-positive or non-finite N/D/C/loss, a single model size, fewer points than parameters) is
+one line on stderr and exit code 2.
 """
 
 
@@ -176,7 +182,7 @@ def add_parser(subparsers, forms: bool = True) -> None:
     """`scaling fit` and, with `forms`, one subcommand per registered fit form (importing the
     registry, and with it the fits, only then: every other command starts in 0.1 s)."""
     f = subparsers.add_parser(
-        "fit", help="fit Chinchilla approaches 1-3 or Kaplan laws to a results table or any CSV",
+        "fit", help="fit Chinchilla approaches 1-3, Kaplan's or Gadre et al.'s laws to any table",
         description=__doc__.split("\n\n")[0], epilog=COMMON_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )  # fmt: skip

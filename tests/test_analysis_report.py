@@ -94,6 +94,9 @@ def test_write_report_full_sweep(tmp_path):
     assert ch["beta"] == pytest.approx(0.28, abs=0.01)
     assert ch["E"] == pytest.approx(1.7, rel=0.01) and len(ch["allocation"]) > 0
     assert fits["envelope"]["status"] == "ok"
+    # Five sizes x three token budgets span 15 multipliers M = D / N: the over-training law fits.
+    assert fits["overtraining"]["status"] == "ok" and 0.1 < fits["overtraining"]["eta"] < 0.2
+    assert "| overtraining | M_opt |" in (tmp_path / "fits.md").read_text()
     # A grid of sizes x token budgets is not an IsoFLOP design: approach 2 is a named skip.
     assert [s["fit"] for s in fits["skipped"]] == ["isoflop"]
     assert fits["isoflop"]["status"] == "skipped" and "budget" in fits["isoflop"]["reason"]

@@ -274,3 +274,55 @@ def test_fit_tables_render_missing_values_and_tex_names():
     md = fit_markdown(rows, "chinchilla", 0.95, "meta", [])
     assert md.startswith("# chinchilla fit\n\nmeta\n\n| group | parameter | estimate |")
     assert "| set_1 | alpha | 0.3 | [–, –] |" in md
+
+
+GADRE = Path(__file__).resolve().parent / "data" / "gadre2024"
+GADRE_COLS = ["--n", "params", "--d", "tokens", "--loss", "loss_c4_val", "--n-boot", "20"]
+
+
+def test_overtraining_and_error_from_compute_on_gadre_runs(tmp_path, capsys):
+    """Both Gadre et al. laws on their RedPajama runs, the two largest held out."""
+    models = str(GADRE / "models.csv")
+    out = tmp_path / "ot"
+    argv = [models, *GADRE_COLS, "--holdout-above", "1e21"]
+    assert run(["overtraining", *argv, "--out", str(out)]) == 0
+    fit = json.loads((out / "fit.json").read_text())
+    assert fit["law"].startswith("L(C, M)") and 0.1 < fit["eta"] < 0.2 and fit["M_opt"] > 1
+    assert fit["extrapolation"]["n_holdout"] == 2
+    assert fit["extrapolation"]["max_abs_rel_error"] < 0.01
+    names = ("fit.md", "fit.tex", "extrapolation.json", "overtraining.png", "allocation.png")
+    for name in (*names, "extrapolation.png", "overtraining_holdout.png"):
+        assert (out / name).exists(), name
+    assert "| eta | 0.1" in (out / "fit.md").read_text()
+
+    out = tmp_path / "ds"
+    argv += ["--error", "err_avg17", "--from-compute", "--tolerance", "0.05"]
+    assert run(["downstream_error", *argv, "--out", str(out)]) == 0
+    fit = json.loads((out / "fit.json").read_text())
+    assert set(fit["laws"]) == {"L(C, M)", "Err(L)"}
+    ex = json.loads((out / "extrapolation.json").read_text())
+    assert ex["target"] == "err_avg17" and not ex["flagged"] and ex["n_outside"] == 0
+    for name in ("downstream_error.png", "error_vs_compute.png", "downstream_error_holdout.png"):
+        assert (out / name).exists(), name
+    assert "Err(L) gamma = " in capsys.readouterr().out
+
+
+def test_downstream_error_from_measured_loss_and_per_task(tmp_path, capsys):
+    out = tmp_path / "avg"
+    argv = [str(GADRE / "models.csv"), *GADRE_COLS, "--error", "err_avg17"]
+    assert run(["downstream_error", *argv, "--holdout-frac", "0.1", "--out", str(out)]) == 0
+    ex = json.loads((out / "extrapolation.json").read_text())
+    assert ex["n_holdout"] == 4 and "loss_c4_val" in ex["points"][0]
+    assert (out / "downstream_error_holdout.png").exists()
+
+    out = tmp_path / "tasks"
+    argv = [str(GADRE / "downstream.csv"), "--loss", "loss_c4_val", "--n-boot", "20"]
+    argv += ["--filter", "in_subset17=True", "--group", "task", "--out", str(out)]
+    assert run(["downstream_error", *argv]) == 0
+    fit = json.loads((out / "fit.json").read_text())
+    assert len(fit["groups"]) == 17 and all(g["k"] > 0 for g in fit["groups"].values())
+    assert (out / "downstream_error-arc_easy.png").exists()
+
+    argv = [str(GADRE / "models.csv"), "--loss", "loss_c4_val", "--error", "nope"]
+    assert run(["downstream_error", *argv, "--out", str(out)]) == 2
+    assert "--error 'nope'" in error_line(capsys)

@@ -49,6 +49,14 @@ class Fit(Protocol):
         """JSON-safe record: estimates, intervals, settings, columns and FLOP convention."""
 
 
+class Target(NamedTuple):
+    """What the extrapolation check compares a form's predictions with: the column of the
+    actual values, and the columns its predict/band take (none: N and D)."""
+
+    column: str
+    inputs: tuple[str, ...] = ()
+
+
 def estimates_of(fit, names, law: str = "") -> dict[str, Estimate]:
     """Estimates of a fit that stores each quantity k as attribute k and its interval as k_ci."""
     return {k: Estimate(float(getattr(fit, k)), *getattr(fit, f"{k}_ci"), law) for k in names}
@@ -74,8 +82,12 @@ class FitForm:
     the tables it reads, the first one fitted ("runs": one row per run, "curves": training
     curves); n_params(options): fitted parameters (a fit needs more points than these).
     plot(fit, table, request, path_of): draws the form's figures, path_of(stem) -> file.
-    holdout(options): None when predict(N, D) gives the loss (the extrapolation check applies),
-    else the fix to name when the check is asked for.
+    holdout(options): None when the extrapolation check applies (predict gives the loss from
+    (N, D), or what `target` names), else the fix to name when the check is asked for.
+    target(request): for a law of something other than the loss from (N, D), what the check
+    predicts and from which columns (default: the loss column, from N and D).
+    plot_holdout(result, request, path): a figure of the check drawn the form's way (the law
+    fitted on the cheaper runs with its band, and the held-out runs), besides the generic one.
     """
 
     name: str
@@ -88,3 +100,5 @@ class FitForm:
     plot: Callable[[Fit, pd.DataFrame, FitRequest, Callable[[str], Path]], list[Path]]
     add_arguments: Callable[[argparse.ArgumentParser], None]
     holdout: Callable[[dict], str | None]
+    target: Callable[[FitRequest], Target] | None = None
+    plot_holdout: Callable[..., None] | None = None

@@ -65,6 +65,13 @@ def percentile_interval(values, ci: float) -> tuple[float, float]:
     return tuple(float(b) for b in np.percentile(v, [q, 100 - q]))
 
 
+def standard_error(values) -> float:
+    """Bootstrap standard error: the sd (ddof 1) of the finite values; NaN if fewer than 2."""
+    v = np.asarray(values, float)
+    v = v[np.isfinite(v)]
+    return float(np.std(v, ddof=1)) if len(v) > 1 else np.nan
+
+
 def percentile_band(curves, ci: float) -> tuple[np.ndarray, np.ndarray]:
     """Pointwise central `ci` percentile band of resampled curves (n_resamples, ...) along
     axis 0, ignoring NaN; NaN everywhere with fewer than 2 resamples."""

@@ -38,17 +38,14 @@ import numpy as np
 import pandas as pd
 
 from analysis.fits.base import Estimate
-from analysis.fits.bootstrap import percentile_band, resample_counts
+from analysis.fits.bootstrap import percentile_band, resample_counts, standard_error
 from analysis.fits.chinchilla_search import (
-    AT_OPTIMUM_RTOL,
     DELTA,
     N_PARAMS,
     POLISH,
-    SCREEN,
-    best_with_polish,
-    candidates,
+    bootstrap_optima,
     diagnostics,
-    minimize,
+    search,
     start_grid,
 )
 from analysis.inputs import (
@@ -76,6 +73,17 @@ def optimal_allocation(theta: np.ndarray, C) -> dict[str, np.ndarray]:
     log_d = log_c6 - log_n
     loss = np.exp(e) + np.exp(a - alpha * log_n) + np.exp(b - beta * log_d)
     return {"n_opt": np.exp(log_n), "d_opt": np.exp(log_d), "l_opt": loss}
+
+
+def loss_curves(theta, N, D) -> np.ndarray:
+    """L(N, D) for theta (5,) or, per row, for resampled optima (n, 5) -> (n, len(N)); a NaN
+    row (a failed refit) gives a NaN curve."""
+    theta = np.asarray(theta, float)
+    a, b, e, alpha, beta = (theta[..., i, None] for i in range(N_PARAMS))
+    log_n, log_d = np.log(np.asarray(N, float)), np.log(np.asarray(D, float))
+    with np.errstate(all="ignore"):
+        curves = np.exp(e) + np.exp(a - alpha * log_n) + np.exp(b - beta * log_d)
+    return curves if theta.ndim > 1 else curves.reshape(np.shape(log_n))
 
 
 ESTIMATED = ("E", "A", "B", "alpha", "beta", "a", "b")
@@ -109,9 +117,7 @@ class ChinchillaFit:
     b = property(lambda self: float(allocation_exponents(self.theta)[1]))
 
     def predict(self, N, D) -> np.ndarray:
-        a, b, e, alpha, beta = self.theta
-        N, D = np.asarray(N, float), np.asarray(D, float)
-        return np.exp(e) + np.exp(a - alpha * np.log(N)) + np.exp(b - beta * np.log(D))
+        return loss_curves(self.theta, N, D)
 
     def _boot_values(self) -> dict[str, np.ndarray]:
         t = self.boot
@@ -131,11 +137,7 @@ class ChinchillaFit:
 
     def band(self, N, D) -> tuple[np.ndarray, np.ndarray]:
         """Pointwise bootstrap percentile band of L(N, D) from the resampled optima."""
-        a, b, e, alpha, beta = (self.boot[:, i, None] for i in range(N_PARAMS))
-        log_n, log_d = np.log(np.asarray(N, float))[None], np.log(np.asarray(D, float))[None]
-        with np.errstate(all="ignore"):
-            curves = np.exp(e) + np.exp(a - alpha * log_n) + np.exp(b - beta * log_d)
-        return percentile_band(curves, self.ci)
+        return percentile_band(loss_curves(self.boot, N, D), self.ci)
 
     def estimates(self) -> dict[str, Estimate]:
         boot = self._boot_values()
@@ -156,8 +158,7 @@ class ChinchillaFit:
         boot = self._boot_values()
         out = {"status": "ok", "law": "L(N, D) = E + A / N^alpha + B / D^beta"}
         for k, (v, lo, hi, _) in self.estimates().items():
-            se = np.std(boot[k], ddof=1) if len(self.boot) > 1 else np.nan
-            out |= {k: v, f"{k}_ci": [lo, hi], f"{k}_se": se}
+            out |= {k: v, f"{k}_ci": [lo, hi], f"{k}_se": standard_error(boot[k])}
         alloc = self.allocation()
         out |= {
             "allocation": alloc.to_dict("records"),
@@ -220,29 +221,13 @@ def fit_chinchilla_arrays(
     starts = start_grid(grid)
     n = len(loss)
 
-    # Full data: every start, then the best POLISH_TOP end points polished in float64.
-    ones = np.ones((len(starts), n))
-    screen = minimize(starts, ones, data, SCREEN)
-    f_screen = np.where(np.isfinite(screen.f), screen.f, np.inf)
-    top = candidates(f_screen)
-    polish = minimize(screen.x[top], ones[top], data, POLISH)
-    f_polished = np.where(np.isfinite(polish.f), polish.f, np.inf)
-    best = int(np.argmin(f_polished))
-    theta, objective = polish.x[best], float(f_polished[best])
-    frac = float(np.sum(f_polished <= objective * (1 + AT_OPTIMUM_RTOL)) / len(starts))
-
-    # Bootstrap: integer weights; lanes = resamples x starts.
+    found = search(starts, data)
+    theta = found.theta
     rng = np.random.default_rng(seed)
     boot = np.empty((0, N_PARAMS))
     if n_boot:
         counts = resample_counts(rng, n, n_boot)
-        k = min(boot_starts - 1, len(starts))
-        picks = np.stack([rng.choice(len(starts), k, replace=False) for _ in range(n_boot)])
-        lane_starts = np.concatenate(
-            [np.broadcast_to(theta, (n_boot, 1, N_PARAMS)), starts[picks]], axis=1
-        ).reshape(-1, N_PARAMS)
-        group = np.repeat(np.arange(n_boot), k + 1)
-        boot = best_with_polish(lane_starts, counts[group], data, group)
+        boot = bootstrap_optima(theta, starts, data, counts, rng, boot_starts)
         boot = boot[np.all(np.isfinite(boot), axis=1)]
 
     if budgets is None:  # a decade beyond the data at either end, one point per decade
@@ -250,11 +235,11 @@ def fit_chinchilla_arrays(
         budgets = 10.0 ** np.arange(np.floor(np.log10(c.min())), np.ceil(np.log10(c.max())) + 2)
     return ChinchillaFit(
         theta=theta,
-        objective=objective,
+        objective=found.objective,
         n_points=n,
         delta=delta,
         n_starts=len(starts),
-        frac_at_optimum=frac,
+        frac_at_optimum=found.frac_at_optimum,
         ci=ci,
         n_boot=n_boot,
         boot_starts=boot_starts,
@@ -262,8 +247,14 @@ def fit_chinchilla_arrays(
         columns=columns or {},
         budgets=np.asarray(budgets, float),
         diagnostics=diagnostics(
-            theta, objective, polish.x, f_polished, loss.min(), n_boot - len(boot), n_boot
-        ),
+            theta,
+            found.objective,
+            found.polished,
+            found.f_polished,
+            loss.min(),
+            n_boot - len(boot),
+            n_boot,
+        ),  # fmt: skip
         boot=boot,
     )
 

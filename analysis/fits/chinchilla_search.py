@@ -6,6 +6,7 @@ every start, float64 polish of the best) and the diagnostics of the optimum foun
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass
 
 import jax.numpy as jnp
 import numpy as np
@@ -48,15 +49,16 @@ FAR_EXPONENT = 0.05
 FAR_LOG_COEF = np.log(1.25)
 
 
-def start_grid(grid: dict | None = None) -> np.ndarray:
-    """The Cartesian product of the grid's values, (n_starts, 5) in PARAMS order."""
-    g = {**GRID, **(grid or {})}
-    unknown = set(g) - set(PARAMS)
+def start_grid(grid: dict | None = None, names: tuple[str, ...] = PARAMS) -> np.ndarray:
+    """The Cartesian product of the grid's values, (n_starts, len(names)) in that order; a
+    law with fewer parameters (beta tied to alpha) takes the grid of the ones it has."""
+    g = {**{k: GRID[k] for k in names}, **(grid or {})}
+    unknown = set(g) - set(names)
     if unknown:
         raise ConfigError(
-            f"grid.{sorted(unknown)[0]}", "not a parameter", f"use {', '.join(PARAMS)}"
+            f"grid.{sorted(unknown)[0]}", "not a parameter", f"use {', '.join(names)}"
         )
-    return np.array(list(itertools.product(*(np.asarray(g[p], float) for p in PARAMS))))
+    return np.array(list(itertools.product(*(np.asarray(g[p], float) for p in names))))
 
 
 def objective(theta, w, log_n, log_d, log_l, delta, xp=jnp):
@@ -90,20 +92,60 @@ def objective(theta, w, log_n, log_d, log_l, delta, xp=jnp):
     return f, grad
 
 
-def minimize(starts, weights, data, settings) -> lbfgs.Result:
-    return lbfgs.minimize(objective, starts, data, (weights,), **settings)
+def minimize(starts, weights, data, settings, fg=objective) -> lbfgs.Result:
+    return lbfgs.minimize(fg, starts, data, (weights,), **settings)
 
 
 def best_with_polish(
-    starts: np.ndarray, weights: np.ndarray, data: tuple, group: np.ndarray
+    starts: np.ndarray, weights: np.ndarray, data: tuple, group: np.ndarray, fg=objective
 ) -> np.ndarray:
-    """Per group (one resample each), the float64-polished best float32 end point."""
-    screen = minimize(starts, weights, data, SCREEN)
+    """Per group (one resample each, in group order), the float64-polished best float32 end
+    point; NaN where the polish failed."""
+    screen = minimize(starts, weights, data, SCREEN, fg)
     f = np.where(np.isfinite(screen.f), screen.f, np.inf)
     order = np.lexsort((f, group))
     first = order[np.r_[True, group[order][1:] != group[order][:-1]]]
-    polish = minimize(screen.x[first], weights[first], data, POLISH)
+    polish = minimize(screen.x[first], weights[first], data, POLISH, fg)
     return np.where(np.isfinite(polish.f)[:, None], polish.x, np.nan)
+
+
+@dataclass
+class Search:
+    """The optimum of a multi-start fit and the polished end points it was chosen from."""
+
+    theta: np.ndarray
+    objective: float
+    frac_at_optimum: float  # share of starts ending within AT_OPTIMUM_RTOL of the optimum
+    polished: np.ndarray  # (n_polished, P) float64 end points
+    f_polished: np.ndarray  # their objectives (inf where the polish failed)
+
+
+def search(starts: np.ndarray, data: tuple, fg=objective) -> Search:
+    """Every start in float32, then the candidates (see `candidates`) polished in float64;
+    data = (log N, log D, log L, delta), fg the objective of the law being fitted."""
+    ones = np.ones((len(starts), len(data[2])))
+    screen = minimize(starts, ones, data, SCREEN, fg)
+    top = candidates(np.where(np.isfinite(screen.f), screen.f, np.inf))
+    polish = minimize(screen.x[top], ones[top], data, POLISH, fg)
+    f_polished = np.where(np.isfinite(polish.f), polish.f, np.inf)
+    best = int(np.argmin(f_polished))
+    objective_at_best = float(f_polished[best])
+    at_optimum = np.sum(f_polished <= objective_at_best * (1 + AT_OPTIMUM_RTOL)) / len(starts)
+    return Search(polish.x[best], objective_at_best, float(at_optimum), polish.x, f_polished)
+
+
+def bootstrap_optima(theta, starts, data, counts, rng, boot_starts: int, fg=objective):
+    """Per resample (a row of integer weights `counts`), the optimum refitted from the
+    full-data optimum `theta` and boot_starts - 1 grid starts drawn at random for that
+    resample; (n_resamples, P), NaN rows where the refit failed, in the order of `counts`."""
+    n_boot, p = len(counts), len(theta)
+    k = min(boot_starts - 1, len(starts))
+    picks = np.stack([rng.choice(len(starts), k, replace=False) for _ in range(n_boot)])
+    lane_starts = np.concatenate(
+        [np.broadcast_to(theta, (n_boot, 1, p)), starts[picks]], axis=1
+    ).reshape(-1, p)
+    group = np.repeat(np.arange(n_boot), k + 1)
+    return best_with_polish(lane_starts, counts[group], data, group, fg)
 
 
 def _is_far(p: np.ndarray, q: np.ndarray, loss_scale: float) -> np.ndarray:

@@ -105,7 +105,9 @@ def resolve_columns(table: pd.DataFrame, given: dict, roles: set[str]) -> Column
     for role, col in cols.items():
         if role in roles and col is not None:
             require(table, FLAGS[role], col)
-    keep = lambda role: cols[role] if role in roles or role in ("c", "d") else None
+    # C and D are kept beyond the roles for the selection (--min-c), where the table has them.
+    optional = lambda role: role in ("c", "d") and cols[role] in table.columns
+    keep = lambda role: cols[role] if role in roles or optional(role) else None
     return Columns(n=keep("n"), loss=cols["loss"], c=keep("c"), d=keep("d"), run=keep("run"))
 
 

@@ -96,6 +96,9 @@ def write_fit_outputs(run: FitRun, out: Path, budgets, extra_meta: dict) -> list
             record["extrapolation"] = {k: v for k, v in extrap[g.key].items() if k != "points"}
             plots.append(out / f"extrapolation{suffix}.png")
             plot_extrapolation(g.extrapolation, plots[-1])
+            if run.form.plot_holdout:
+                plots.append(out / f"{run.form.name}_holdout{suffix}.png")
+                run.form.plot_holdout(g.extrapolation, g.request, plots[-1])
         records[g.key] = record
     meta = {**run.meta, **extra_meta}
     grouped = bool(run.groups[0].key)

@@ -122,6 +122,7 @@ def _check_group(form: FitForm, sub, request: FitRequest, key: str) -> None:
 
 def _extrapolate(form, sub, request: FitRequest, holdout: Holdout) -> ExtrapolationResult:
     cols = request.columns
+    target = form.target(request) if form.target else None
     return extrapolation_check(
         sub,
         lambda t: form.fit(t, request),
@@ -135,6 +136,8 @@ def _extrapolate(form, sub, request: FitRequest, holdout: Holdout) -> Extrapolat
         tolerance=holdout.tolerance,
         ci=request.boot.ci,
         flag_names=HOLDOUT_FLAGS,
+        target_col=target.column if target else None,
+        input_cols=target.inputs if target else (),
     )
 
 

@@ -14,13 +14,16 @@ from analysis.fit_plots import (
     plot_isoflop,
     plot_kaplan,
 )
-from analysis.fits.base import FitForm, FitRequest
+from analysis.fits.base import FitForm, FitRequest, Target
 from analysis.fits.chinchilla import fit_chinchilla
 from analysis.fits.columns import BUDGET_COL
+from analysis.fits.downstream import ErrorFromCompute, fit_downstream_error
 from analysis.fits.envelope import fit_envelope
 from analysis.fits.isoflop import METHODS, RESAMPLES, fit_isoflop
 from analysis.fits.kaplan_laws import LAW_NAMES, LAW_PARAMS, LAW_ROLES, fit_kaplan_laws
+from analysis.fits.overtraining import fit_overtraining
 from analysis.fits.selection import DEFAULT_BUDGET_TOLERANCE
+from analysis.law_plots import plot_error_vs_loss, plot_law_vs_compute
 from scaling.config import ConfigError
 
 NO_LOSS_LAW = "use chinchilla or kaplan, whose laws predict the loss"
@@ -54,6 +57,82 @@ def _plot_chinchilla(fit, table, r: FitRequest, out):
 
 def _chinchilla_args(p) -> None:
     p.add_argument("--delta", type=float, default=1e-3, help="Huber loss delta (default 1e-3)")
+
+
+def _fit_overtraining(table, r: FitRequest):
+    cols = r.columns
+    return fit_overtraining(
+        table, n_col=cols.n, d_col=cols.d, loss_col=cols.loss,
+        delta=r.options.get("delta", 1e-3), budgets=r.options.get("budgets"), **r.boot.to_dict(),
+    )  # fmt: skip
+
+
+def _plot_overtraining(fit, table, r: FitRequest, out):
+    cols, paths = r.columns, [out("overtraining"), out("allocation")]
+    N, D = table[cols.n].to_numpy(float), table[cols.d].to_numpy(float)  # int64 6ND overflows
+    plot_law_vs_compute(fit, N, D, table[cols.loss], y_label=cols.loss, path=paths[0])
+    plot_allocation({"overtraining": fit.allocation(budget_grid(6 * N * D))}, path=paths[1])
+    return paths
+
+
+def _plot_law_holdout(result, r: FitRequest, path) -> None:
+    """The law fitted on the cheaper runs against the held-out ones, along each multiplier."""
+    tr = result.train
+    plot_law_vs_compute(
+        result.fit, tr["N"], tr["D"], tr[result.target], y_label=result.target,
+        heldout=result.points, path=path,
+    )  # fmt: skip
+
+
+def _fit_downstream(table, r: FitRequest):
+    error_law = fit_downstream_error(
+        table, loss_col=r.columns.loss, error_col=r.options.get("error", "error"),
+        **r.boot.to_dict(),
+    )  # fmt: skip
+    if not r.options.get("from_compute"):
+        return error_law
+    return ErrorFromCompute(_fit_overtraining(table, r), error_law)
+
+
+def _downstream_target(r: FitRequest) -> Target:
+    """The error, from the measured loss, or from N and D through the loss law."""
+    inputs = () if r.options.get("from_compute") else (r.columns.loss,)
+    return Target(r.options.get("error", "error"), inputs)
+
+
+def _plot_downstream(fit, table, r: FitRequest, out):
+    cols, error_col = r.columns, r.options.get("error", "error")
+    paths = [out("downstream_error")]
+    plot_error_vs_loss(
+        getattr(fit, "error_law", fit), table[cols.loss], table[error_col],
+        x_label=cols.loss, y_label=error_col, path=paths[0],
+    )  # fmt: skip
+    if r.options.get("from_compute"):
+        paths.append(out("error_vs_compute"))
+        N, D = table[cols.n].to_numpy(float), table[cols.d].to_numpy(float)
+        plot_law_vs_compute(fit, N, D, table[error_col], y_label=error_col, path=paths[1])
+    return paths
+
+
+def _plot_downstream_holdout(result, r: FitRequest, path) -> None:
+    if r.options.get("from_compute"):
+        return _plot_law_holdout(result, r, path)
+    tr, loss_col = result.train, r.columns.loss
+    plot_error_vs_loss(
+        result.fit, tr[loss_col], tr[result.target], x_label=loss_col, y_label=result.target,
+        heldout=result.points, path=path,
+    )  # fmt: skip
+
+
+def _downstream_args(p) -> None:
+    p.add_argument("--error", metavar="COL", default="error", help="top-1 error (default error)")
+    p.add_argument(
+        "--from-compute", action="store_true",
+        help="also fit the over-training law on the same runs and predict the error from "
+        "compute, Err(L(C, M)) (Gadre et al. 2024, Fig. 1): the hold-out check then predicts "
+        "held-out runs from N and D alone, not from their measured loss",
+    )  # fmt: skip
+    _chinchilla_args(p)
 
 
 def _fit_isoflop(table, r: FitRequest):
@@ -175,6 +254,43 @@ FORMS = {
             plot=_plot_chinchilla,
             add_arguments=_chinchilla_args,
             holdout=lambda o: None,
+        ),
+        FitForm(
+            name="overtraining",
+            summary="Gadre et al. 2024: L(C, M) = E + (a M^eta + b M^-eta) C^-eta, M = D / N",
+            details="The loss of over-trained runs from compute C = 6 N D and token multiplier "
+            "M = D / N: Chinchilla's law with alpha = beta = 2 eta, fitted as approach 3 (Huber "
+            "loss with --delta on log L; analysis/fits/overtraining.py). Needs >= 2 model sizes "
+            "and >= 2 multipliers. Writes overtraining.png (the law along each M) and "
+            "allocation.png; with a hold-out check also overtraining_holdout.png.",
+            roles=lambda o: {"n", "d", "loss"},
+            tables=lambda o: ("runs",),
+            n_params=lambda o: 4,
+            fit=_fit_overtraining,
+            plot=_plot_overtraining,
+            add_arguments=_chinchilla_args,
+            holdout=lambda o: None,
+            plot_holdout=_plot_law_holdout,
+        ),
+        FitForm(
+            name="downstream_error",
+            summary="Gadre et al. 2024: top-1 error from loss, Err(L) = eps - k exp(-gamma L)",
+            details="Least squares in the error (--error COL, 1 - accuracy; a task or an "
+            "average over tasks, --group task for one fit per task) against --loss "
+            "(analysis/fits/downstream.py). --from-compute chains it with the overtraining law "
+            "fitted on the same runs, so that the error is predicted from C and M; the hold-out "
+            "check predicts the held-out runs' error (from their measured loss, or with "
+            "--from-compute from N and D). Writes downstream_error.png (with --from-compute also "
+            "error_vs_compute.png) and, with a hold-out check, downstream_error_holdout.png.",
+            roles=lambda o: {"loss"} | ({"n", "d"} if o.get("from_compute") else set()),
+            tables=lambda o: ("runs",),
+            n_params=lambda o: 7 if o.get("from_compute") else 3,
+            fit=_fit_downstream,
+            plot=_plot_downstream,
+            add_arguments=_downstream_args,
+            holdout=lambda o: None,
+            target=_downstream_target,
+            plot_holdout=_plot_downstream_holdout,
         ),
         FitForm(
             name="isoflop",

@@ -1,0 +1,77 @@
+"""Speed of Gadre et al.'s laws with a full bootstrap: the over-training law L(C, M) and the
+downstream-error law Err(L), on their RedPajama runs (tests/data/gadre2024).
+
+    python bench/fit_laws.py [--n-boot 1000] [--boot-starts 25] [--repeats 3]
+
+Times, after one call that compiles the L-BFGS programs: the over-training law on the 33 runs
+below 1e21 FLOPs (900-start grid, then --n-boot resamples x --boot-starts starts), the error law
+on the 35 runs (17-task average error vs C4 loss, --n-boot resamples), and one error-law fit per
+task on the 17 tasks. Best of --repeats.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from analysis.fits.downstream import fit_downstream_error
+from analysis.fits.overtraining import fit_overtraining
+
+DATA = Path(__file__).resolve().parents[1] / "tests" / "data" / "gadre2024"
+
+
+def best_of(repeats: int, fn) -> tuple[float, object]:
+    times, result = [], None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - t0)
+    return min(times), result
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--n-boot", type=int, default=1000)
+    p.add_argument("--boot-starts", type=int, default=25)
+    p.add_argument("--repeats", type=int, default=3)
+    args = p.parse_args()
+    runs = pd.read_csv(DATA / "models.csv")
+    tasks = pd.read_csv(DATA / "downstream.csv")
+    cheap = runs[runs["flops"] < 1e21]
+    loss_law = lambda n_boot: fit_overtraining(
+        cheap, n_col="params", d_col="tokens", loss_col="loss_c4_val", n_boot=n_boot,
+        boot_starts=args.boot_starts,
+    )  # fmt: skip
+    error_law = lambda t, col: fit_downstream_error(
+        t, loss_col="loss_c4_val", error_col=col, n_boot=args.n_boot
+    )
+
+    t0 = time.perf_counter()
+    loss_law(20)  # compiles the screen and polish programs for these shapes
+    print(f"first call (compilation): {time.perf_counter() - t0:.1f} s")
+    full_s, _ = best_of(args.repeats, lambda: loss_law(0))
+    boot_s, fit = best_of(args.repeats, lambda: loss_law(args.n_boot))
+    est = fit.estimates()
+    print(
+        f"overtraining, {len(cheap)} runs: fit {full_s:.2f} s, fit + {args.n_boot} resamples x "
+        f"{args.boot_starts} starts {boot_s:.2f} s; eta {est['eta'].value:.4f} "
+        f"[{est['eta'].lo:.4f}, {est['eta'].hi:.4f}], M_opt {est['M_opt'].value:.2f}"
+    )
+    err_s, fit = best_of(args.repeats, lambda: error_law(runs, "err_avg17"))
+    est = fit.estimates()
+    print(
+        f"downstream_error, {len(runs)} runs (17-task average), fit + {args.n_boot} resamples: "
+        f"{err_s:.3f} s; gamma {est['gamma'].value:.4f} "
+        f"[{est['gamma'].lo:.4f}, {est['gamma'].hi:.4f}]"
+    )
+    subset = tasks[tasks["in_subset17"]]
+    per_task = lambda: [error_law(g, "error") for _, g in subset.groupby("task")]
+    task_s, _ = best_of(args.repeats, per_task)
+    print(f"downstream_error per task, 17 fits + {args.n_boot} resamples each: {task_s:.2f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -10,6 +10,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from scaling import zoo
+from scaling.families import FIELDS
 from scaling.tokenizer import check_vocab
 from scaling.tokenizer import load as load_tokenizer
 from scaling.typed import ConfigError, build, require_positive
@@ -17,7 +18,8 @@ from scaling.typed import ConfigError, build, require_positive
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Shape of a GPT-style decoder (pre-LayerNorm, learned positions, tied embeddings)."""
+    """Shape of a decoder-only transformer of a model family (scaling.families): GPT-2 by
+    default (pre-LayerNorm, learned positions, tied embeddings)."""
 
     n_layer: int = 2
     d_model: int = 64
@@ -30,6 +32,7 @@ class ModelConfig:
     # µP (Yang et al. 2022) relative to this base width; 0: standard parametrisation. See
     # scaling.model.mup_ratio for what it changes.
     mup_base_width: int = 0
+    family: str = "gpt2"  # scaling.families
 
     def validate(self, where: str = "model") -> None:
         require_positive(
@@ -54,6 +57,13 @@ class ModelConfig:
         if self.dtype not in ("float32", "bfloat16"):
             raise ConfigError(
                 f"{where}.dtype", f"unknown dtype {self.dtype!r}", "use 'float32' or 'bfloat16'"
+            )
+        self._validate_family(where)
+
+    def _validate_family(self, where: str) -> None:
+        if self.family not in FIELDS:
+            raise ConfigError(
+                f"{where}.family", f"unknown family {self.family!r}", f"use {' | '.join(FIELDS)}"
             )
 
     @property

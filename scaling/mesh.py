@@ -1,9 +1,9 @@
 """The device mesh, the table from logical axis names to mesh axes, the shardings it gives batches
 and other named arrays, and `constrain`, by which the model pins its activations to the table.
 
-Parallelism is one table (`RULES`) from the logical axis names the model gives its parameters
-(`scaling.model.logical_axes`) and activations to the mesh axes `data`, `fsdp` and `tensor`,
-in the style of MaxText and Levanter. Data parallelism splits the batch over `data`; FSDP
+Parallelism is one table (`RULES`) from the logical axis names the model families give their
+parameters (`scaling.model.logical_axes`) and activations to the mesh axes `data`, `fsdp` and
+`tensor`, in the style of MaxText and Levanter. Data parallelism splits the batch over `data`; FSDP
 (ZeRO-3) additionally splits the batch over `fsdp` and stores each parameter and its Adam
 moments split over `fsdp` (along `embed`, the embedding along `vocab`), all-gathered by XLA
 where used; tensor parallelism (Megatron) splits heads, the MLP's hidden units and the

@@ -45,6 +45,7 @@ RULES: Rules = (
     ("vocab", ("tensor", "fsdp")),
     ("embed", "fsdp"),
     ("heads", "tensor"),
+    ("kv_heads", "tensor"),  # grouped-query attention's key/value heads (llama)
     ("kv", None),
     ("mlp", "tensor"),
     ("seq", None),
@@ -53,6 +54,7 @@ RULES: Rules = (
     ("length", None),
     ("act_embed", None),
     ("act_heads", "tensor"),
+    ("act_kv_heads", "tensor"),
     ("act_mlp", "tensor"),
     ("act_vocab", "tensor"),
 )

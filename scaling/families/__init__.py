@@ -40,8 +40,10 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from scaling.config import ModelConfig
 
+ROPE = ("n_kv_head", "rope_theta")
 FIELDS: dict[str, tuple[str, ...]] = {  # the model fields beyond the shared shape
     "gpt2": (),
+    "llama": ROPE,
 }
 TRANSFORMS = ("copy", "rows", "cols", "flat", "T", "rows_T", "cols_T")
 

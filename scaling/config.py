@@ -10,7 +10,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from scaling import zoo
-from scaling.families import FIELDS, ROPE
+from scaling.families import FIELDS, ROPE, ROUTED
 from scaling.tokenizer import check_vocab
 from scaling.tokenizer import load as load_tokenizer
 from scaling.typed import ConfigError, build, require_positive
@@ -24,7 +24,7 @@ class ModelConfig:
     n_layer: int = 2
     d_model: int = 64
     n_head: int = 4
-    # Width of a GELU MLP. The SwiGLU family (llama) takes 2/3 of it, rounded to a multiple
+    # Width of a GELU MLP. SwiGLU families (llama, moe) take 2/3 of it, rounded to a multiple
     # of 8, as LLaMA does: the same parameters and FLOPs, so a ladder rung fits every family.
     d_ff: int = 256
     vocab_size: int = 256
@@ -34,10 +34,15 @@ class ModelConfig:
     # µP (Yang et al. 2022) relative to this base width; 0: standard parametrisation. See
     # scaling.model.mup_ratio for what it changes.
     mup_base_width: int = 0
-    family: str = "gpt2"  # gpt2 | llama (scaling.families)
-    # llama: grouped-query attention (0: n_head key/value heads), rotary positions.
+    family: str = "gpt2"  # gpt2 | llama | moe (scaling.families)
+    # llama and moe: grouped-query attention (0: n_head key/value heads), rotary positions.
     n_kv_head: int = 0
     rope_theta: float = 10_000.0
+    # moe: top-k routed SwiGLU experts with a capacity and a load-balancing loss.
+    n_expert: int = 8
+    expert_top_k: int = 2
+    capacity_factor: float = 1.25
+    router_aux_weight: float = 0.01
 
     def validate(self, where: str = "model") -> None:
         require_positive(
@@ -73,7 +78,7 @@ class ModelConfig:
                 f"{where}.family", f"unknown family {self.family!r}", f"use {' | '.join(FIELDS)}"
             )
         default = ModelConfig()
-        for name in ROPE:
+        for name in ROPE + ROUTED:
             if name not in FIELDS[self.family] and getattr(self, name) != getattr(default, name):
                 users = " or ".join(f for f, names in FIELDS.items() if name in names)
                 raise ConfigError(
@@ -83,6 +88,8 @@ class ModelConfig:
                 )
         if "n_kv_head" in FIELDS[self.family]:
             self._validate_rope(where)
+        if "n_expert" in FIELDS[self.family]:
+            self._validate_routing(where)
 
     def _validate_rope(self, where: str) -> None:
         if self.n_kv_head < 0 or self.n_head % self.kv_heads:
@@ -99,6 +106,19 @@ class ModelConfig:
             )
         if self.rope_theta <= 0:
             raise ConfigError(f"{where}.rope_theta", "must be > 0", "use e.g. 10000")
+
+    def _validate_routing(self, where: str) -> None:
+        require_positive(self, ("n_expert", "expert_top_k"), where)
+        if self.expert_top_k > self.n_expert:
+            raise ConfigError(
+                f"{where}.expert_top_k",
+                f"{self.expert_top_k} > n_expert={self.n_expert}",
+                "route each token to at most n_expert experts",
+            )
+        if self.capacity_factor <= 0:
+            raise ConfigError(f"{where}.capacity_factor", "must be > 0", "use e.g. 1.25")
+        if self.router_aux_weight < 0:
+            raise ConfigError(f"{where}.router_aux_weight", "must be >= 0", "use e.g. 0.01")
 
     @property
     def head_dim(self) -> int:

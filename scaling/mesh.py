@@ -45,10 +45,15 @@ RULES: Rules = (
     ("vocab", ("tensor", "fsdp")),
     ("embed", "fsdp"),
     ("heads", "tensor"),
-    ("kv_heads", "tensor"),  # grouped-query attention's key/value heads (llama)
+    ("kv_heads", "tensor"),  # grouped-query attention's key/value heads (llama, moe)
     ("kv", None),
     ("mlp", "tensor"),
     ("seq", None),
+    # The experts of a routed MLP (moe), stored split over fsdp like any weight, gathered per
+    # block where used (ZeRO-3); their units split over tensor by `mlp`. Expert parallelism
+    # proper, tokens sent by all-to-all to the devices that hold their experts, would need an
+    # axis of its own and a sparse dispatch (scaling.families.moe).
+    ("expert", "fsdp"),
     # Activations (the names the model passes to `constrain`).
     ("batch", ("data", "fsdp")),
     ("length", None),

@@ -41,9 +41,11 @@ if TYPE_CHECKING:
     from scaling.config import ModelConfig
 
 ROPE = ("n_kv_head", "rope_theta")
+ROUTED = ("n_expert", "expert_top_k", "capacity_factor", "router_aux_weight")
 FIELDS: dict[str, tuple[str, ...]] = {  # the model fields beyond the shared shape
     "gpt2": (),
     "llama": ROPE,
+    "moe": ROPE + ROUTED,
 }
 TRANSFORMS = ("copy", "rows", "cols", "flat", "T", "rows_T", "cols_T")
 

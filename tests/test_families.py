@@ -8,8 +8,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import TINY
+from conftest import TINY, tiny_run
+from test_run_dirs import finished
 
+from experiments.collect import collect
 from experiments.sweep import expand, run_id
 from scaling import zoo
 from scaling.config import ConfigError, ModelConfig, run_config
@@ -236,3 +238,13 @@ def test_a_sweep_over_families_names_and_labels_them_apart():
     assert [r.name for r in runs] == ["gpt2-s1", "gpt2-s2", "llama-s1", "llama-s2"]
     assert [label(r.config.model) for r in runs] == ["s1", "s2", "llama-s1", "llama-s2"]
     assert (label(MODELS["llama"]), label(MODELS["moe"])) == ("llama-L2-d32-kv1", "moe-L2-d32-e4k2")
+
+
+def test_results_carry_the_family_and_active_parameters(tmp_path):
+    sweep = expand({"name": "f", "base": tiny_run(20), "grid": {"model.family": ["gpt2", "moe"]}})
+    for spec in sweep.runs:  # finished as far as collect can tell
+        finished(str(tmp_path / spec.run_id), spec)
+    runs = collect(tmp_path)[0].set_index("family")
+    assert runs.loc["gpt2", "model"] == "L2-d32" and runs.loc["moe", "model"] == "moe-L2-d32-e8k2"
+    assert runs.loc["gpt2", "params_active"] == runs.loc["gpt2", "params_non_embedding"]
+    assert runs.loc["moe", "params_active"] < runs.loc["moe", "params_non_embedding"] / 2

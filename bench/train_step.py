@@ -4,6 +4,7 @@
                                [--rounds 2] [--xla-flags "..."] [--no-torch]
     python bench/train_step.py --config 125m 350m --mesh 1 --dtype bfloat16 --no-torch \
                                --peak-tflops 989          # one H100 SXM: GPT-2 small, medium
+    python bench/train_step.py --config 125m 350m --family gpt2 llama ...   # both families
 
 Every mesh layout runs the project's real sharded step (scaling.mesh: make_mesh from a
 MeshConfig, the batch placed by batch_sharding; scaling.sharding: state_shardings of
@@ -13,8 +14,11 @@ when jax starts; on CPU the devices share the machine's cores. Layouts: `1` (one
 `dp2`, `fsdp2`, `tp2`, `dp2xtp2`, `dp2xfsdp2`, ... (dp = mesh axis data, fsdp = fsdp, tp =
 tensor); `--devices N` starts N devices for every layout instead of exactly as many as it uses.
 
-The PyTorch peer (bench/torch_peer.py, `--no-torch` to skip) is the same GPT with the same
-AdamW step, in eager float32 PyTorch with 2 threads, on the same batches. Both sides time
+`--family` runs every config in each model family named (scaling.families): the same rung,
+each family's own architecture (llama: SwiGLU at 2/3 of d_ff, RoPE, RMSNorm, untied output).
+
+The PyTorch peer (bench/torch_peer.py, `--no-torch` to skip; gpt2 only) is the same GPT with the
+same AdamW step, in eager float32 PyTorch with 2 threads, on the same batches. Both sides time
 `--repeats` windows of `--steps` steps after `--warmup` steps (compilation included there)
 and keep the best window; `--rounds` runs the whole set again, interleaved, keeping the best
 per row: on a shared machine the best is the least disturbed. Since the machine's speed drifts
@@ -46,6 +50,7 @@ sys.path.insert(0, str(ROOT))  # run as a script from anywhere, workers included
 
 from scaling import zoo  # noqa: E402  (no jax import: the workers set XLA_FLAGS first)
 from scaling.config import run_config  # noqa: E402
+from scaling.families import FIELDS  # noqa: E402
 from scaling.flops import flops_per_token, param_counts  # noqa: E402
 
 GPT2 = {"seq_len": 1024, "vocab_size": 50304}  # GPT-2's vocabulary, padded to a multiple of 64
@@ -67,6 +72,23 @@ CONFIGS = {  # key: (label, model fields, batch size)
 }
 DEFAULT_MESHES = ["1", "dp2", "fsdp2", "tp2", "dp4"]
 AXES = {"dp": "data", "fsdp": "fsdp", "tp": "tensor"}
+
+
+def cases(configs: list[str], families: list[str]) -> dict[str, tuple[str, dict, int]]:
+    """Every config in every family, as CONFIGS: key `125m` in gpt2, `125m-llama` in llama."""
+    out = {}
+    for key in configs:
+        name, model, batch_size = CONFIGS[key]
+        for family in families:
+            if family == "gpt2":
+                out[key] = CONFIGS[key]
+            else:
+                out[f"{key}-{family}"] = (
+                    f"{family} {name}",
+                    {**model, "family": family},
+                    batch_size,
+                )
+    return out
 
 
 def parse_mesh(layout: str) -> dict[str, int]:
@@ -232,6 +254,9 @@ def main() -> None:
         default=["s4", "s6"],
         help="which configs: s4 s6 (CPU), 125m 350m (GPU, TPU: with --dtype bfloat16 --no-torch)",
     )
+    p.add_argument(
+        "--family", nargs="+", choices=list(FIELDS), default=["gpt2"], help="model families"
+    )
     p.add_argument("--peak-size", type=int, default=2048)
     p.add_argument(
         "--peak-tflops",
@@ -252,22 +277,22 @@ def main() -> None:
     peaks = []
     info = {}
     timing = {"steps": args.steps, "repeats": args.repeats, "warmup": args.warmup}
-    results: dict[str, dict[str, list[float]]] = {key: {} for key in args.config}
-    firsts: dict[str, dict[str, float]] = {key: {} for key in args.config}
-    per_round: dict[str, dict[str, list[float]]] = {key: {} for key in args.config}
+    runs = cases(args.config, args.family)
+    results: dict[str, dict[str, list[float]]] = {key: {} for key in runs}
+    firsts: dict[str, dict[str, float]] = {key: {} for key in runs}
+    per_round: dict[str, dict[str, list[float]]] = {key: {} for key in runs}
     for rnd in range(args.rounds):
         peak = spawn("peak", {"size": args.peak_size, "dtype": args.dtype}, args.xla_flags)
         peaks.append(peak["peak"])
         info.update(device=peak["device"], jax=peak["jax"])
-        for key in args.config:
-            name, model, batch_size = CONFIGS[key]
+        for key, (name, model, batch_size) in runs.items():
             common = {"model": model, "batch_size": batch_size, **timing}
             rows = {}
             for layout, sizes in meshes.items():
                 n = args.devices or math.prod(sizes.values())
                 spec = {**common, "mesh": sizes, "dtype": args.dtype}
                 rows[f"jax {layout}"] = spawn("jax", spec, args.xla_flags, n)
-            if not args.no_torch and args.dtype == "float32":
+            if not args.no_torch and args.dtype == "float32" and "family" not in model:
                 rows["pytorch eager"] = spawn("torch", {**common, "threads": 2})
                 info["torch"] = rows["pytorch eager"]["torch"]
                 want = param_counts(run_config_for(model, batch_size).model).total
@@ -280,7 +305,7 @@ def main() -> None:
                 firsts[key][row] = r["first_loss"]
             print(f"round {rnd + 1}/{args.rounds} {name} done, {load()}", file=sys.stderr)
     peak = args.peak_tflops * 1e12 if args.peak_tflops else max(peaks)
-    report(args, peak, info, results, firsts, per_round)
+    report(args, runs, peak, info, results, firsts, per_round)
 
 
 def paired_ratios(per_round: dict[str, list[float]]) -> list[float]:
@@ -289,7 +314,7 @@ def paired_ratios(per_round: dict[str, list[float]]) -> list[float]:
     return [max(r[i] for r in jax_rows) / t for i, t in enumerate(per_round["pytorch eager"])]
 
 
-def report(args, peak: float, info: dict, results, firsts, per_round) -> None:
+def report(args, runs: dict, peak: float, info: dict, results, firsts, per_round) -> None:
     peak_g = peak / 1e9
     print(f"device: {info['device']}, jax {info['jax']}, torch {info.get('torch', '-')}")
     if args.peak_tflops:
@@ -308,7 +333,7 @@ def report(args, peak: float, info: dict, results, firsts, per_round) -> None:
     )
     out = {"peak_gflops": peak_g, **info, "configs": {}}
     for key in results:
-        name, model, batch_size = CONFIGS[key]
+        name, model, batch_size = runs[key]
         m = run_config_for(model, batch_size).model
         per_token = flops_per_token(m)
         best = {row: max(v) for row, v in results[key].items()}

@@ -1,11 +1,13 @@
 """Collect a sweep's finished runs into the results table and the training-curve table.
 
-results (results.csv, results.parquet): one row per run × eval metric, carrying the run's three
-parameter counts, tokens, FLOPs in both conventions (scaling.flops), final held-out loss, how
-the design chose it (IsoFLOP budget, tokens per parameter, cooldown branch) and provenance: git
-commit, config hash (the run id), package versions, device kind and count, wall time and
-achieved tokens/s. curves (curves.csv): one row per held-out evaluation during training.
-eval_over_training.csv: the eval rows of earlier checkpoints (eval.every_steps, or
+results (results.csv, results.parquet): one row per run × eval metric, carrying the run's model
+family and four parameter counts (total, non-embedding, embedding, and active: the
+non-embedding parameters one token uses, fewer than non-embedding with routed experts; a fit
+takes either as N), tokens, FLOPs in both conventions (scaling.flops), final held-out loss,
+how the design chose it (IsoFLOP budget, tokens per parameter, cooldown branch) and
+provenance: git commit, config hash (the run id), package versions, device kind and count,
+wall time and achieved tokens/s. curves (curves.csv): one row per held-out evaluation during
+training. eval_over_training.csv: the eval rows of earlier checkpoints (eval.every_steps, or
 `scaling eval --checkpoints`), with `step` and `tokens_seen`, for emergence over training.
 failed (failed_runs.csv): the failed runs, left out of both tables, with their reasons, for the
 report to mention, and the runs whose claim the last launch refused (their directory holds
@@ -19,8 +21,8 @@ from __future__ import annotations
 import pandas as pd
 
 from experiments import store
-from scaling import zoo
 from scaling.config import run_config
+from scaling.families import label
 from scaling.flops import flops_per_token, param_counts
 from scaling.train import METRICS_FILE
 
@@ -30,10 +32,12 @@ RUN_KEYS = (
     "sweep",
     "run_id",
     "model",
+    "family",
     "name",
     "params_total",
     "params_non_embedding",
     "params_embedding",
+    "params_active",
 )
 
 
@@ -45,7 +49,8 @@ def _run_columns(sweep: str, run_dir: str) -> dict:
     return {
         "sweep": sweep,
         "run_id": store.run_id_of(run_dir),
-        "model": zoo.label(m.n_layer, m.d_model, m.n_head, m.d_ff),
+        "model": label(m),
+        "family": m.family,
         "name": cfg.name,
         "n_layer": m.n_layer,
         "d_model": m.d_model,
@@ -56,6 +61,7 @@ def _run_columns(sweep: str, run_dir: str) -> dict:
         "params_total": counts.total,
         "params_non_embedding": counts.non_embedding,
         "params_embedding": counts.embedding,
+        "params_active": counts.active,
         "steps": cfg.steps,
         "tokens": tokens,
         "flops_6n": per_token.six_n * tokens,

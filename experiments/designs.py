@@ -11,6 +11,7 @@ import math
 
 from scaling import zoo
 from scaling.config import ConfigError, ModelConfig, build
+from scaling.families import label as model_label
 from scaling.flops import param_counts
 
 ISOFLOP_KEYS = {"budgets", "models", "sizes", "flops"}
@@ -25,10 +26,11 @@ Point = tuple[str, tuple[tuple[str, object], ...]]  # (label, ((dotted path, val
 
 def label(key: str, value) -> str:
     """A value's part of a run name: the value itself; for a model given by its fields, its
-    shape (`L1-d24`, or the ladder name it matches); for another dict, the field's name."""
+    family's label (`L1-d24`, the ladder name it matches, `llama-s2`); for another dict, the
+    field's name."""
     shape = ("n_layer", "d_model", "n_head", "d_ff")
     if key == "model" and isinstance(value, dict) and all(k in value for k in shape):
-        return zoo.label(*(value[k] for k in shape))
+        return model_label(build_model(value))
     return key if isinstance(value, dict) else str(value)
 
 

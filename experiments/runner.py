@@ -62,10 +62,10 @@ class Task:
 def single_task(cfg: RunConfig, run_dir: str | None, runs_dir: str, launch: Launch) -> Task:
     """`scaling train`'s run: in run_dir when given, else in <runs_dir>/single/ as
     `<name>-<run_id>`, the name being the config's or its shape and token budget."""
-    from scaling import zoo
+    from scaling.families import label
 
-    m, rid = cfg.model, run_id(cfg)
-    name = cfg.name or f"{zoo.label(m.n_layer, m.d_model, m.n_head, m.d_ff)}-{cfg.train.tokens}"
+    rid = run_id(cfg)
+    name = cfg.name or f"{label(cfg.model)}-{cfg.train.tokens}"
     single = store.join(runs_dir, "single")
     url = run_dir or store.locate(single, rid, name)
     return Task(RunSpec(rid, name, cfg), str(Path(url).parent), launch, str(url))

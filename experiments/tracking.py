@@ -56,10 +56,9 @@ def tensorboard_writer(run_dir):
 
 def wandb_tags(cfg) -> list[str]:
     """What a sweep's runs are told apart by in W&B: shape label and token budget."""
-    from scaling import zoo
+    from scaling.families import label
 
-    m = cfg.model
-    return [zoo.label(m.n_layer, m.d_model, m.n_head, m.d_ff), f"tokens={cfg.train.tokens}"]
+    return [label(cfg.model), f"tokens={cfg.train.tokens}"]
 
 
 def wandb_run(cfg, run_dir: Path, project: str):

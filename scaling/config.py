@@ -10,6 +10,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from scaling import zoo
+from scaling.families import FIELDS, ROPE, ROUTED
 from scaling.tokenizer import check_vocab
 from scaling.tokenizer import load as load_tokenizer
 from scaling.typed import ConfigError, build, require_positive
@@ -17,11 +18,14 @@ from scaling.typed import ConfigError, build, require_positive
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Shape of a GPT-style decoder (pre-LayerNorm, learned positions, tied embeddings)."""
+    """Shape of a decoder-only transformer of a model family (scaling.families): GPT-2 by
+    default (pre-LayerNorm, learned positions, tied embeddings)."""
 
     n_layer: int = 2
     d_model: int = 64
     n_head: int = 4
+    # Width of a GELU MLP. SwiGLU families (llama, moe) take 2/3 of it, rounded to a multiple
+    # of 8, as LLaMA does: the same parameters and FLOPs, so a ladder rung fits every family.
     d_ff: int = 256
     vocab_size: int = 256
     seq_len: int = 128
@@ -30,6 +34,15 @@ class ModelConfig:
     # µP (Yang et al. 2022) relative to this base width; 0: standard parametrisation. See
     # scaling.model.mup_ratio for what it changes.
     mup_base_width: int = 0
+    family: str = "gpt2"  # gpt2 | llama | moe (scaling.families)
+    # llama and moe: grouped-query attention (0: n_head key/value heads), rotary positions.
+    n_kv_head: int = 0
+    rope_theta: float = 10_000.0
+    # moe: top-k routed SwiGLU experts with a capacity and a load-balancing loss.
+    n_expert: int = 8
+    expert_top_k: int = 2
+    capacity_factor: float = 1.25
+    router_aux_weight: float = 0.01
 
     def validate(self, where: str = "model") -> None:
         require_positive(
@@ -55,10 +68,66 @@ class ModelConfig:
             raise ConfigError(
                 f"{where}.dtype", f"unknown dtype {self.dtype!r}", "use 'float32' or 'bfloat16'"
             )
+        self._validate_family(where)
+
+    def _validate_family(self, where: str) -> None:
+        """A known family, fields it does not read left at their defaults (they would only
+        rename the run), and its own fields in range."""
+        if self.family not in FIELDS:
+            raise ConfigError(
+                f"{where}.family", f"unknown family {self.family!r}", f"use {' | '.join(FIELDS)}"
+            )
+        default = ModelConfig()
+        for name in ROPE + ROUTED:
+            if name not in FIELDS[self.family] and getattr(self, name) != getattr(default, name):
+                users = " or ".join(f for f, names in FIELDS.items() if name in names)
+                raise ConfigError(
+                    f"{where}.{name}",
+                    f"family {self.family} has no such setting",
+                    f"drop it, or set model.family to {users}",
+                )
+        if "n_kv_head" in FIELDS[self.family]:
+            self._validate_rope(where)
+        if "n_expert" in FIELDS[self.family]:
+            self._validate_routing(where)
+
+    def _validate_rope(self, where: str) -> None:
+        if self.n_kv_head < 0 or self.n_head % self.kv_heads:
+            raise ConfigError(
+                f"{where}.n_kv_head",
+                f"{self.n_kv_head} does not divide n_head={self.n_head}",
+                "use a divisor of n_head (0: as many as n_head)",
+            )
+        if self.head_dim % 2:
+            raise ConfigError(
+                f"{where}.n_head",
+                f"head_dim {self.head_dim} is odd; rotary embeddings rotate pairs",
+                "choose n_head so that d_model / n_head is even",
+            )
+        if self.rope_theta <= 0:
+            raise ConfigError(f"{where}.rope_theta", "must be > 0", "use e.g. 10000")
+
+    def _validate_routing(self, where: str) -> None:
+        require_positive(self, ("n_expert", "expert_top_k"), where)
+        if self.expert_top_k > self.n_expert:
+            raise ConfigError(
+                f"{where}.expert_top_k",
+                f"{self.expert_top_k} > n_expert={self.n_expert}",
+                "route each token to at most n_expert experts",
+            )
+        if self.capacity_factor <= 0:
+            raise ConfigError(f"{where}.capacity_factor", "must be > 0", "use e.g. 1.25")
+        if self.router_aux_weight < 0:
+            raise ConfigError(f"{where}.router_aux_weight", "must be >= 0", "use e.g. 0.01")
 
     @property
     def head_dim(self) -> int:
         return self.d_model // self.n_head
+
+    @property
+    def kv_heads(self) -> int:
+        """Key/value heads: n_kv_head, or n_head (plain multi-head attention) when it is 0."""
+        return self.n_kv_head or self.n_head
 
     @staticmethod
     def from_name(name: str, where: str = "model") -> dict:

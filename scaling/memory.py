@@ -10,11 +10,14 @@ Activations kept for the backward pass follow Korthikanti et al. 2022, "Reducing
 Recomputation in Large Transformer Models" (arXiv:2205.05198), Sec. 4: per layer
 s·b·h·(34 + 5·a·s/h) bytes at 16 bits without parallelism, and s·b·h·(10 + 24/t + 5·a·s/(h·t))
 with t-way tensor parallelism (no sequence parallelism), for sequence length s, micro-batch b,
-width h, a heads and d_ff = 4h. Written out for any d_ff (f), the 24·h is 8·h + 4·f. That count
-includes dropout masks, which this model does not have, and the a·s² attention scores, which
-cuDNN's flash attention on GPU does not keep, so it is an upper bound here. float32 activations
-double it. b is the batch per data-parallel group (batch / (data·fsdp)). The logits and their
-float32 softmax add 8·s·b·v/t bytes (Korthikanti's output-layer term, in float32).
+width h, a heads and d_ff = 4h. Each model family writes its layer out as terms (bytes per
+token, the logical activation axis that splits them: `activation_terms` in scaling.families);
+a term is divided by the ways the rule table splits its axis. gpt2's is Korthikanti's own,
+for any d_ff (f): the 24·h is 8·h + 4·f. That count includes dropout masks, which the models
+do not have, and the a·s² attention scores, which cuDNN's flash attention on GPU does not keep,
+so it is an upper bound here. float32 activations double it. b is the batch per data-parallel
+group (batch / (data·fsdp)). The embedding's output adds 2·s·b·h, and the logits and their
+float32 softmax 8·s·b·v/t bytes (Korthikanti's output-layer term, in float32).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from scaling.config import ConfigError, ModelConfig, RunConfig
+from scaling.families import get_family
 from scaling.mesh import RULES, Rules, axis_sizes, divisors, logical_to_mesh
 from scaling.sharding import param_shapes, param_specs
 
@@ -79,15 +83,14 @@ def activation_bytes(
 ) -> int:
     """Activations kept for the backward pass, per device (Korthikanti et al. 2022, eq. 2)."""
     m = cfg.model
-    s, h, f, a, v = m.seq_len, m.d_model, m.d_ff, m.n_head, m.vocab_size
+    s, h, v = m.seq_len, m.d_model, m.vocab_size
     batch = cfg.train.batch_size if batch is None else batch
     b = batch / _split(batch, logical_to_mesh(("batch",), rules)[0], sizes)
-    t_heads = _split(a, logical_to_mesh(("act_heads",), rules)[0], sizes)
-    t_mlp = _split(f, logical_to_mesh(("act_mlp",), rules)[0], sizes)
-    t_vocab = _split(v, logical_to_mesh(("act_vocab",), rules)[0], sizes)
-    scale = 2 if m.dtype == "float32" else 1  # the formula counts 16-bit elements
-    per_layer = s * b * (10 * h + (8 * h + 5 * a * s) / t_heads + 4 * f / t_mlp)
-    logits = 8 * s * b * v / t_vocab
+    ways = lambda axis, length: _split(length, logical_to_mesh((axis,), rules)[0], sizes)
+    terms = get_family(m.family).activation_terms(m)
+    per_layer = s * b * sum(bytes_ / ways(axis, length) for bytes_, axis, length in terms)
+    scale = 2 if m.dtype == "float32" else 1  # the terms count 16-bit elements
+    logits = 8 * s * b * v / ways("act_vocab", v)
     return int(scale * (m.n_layer * per_layer + 2 * s * b * h) + logits)
 
 

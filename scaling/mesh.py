@@ -1,9 +1,9 @@
 """The device mesh, the table from logical axis names to mesh axes, the shardings it gives batches
 and other named arrays, and `constrain`, by which the model pins its activations to the table.
 
-Parallelism is one table (`RULES`) from the logical axis names the model gives its parameters
-(`scaling.model.logical_axes`) and activations to the mesh axes `data`, `fsdp` and `tensor`,
-in the style of MaxText and Levanter. Data parallelism splits the batch over `data`; FSDP
+Parallelism is one table (`RULES`) from the logical axis names the model families give their
+parameters (`scaling.model.logical_axes`) and activations to the mesh axes `data`, `fsdp` and
+`tensor`, in the style of MaxText and Levanter. Data parallelism splits the batch over `data`; FSDP
 (ZeRO-3) additionally splits the batch over `fsdp` and stores each parameter and its Adam
 moments split over `fsdp` (along `embed`, the embedding along `vocab`), all-gathered by XLA
 where used; tensor parallelism (Megatron) splits heads, the MLP's hidden units and the
@@ -45,14 +45,21 @@ RULES: Rules = (
     ("vocab", ("tensor", "fsdp")),
     ("embed", "fsdp"),
     ("heads", "tensor"),
+    ("kv_heads", "tensor"),  # grouped-query attention's key/value heads (llama, moe)
     ("kv", None),
     ("mlp", "tensor"),
     ("seq", None),
+    # The experts of a routed MLP (moe), stored split over fsdp like any weight, gathered per
+    # block where used (ZeRO-3); their units split over tensor by `mlp`. Expert parallelism
+    # proper, tokens sent by all-to-all to the devices that hold their experts, would need an
+    # axis of its own and a sparse dispatch (scaling.families.moe).
+    ("expert", "fsdp"),
     # Activations (the names the model passes to `constrain`).
     ("batch", ("data", "fsdp")),
     ("length", None),
     ("act_embed", None),
     ("act_heads", "tensor"),
+    ("act_kv_heads", "tensor"),
     ("act_mlp", "tensor"),
     ("act_vocab", "tensor"),
 )

@@ -32,7 +32,7 @@ from scaling import data, distributed, memory, sharding
 from scaling.config import ConfigError, ModelConfig, RunConfig, TrainConfig
 from scaling.flops import flops_per_token
 from scaling.mesh import check_batch, logical_sharding, make_mesh
-from scaling.model import apply, init_params, mup_ratio
+from scaling.model import apply_with_aux, init_params, mup_ratio
 from scaling.schedules import decay_start, learning_rate
 
 METRICS_FILE = "metrics.jsonl"
@@ -63,10 +63,22 @@ def optimizer_args(t: TrainConfig) -> tuple:
     return (t.beta1, t.beta2, t.weight_decay, t.grad_clip)
 
 
+def losses(params, cfg: ModelConfig, batch):
+    """(mean next-token cross-entropy in nats per token over a (batch, seq_len+1) window, the
+    model family's auxiliary loss: a routed MLP's load balancing, 0 for a dense family)."""
+    logits, aux = apply_with_aux(params, cfg, batch[:, :-1])
+    return optax.softmax_cross_entropy_with_integer_labels(logits, batch[:, 1:]).mean(), aux
+
+
 def loss_fn(params, cfg: ModelConfig, batch):
-    """Mean next-token cross-entropy in nats per token over a (batch, seq_len+1) window."""
-    logits = apply(params, cfg, batch[:, :-1])
-    return optax.softmax_cross_entropy_with_integer_labels(logits, batch[:, 1:]).mean()
+    """The cross-entropy: what is reported and evaluated."""
+    return losses(params, cfg, batch)[0]
+
+
+def objective(params, cfg: ModelConfig, batch):
+    """(what training descends: cross-entropy + auxiliary loss, the cross-entropy)."""
+    cross_entropy, aux = losses(params, cfg, batch)
+    return cross_entropy + aux, cross_entropy
 
 
 def lr_multipliers(params, cfg: ModelConfig):
@@ -80,7 +92,7 @@ def lr_multipliers(params, cfg: ModelConfig):
 
 @partial(jax.jit, static_argnames=("cfg", "opt"), donate_argnums=(0,))
 def train_step(state, batch, lr, cfg: ModelConfig, opt: tuple):
-    loss, grads = jax.value_and_grad(loss_fn)(state["params"], cfg, batch)
+    (_, loss), grads = jax.value_and_grad(objective, has_aux=True)(state["params"], cfg, batch)
     updates, opt_state = optimizer(*opt).update(grads, state["opt_state"], state["params"])
     params = jax.tree.map(
         lambda p, u, m: p - lr * m * u, state["params"], updates, lr_multipliers(updates, cfg)

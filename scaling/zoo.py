@@ -2,7 +2,10 @@
 
 Each rung fixes (n_layer, d_model); n_head = d_model / 16 (head size 16, small enough for the
 smallest rungs) and d_ff = 4·d_model (GPT-2). vocab_size and seq_len come from the run config.
-`scaling.flops.param_counts` gives each rung's exact counts for a given vocab and context.
+A rung is a shape of every model family: the SwiGLU families (llama, moe) make their MLP 2/3 of
+d_ff wide, which matches gpt2's non-embedding parameters (scaling.families.llama).
+`scaling.flops.param_counts` gives each rung's exact counts for a given family, vocab and
+context.
 """
 
 from __future__ import annotations

@@ -160,11 +160,11 @@ def cmd_status(args) -> int:
     from experiments.store import join
     from experiments.sweep import load_sweep
 
-    if Path(args.sweep).is_file():
+    if Path(args.sweep).is_dir():
+        sweep_dir, names = args.sweep, None
+    else:  # a sweep file; load_sweep says what is wrong with any other path
         sweep = load_sweep(args.sweep, yes=True, overrides=args.overrides)
         sweep_dir, names = join(args.runs_dir, sweep.name), {r.run_id: r.name for r in sweep.runs}
-    else:
-        sweep_dir, names = args.sweep, None
     table = status_table(sweep_dir, names)
     counts = table.state.value_counts().to_dict() if len(table) else {}
     print(f"{sweep_dir}: " + ", ".join(f"{n} {state}" for state, n in counts.items()))
@@ -174,10 +174,12 @@ def cmd_status(args) -> int:
 
 
 def cmd_report(args) -> int:
+    from experiments.store import run_dirs
+
     sweep_dir = Path(args.sweep_dir)
-    if not sweep_dir.is_dir():
+    if not sweep_dir.is_dir() or not run_dirs(str(sweep_dir)):
         raise ConfigError(
-            "SWEEP_DIR", f"not a directory: {sweep_dir}", "give runs/<sweep> of a sweep you ran"
+            "SWEEP_DIR", f"no runs in {sweep_dir}", "give runs/<sweep> of a sweep you ran"
         )
     _report(sweep_dir, Path(args.out) if args.out else Path("reports") / sweep_dir.name)
     return 0

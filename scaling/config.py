@@ -319,6 +319,9 @@ class RunConfig:
         self.train.validate()
         self.eval.validate()
         self.mesh.validate()
+        for section in ("data", "train", "eval"):  # numpy's generators take no negative seed
+            if getattr(self, section).seed < 0:
+                raise ConfigError(f"{section}.seed", "must be >= 0", "use e.g. 0")
 
     @property
     def steps(self) -> int:

@@ -58,7 +58,8 @@ def cmd_train(args) -> int:
     cfg = load_run_config(args.config, args.overrides)
     launch = launch_config.resolve(None, args)
     check_packages(wandb=launch.wandb)
-    runner.preflight([cfg])
+    _check_duration([(args.config, cfg)], launch, args.yes, here=True)
+    runner.preflight([cfg], here=True)
     task = runner.single_task(cfg, args.run_dir, args.runs_dir, _launch(launch))
     run_dir = Path(task.run_dir)
     result = runner.work(task)
@@ -116,6 +117,8 @@ def cmd_sweep(args) -> int:
     check_packages(cfg.executor, cfg.wandb)
     runs_dir, launch = args.runs_dir, _launch(cfg)
     collective = runner.multiprocess()
+    here = collective or (cfg.executor == "local" and cfg.workers == 1)  # trains in this process
+    _check_duration([(r.name, r.config) for r in sweep.runs], cfg, args.yes, here)
     if collective and (cfg.executor != "local" or cfg.workers != 1):
         raise ConfigError(
             "--executor",
@@ -129,7 +132,7 @@ def cmd_sweep(args) -> int:
     print(f"sweep {sweep.name}: {len(sweep.runs)} runs -> {runs_dir}/{sweep.name} ({cfg.executor})")
     started = time.time()
     try:
-        outcome = runner.run_sweep(sweep, runs_dir, executor, launch)
+        outcome = runner.run_sweep(sweep, runs_dir, executor, launch, here)
     finally:
         if collective:
             executor.close()  # the other processes stop following
@@ -145,6 +148,13 @@ def cmd_sweep(args) -> int:
     if not args.no_report and outcome.done + outcome.skipped:
         _report(Path(runs_dir) / sweep.name, Path(args.reports_dir) / sweep.name)
     return 1 if outcome.failed or outcome.busy else 0
+
+
+def _check_duration(runs, cfg: LaunchConfig, yes: bool, here: bool) -> None:
+    """Refuse a run estimated to take longer than plan.MAX_RUN_DAYS, unless --yes."""
+    from experiments import plan
+
+    plan.check_duration(runs, cfg.flops_per_s or plan.assumed_flops_per_s(here), yes)
 
 
 def cmd_task(args) -> int:
@@ -225,6 +235,7 @@ def parser(fit_forms: bool = True) -> argparse.ArgumentParser:
     _overrides(t)
     t.add_argument("--run-dir", help="run directory (default: <runs-dir>/single/<name>-<run_id>)")
     t.add_argument("--runs-dir", default="runs")
+    t.add_argument("--yes", action="store_true", help="train a run estimated at over 30 days")
     launch_config.add_flags(t, executors=False)
     t.set_defaults(func=cmd_train)
 
@@ -244,7 +255,11 @@ def parser(fit_forms: bool = True) -> argparse.ArgumentParser:
     s.add_argument("--runs-dir", default="runs", help="runs go to <runs-dir>/<sweep name>/")
     s.add_argument("--reports-dir", default="reports", help="report goes to <reports-dir>/<name>/")
     s.add_argument("--no-report", action="store_true", help="train only; report later")
-    s.add_argument("--yes", action="store_true", help="launch a design of more than 256 runs")
+    s.add_argument(
+        "--yes",
+        action="store_true",
+        help="launch a design of more than 256 runs, or runs estimated at over 30 days",
+    )
     launch_config.add_flags(s)  # each overrides the sweep file's `launch:` section
     s.set_defaults(func=cmd_sweep)
 

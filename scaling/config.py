@@ -280,7 +280,7 @@ class MeshConfig:
     fsdp: int = 1
     tensor: int = 1
     slices: int = 1
-    device_memory_gb: float = 0.0  # 0: the device's own figure when known (GPU, TPU), else none
+    device_memory_gb: float = 0.0  # 0: the device's own figure (GPU, TPU; CPU: the host's RAM)
 
     def validate(self, where: str = "mesh") -> None:
         sizes = {"data": self.data, "fsdp": self.fsdp, "tensor": self.tensor}

@@ -119,23 +119,34 @@ def training_example(task: Task, rng: np.random.Generator) -> Example:
             return ex
 
 
+# Draws in a row without a new test item after which a generated task counts as exhausted:
+# a built-in task draws a new one in ~10 while it has plenty left.
+EXHAUSTED_AFTER = 10_000
+
+
 def eval_examples(task: Task, n: int, seed: int) -> list[Example]:
     """n distinct test items, a pure function of (task, n, seed). A JSON task gives its first n
-    examples in file order (all of them when it has fewer)."""
+    examples in file order (all of them when it has fewer). A generated task with fewer than n
+    test items fails once EXHAUSTED_AFTER draws in a row bring no new one, whatever n is."""
     if task.sample is None:
         return list(task.examples[:n])
     rng = np.random.default_rng([seed, _stable_hash(task.name)])
-    seen, items = set(), []
-    for _ in range(500 * n):
+    seen, items, misses = set(), [], 0
+    while len(items) < n and misses < EXHAUSTED_AFTER:
         ex = task.sample(rng)
         if task.is_test_item(ex) and ex.input not in seen:
             seen.add(ex.input)
             items.append(ex)
-            if len(items) == n:
-                return items
-    raise ConfigError(
-        "eval.n_examples", f"task {task.name} has fewer than {n} test items", "lower n_examples"
-    )
+            misses = 0
+        else:
+            misses += 1
+    if len(items) < n:
+        raise ConfigError(
+            "eval.n_examples",
+            f"task {task.name} has {len(items)} distinct test items, fewer than {n}",
+            f"lower n_examples to at most {len(items)}",
+        )
+    return items
 
 
 def exemplars(task: Task, query: Example, k: int, rng: np.random.Generator) -> list[Example]:

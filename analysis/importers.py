@@ -4,29 +4,53 @@ project's results table (analysis.project_scores); `load_scores` detects the for
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from analysis.inputs import require_columns
+from analysis.inputs import read_table, require_columns
 from analysis.project_scores import from_project
-from analysis.scores import fill_n_examples, resolve_baselines, tidy
+from analysis.scores import NUMERIC, fill_n_examples, numeric, resolve_baselines, tidy
 from scaling.config import ConfigError
+from scaling.config_io import json_type, load_json
 
 
-def _lm_eval_model(d: dict, path: Path | None) -> str:
+def _document(source, kind: str) -> tuple[dict, Path | None, str]:
+    """(the JSON object, its path or None, the name errors give it) of a path or a dict."""
+    path = None if isinstance(source, dict) else Path(source)
+    where = str(path) if path else kind
+    d = source if path is None else load_json(path, "INPUT")
+    if not isinstance(d, dict):
+        raise ConfigError(where, f"holds a JSON {json_type(d)}, not an object", f"give {kind}")
+    return d, path, where
+
+
+def _section(d: dict, key, where: str, kind: type = dict):
+    """d[key] when it is a JSON object (or list); absent or null is an empty one. Anything else
+    is a ConfigError naming the field: the file is not what the harness or BIG-bench writes."""
+    value = d.get(key)
+    if value is None:
+        return kind()
+    if not isinstance(value, kind):
+        raise ConfigError(
+            f"{where}.{key}",
+            f"is a JSON {json_type(value)}, not {'an object' if kind is dict else 'a list'}",
+            "give the file as the harness or BIG-bench wrote it",
+        )
+    return value
+
+
+def _lm_eval_model(d: dict, path: Path | None, where: str) -> str:
     """Model name from config.model_args 'pretrained=org/name,...' (or model_name, file stem)."""
-    cfg = d.get("config") or {}
-    args = cfg.get("model_args") or ""
+    args = _section(d, "config", where).get("model_args") or ""
     if isinstance(args, dict):
         args = ",".join(f"{k}={v}" for k, v in args.items())
     for part in str(args).split(","):
         key, _, val = part.partition("=")
         if key.strip() == "pretrained" and val:
             return val.strip().rstrip("/").split("/")[-1]
-    return d.get("model_name") or (path.stem if path else "model")
+    return str(d.get("model_name") or (path.stem if path else "model"))
 
 
 def read_lm_eval(source, *, model: str | None = None) -> pd.DataFrame:
@@ -37,21 +61,24 @@ def read_lm_eval(source, *, model: str | None = None) -> pd.DataFrame:
     "higher_is_better", "n-samples" and "group_subtasks"; metric keys are "metric,filter".
     A subtask listed under a group in group_subtasks becomes (task=group, subtask=name).
     Model size, tokens and FLOPs are not in these files: add them with `attach_models`."""
-    path = None if isinstance(source, dict) else Path(source)
-    d = source if path is None else json.loads(path.read_text())
-    if "results" not in d:
-        raise ConfigError(str(path or "lm_eval"), "no 'results' key", "give an lm-eval JSON")
-    model = model or _lm_eval_model(d, path)
-    parent = {s: g for g, subs in (d.get("group_subtasks") or {}).items() for s in subs}
-    configs, n_shot = d.get("configs") or {}, d.get("n-shot") or {}
-    default_shots = (d.get("config") or {}).get("num_fewshot")
+    d, path, where = _document(source, "an lm-eval results JSON")
+    results = _section(d, "results", where)
+    if not results:
+        raise ConfigError(f"{where}.results", "missing or empty", "give an lm-eval results JSON")
+    model = model or _lm_eval_model(d, path, where)
+    groups = _section(d, "group_subtasks", where)
+    parent = {s: g for g in groups for s in _section(groups, g, f"{where}.group_subtasks", list)}
+    configs, n_shot = _section(d, "configs", where), _section(d, "n-shot", where)
+    samples_of, better = _section(d, "n-samples", where), _section(d, "higher_is_better", where)
+    default_shots = _section(d, "config", where).get("num_fewshot")
     rows = []
-    for name, metrics in d["results"].items():
-        cfg = configs.get(name) or {}
+    for name in results:
+        metrics = _section(results, name, f"{where}.results")
+        cfg = _section(configs, name, f"{where}.configs")
         shots = n_shot.get(name, cfg.get("num_fewshot", default_shots))
         choices = cfg.get("doc_to_choice")
-        samples = (d.get("n-samples") or {}).get(name) or {}
-        hib = (d.get("higher_is_better") or {}).get(name) or {}
+        samples = _section(samples_of, name, f"{where}.n-samples")
+        hib = _section(better, name, f"{where}.higher_is_better")
         for key, value in metrics.items():
             metric, _, filt = key.partition(",")
             if metric.endswith("_stderr") or not isinstance(value, (int, float)):
@@ -71,7 +98,7 @@ def read_lm_eval(source, *, model: str | None = None) -> pd.DataFrame:
                     "higher_is_better": hib.get(metric, np.nan),
                 }
             )
-    return tidy(pd.DataFrame(rows), str(path or "lm_eval"))
+    return tidy(pd.DataFrame(rows), where)
 
 
 def read_bigbench(source) -> pd.DataFrame:
@@ -82,21 +109,30 @@ def read_bigbench(source) -> pd.DataFrame:
     (its normalised score is 100·(s - low)/(high - low)) and becomes its random_baseline;
     other metrics get theirs from task info. model: total_params -> params, non_embedding_params,
     flop_matched_non_embedding_params (kept as a column)."""
-    path = None if isinstance(source, dict) else Path(source)
-    d = source if path is None else json.loads(path.read_text())
-    where = str(path or "bigbench")
+    d, path, where = _document(source, "a BIG-bench scores_*.json")
     if "scores" not in d or "model" not in d:
         raise ConfigError(where, "no 'scores'/'model' keys", "give a BIG-bench scores_*.json")
-    m = d["model"]
+    m = _section(d, "model", where)
     stem = path.stem.split("_") if path else []
     family = m.get("model_family") or (stem[1] if len(stem) > 2 else "bigbench")
     size = m.get("model_name") or (stem[-1] if stem else "model")
-    task_name = (d.get("task") or {}).get("task_name")
+    task_name = _section(d, "task", where).get("task_name")
     rows = []
-    for s in d["scores"]:
+    for i, s in enumerate(_section(d, "scores", where, list)):
+        at = f"{where}.scores[{i}]"
+        if not isinstance(s, dict):
+            raise ConfigError(at, f"is a JSON {json_type(s)}, not an object", "fix the file")
         task, _, sub = str(s.get("subtask_description") or task_name).partition(":")
-        for metric, value in s["score_dict"].items():
-            preferred = metric == s.get("preferred_score")
+        preferred = s.get("preferred_score")
+        scores = _section(s, "score_dict", at)
+        if not scores or (preferred in scores and not _chance_levels(s)):
+            raise ConfigError(
+                at,
+                "no score_dict, or no numeric low_score/high_score for its preferred_score",
+                "give the file as BIG-bench wrote it",
+            )
+        for metric, value in scores.items():
+            chosen = metric == preferred
             rows.append(
                 {
                     "model": f"{family} {size}",
@@ -109,13 +145,19 @@ def read_bigbench(source) -> pd.DataFrame:
                     "shots": s.get("number_of_shots"),
                     "metric": metric,
                     "value": value,
-                    "random_baseline": s.get("low_score") if preferred else np.nan,
-                    "higher_is_better": (
-                        float(s["high_score"] > s["low_score"]) if preferred else np.nan
-                    ),
+                    "random_baseline": s["low_score"] if chosen else np.nan,
+                    "higher_is_better": float(s["high_score"] > s["low_score"])
+                    if chosen
+                    else np.nan,
                 }
             )
     return tidy(pd.DataFrame(rows), where)
+
+
+def _chance_levels(s: dict) -> bool:
+    """Whether a BIG-bench score entry gives its preferred score's low and high as numbers."""
+    levels = (s.get("low_score"), s.get("high_score"))
+    return all(isinstance(v, int | float) and not isinstance(v, bool) for v in levels)
 
 
 def read_csv(path, mapping: dict[str, str] | None = None, defaults: dict | None = None):
@@ -123,7 +165,7 @@ def read_csv(path, mapping: dict[str, str] | None = None, defaults: dict | None 
     constant columns from `defaults` (e.g. {"shots": 0}). This project's results table
     (recognised by run_id and flops_detailed columns) goes through `from_project`."""
     path = Path(path)
-    df = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    df = read_table(path, "INPUT")
     if {"run_id", "flops_detailed"} <= set(df.columns) and not mapping:
         return from_project(df)
     df = df.rename(columns=mapping or {})
@@ -136,6 +178,7 @@ def attach_models(scores: pd.DataFrame, models: pd.DataFrame) -> pd.DataFrame:
     """Fill family/params/non_embedding_params/tokens/flops (and any other column of `models`)
     from a per-model table keyed by `model`; values already in `scores` win."""
     require_columns(models, ["model"], "models")
+    models = numeric(models, NUMERIC, "models")
     info = models.assign(model=models["model"].astype(str)).drop_duplicates("model")
     info = info.set_index("model")
     out = scores.copy()
@@ -155,7 +198,7 @@ def detect_format(path) -> str:
     path = Path(path)
     if path.suffix != ".json":
         return "table"
-    keys = json.loads(path.read_text()).keys()
+    keys = _document(path, "an lm-eval or BIG-bench JSON")[0].keys()
     if {"scores", "model"} <= keys:
         return "bigbench"
     if "results" in keys:
@@ -176,10 +219,11 @@ def load_scores(
     readers = {"lm_eval": read_lm_eval, "bigbench": read_bigbench}
     frames = []
     for p in paths:
-        if not Path(p).exists():
-            raise ConfigError("INPUT", f"no such file: {p}", "check the path")
         fmt = detect_format(p)
-        frames.append(readers[fmt](p) if fmt in readers else read_csv(p, mapping, defaults))
+        frame = readers[fmt](p) if fmt in readers else read_csv(p, mapping, defaults)
+        if frame.empty:
+            raise ConfigError(str(p), "holds no scores", "give a file with at least one row")
+        frames.append(frame)
     scores = pd.concat(frames, ignore_index=True)
     if models is not None:
         scores = attach_models(scores, models)

@@ -132,6 +132,29 @@ def metric_name(metric: str) -> str:
     return str(metric).split(":", 1)[0]
 
 
+# higher_is_better as bools, 0/1 and their spellings in CSVs (True == 1 and False == 0 as keys)
+SPELLED = {True: 1.0, False: 0.0, "True": 1.0, "False": 0.0, "true": 1.0, "false": 0.0}
+INFO_NUMERIC = ["random_baseline", "n_choices", "n_examples"]  # of a task_info table
+
+
+def numeric(df: pd.DataFrame, columns, where: str) -> pd.DataFrame:
+    """df with `columns` (those it has) as floats; a value that is not a number (blank is NaN)
+    is a ConfigError naming the column and the first such row."""
+    out = df.copy()
+    for col in [c for c in columns if c in out.columns]:
+        v = pd.to_numeric(out[col], errors="coerce")
+        bad = v.isna() & out[col].notna() & (out[col].astype(str).str.strip() != "")
+        if bad.any():
+            i = out.index[bad][0]
+            raise ConfigError(
+                f"{where}.{col}",
+                f"{int(bad.sum())} non-numeric value(s) (first: row {i!r} = {out.at[i, col]!r})",
+                "correct those rows or map another column onto it",
+            )
+        out[col] = v.astype(float)
+    return out
+
+
 def tidy(df: pd.DataFrame, where: str = "scores") -> pd.DataFrame:
     """df with every SCHEMA column (missing optional ones as NaN / "" / the family "all"),
     numeric columns coerced, higher_is_better filled from METRIC_DIRECTION where known.
@@ -145,21 +168,9 @@ def tidy(df: pd.DataFrame, where: str = "scores") -> pd.DataFrame:
     out["subtask"] = out["subtask"].fillna("").astype(str)
     for col in ("model", "family", "task", "metric"):
         out[col] = out[col].astype(str)
-    for col in [*NUMERIC, "shots", "random_baseline"]:
-        v = pd.to_numeric(out[col], errors="coerce")
-        bad = v.isna() & out[col].notna() & (out[col].astype(str).str.strip() != "")
-        if bad.any():
-            i = out.index[bad][0]
-            raise ConfigError(
-                f"{where}.{col}",
-                f"{int(bad.sum())} non-numeric value(s) (first: row {i!r} = {out.at[i, col]!r})",
-                "correct those rows or map another column onto it",
-            )
-        out[col] = v.astype(float)
+    out = numeric(out, [*NUMERIC, "shots", "random_baseline"], where)
     known = out["metric"].map(metric_name).map(METRIC_DIRECTION)
-    # bools, 0/1 and their spellings in CSVs (True == 1 and False == 0 as dict keys)
-    spelled = {True: 1.0, False: 0.0, "True": 1.0, "False": 0.0, "true": 1.0, "false": 0.0}
-    hib = out["higher_is_better"].map(spelled)
+    hib = out["higher_is_better"].map(SPELLED)
     out["higher_is_better"] = hib.fillna(known.astype(float))
     return out[SCHEMA + [c for c in out.columns if c not in SCHEMA]].reset_index(drop=True)
 
@@ -232,7 +243,10 @@ def resolve_baselines(scores: pd.DataFrame, task_info: pd.DataFrame | None = Non
 
     if task_info is not None:
         require_columns(task_info, ["task"], "task_info")
-        info = task_info.assign(task=task_info["task"].astype(str))
+        info = numeric(task_info, INFO_NUMERIC, "task_info")
+        info = info.assign(task=info["task"].astype(str))
+        if "higher_is_better" in info.columns:
+            info["higher_is_better"] = info["higher_is_better"].map(SPELLED)
         if "random_baseline" in info.columns:
             fill(_match_info(out, info, "random_baseline"), "task_info")
         if "n_choices" in info.columns:

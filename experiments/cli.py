@@ -58,7 +58,8 @@ def cmd_train(args) -> int:
     cfg = load_run_config(args.config, args.overrides)
     launch = launch_config.resolve(None, args)
     check_packages(wandb=launch.wandb)
-    runner.preflight([cfg])
+    _check_duration([(args.config, cfg)], launch, args.yes, here=True)
+    runner.preflight([cfg], here=True)
     task = runner.single_task(cfg, args.run_dir, args.runs_dir, _launch(launch))
     run_dir = Path(task.run_dir)
     result = runner.work(task)
@@ -116,6 +117,8 @@ def cmd_sweep(args) -> int:
     check_packages(cfg.executor, cfg.wandb)
     runs_dir, launch = args.runs_dir, _launch(cfg)
     collective = runner.multiprocess()
+    here = collective or (cfg.executor == "local" and cfg.workers == 1)  # trains in this process
+    _check_duration([(r.name, r.config) for r in sweep.runs], cfg, args.yes, here)
     if collective and (cfg.executor != "local" or cfg.workers != 1):
         raise ConfigError(
             "--executor",
@@ -129,7 +132,7 @@ def cmd_sweep(args) -> int:
     print(f"sweep {sweep.name}: {len(sweep.runs)} runs -> {runs_dir}/{sweep.name} ({cfg.executor})")
     started = time.time()
     try:
-        outcome = runner.run_sweep(sweep, runs_dir, executor, launch)
+        outcome = runner.run_sweep(sweep, runs_dir, executor, launch, here)
     finally:
         if collective:
             executor.close()  # the other processes stop following
@@ -147,6 +150,13 @@ def cmd_sweep(args) -> int:
     return 1 if outcome.failed or outcome.busy else 0
 
 
+def _check_duration(runs, cfg: LaunchConfig, yes: bool, here: bool) -> None:
+    """Refuse a run estimated to take longer than plan.MAX_RUN_DAYS, unless --yes."""
+    from experiments import plan
+
+    plan.check_duration(runs, cfg.flops_per_s or plan.assumed_flops_per_s(here), yes)
+
+
 def cmd_task(args) -> int:
     from experiments import runner, store
     from experiments.executors import run_task
@@ -160,11 +170,11 @@ def cmd_status(args) -> int:
     from experiments.store import join
     from experiments.sweep import load_sweep
 
-    if Path(args.sweep).is_file():
+    if Path(args.sweep).is_dir():
+        sweep_dir, names = args.sweep, None
+    else:  # a sweep file; load_sweep says what is wrong with any other path
         sweep = load_sweep(args.sweep, yes=True, overrides=args.overrides)
         sweep_dir, names = join(args.runs_dir, sweep.name), {r.run_id: r.name for r in sweep.runs}
-    else:
-        sweep_dir, names = args.sweep, None
     table = status_table(sweep_dir, names)
     counts = table.state.value_counts().to_dict() if len(table) else {}
     print(f"{sweep_dir}: " + ", ".join(f"{n} {state}" for state, n in counts.items()))
@@ -174,10 +184,12 @@ def cmd_status(args) -> int:
 
 
 def cmd_report(args) -> int:
+    from experiments.store import run_dirs
+
     sweep_dir = Path(args.sweep_dir)
-    if not sweep_dir.is_dir():
+    if not sweep_dir.is_dir() or not run_dirs(str(sweep_dir)):
         raise ConfigError(
-            "SWEEP_DIR", f"not a directory: {sweep_dir}", "give runs/<sweep> of a sweep you ran"
+            "SWEEP_DIR", f"no runs in {sweep_dir}", "give runs/<sweep> of a sweep you ran"
         )
     _report(sweep_dir, Path(args.out) if args.out else Path("reports") / sweep_dir.name)
     return 0
@@ -223,6 +235,7 @@ def parser(fit_forms: bool = True) -> argparse.ArgumentParser:
     _overrides(t)
     t.add_argument("--run-dir", help="run directory (default: <runs-dir>/single/<name>-<run_id>)")
     t.add_argument("--runs-dir", default="runs")
+    t.add_argument("--yes", action="store_true", help="train a run estimated at over 30 days")
     launch_config.add_flags(t, executors=False)
     t.set_defaults(func=cmd_train)
 
@@ -242,7 +255,11 @@ def parser(fit_forms: bool = True) -> argparse.ArgumentParser:
     s.add_argument("--runs-dir", default="runs", help="runs go to <runs-dir>/<sweep name>/")
     s.add_argument("--reports-dir", default="reports", help="report goes to <reports-dir>/<name>/")
     s.add_argument("--no-report", action="store_true", help="train only; report later")
-    s.add_argument("--yes", action="store_true", help="launch a design of more than 256 runs")
+    s.add_argument(
+        "--yes",
+        action="store_true",
+        help="launch a design of more than 256 runs, or runs estimated at over 30 days",
+    )
     launch_config.add_flags(s)  # each overrides the sweep file's `launch:` section
     s.set_defaults(func=cmd_sweep)
 

@@ -49,20 +49,18 @@ def _select(scores, column: str, wanted: list[str] | None, flag: str):
 
 
 def cmd_emergence(args) -> int:
-    import pandas as pd
-
     from analysis.emergence_report import write_emergence
     from analysis.emergence_stats import Settings
     from analysis.importers import load_scores
+    from analysis.inputs import read_table
 
     defaults = {k: _number(v) for k, v in _pairs(args.set, "--set").items()}
-    read = lambda p: None if p is None else pd.read_csv(p)  # noqa: E731
     scores = load_scores(
         args.inputs,
         mapping=_pairs(args.map, "--map"),
         defaults=defaults,
-        models=read(args.models),
-        task_info=read(args.task_info),
+        models=read_table(args.models, "--models") if args.models else None,
+        task_info=read_table(args.task_info, "--task-info") if args.task_info else None,
     )
     scores = _select(scores, "task", args.task, "--task")
     scores = _select(scores, "metric", args.metric, "--metric")

@@ -21,7 +21,7 @@ from __future__ import annotations
 import pandas as pd
 
 from experiments import store
-from scaling.config import run_config
+from scaling.config import ConfigError, run_config
 from scaling.families import label
 from scaling.flops import flops_per_token, param_counts
 from scaling.train import METRICS_FILE
@@ -125,7 +125,9 @@ def collect(sweep_dir, quiet: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]
     if not results:
         if quiet:
             return pd.DataFrame(), pd.DataFrame()
-        raise FileNotFoundError(f"no finished run under {sweep_dir}; run `scaling sweep` first")
+        raise ConfigError(
+            "SWEEP_DIR", f"no finished run under {sweep_dir}", "run `scaling sweep` first"
+        )
     results_df, curves_df = pd.DataFrame(results), pd.DataFrame(curves)
     results_df.to_csv(store.join(sweep_dir, RESULTS_CSV), index=False)
     results_df.to_parquet(store.join(sweep_dir, RESULTS_PARQUET), index=False)

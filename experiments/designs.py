@@ -99,11 +99,11 @@ def isoflop_axes(spec: dict, base: dict) -> list[list[Point]]:
     if (
         not isinstance(budgets, list)
         or not budgets
-        or not all(isinstance(b, int | float) and b > 0 for b in budgets)
+        or not all(isinstance(b, int | float) and 0 < b < math.inf for b in budgets)
     ):
         raise ConfigError(
             "sweep.isoflop.budgets",
-            "must be a non-empty list of FLOPs > 0",
+            "must be a non-empty list of finite FLOPs > 0",
             "write e.g. [1e12, 3e12]",
         )
     if ("models" in iso) == ("sizes" in iso):

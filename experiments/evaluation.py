@@ -113,6 +113,8 @@ def _evaluate_steps(run_dir, cfg, ecfg, manager, checkpoints, scalars) -> tuple[
 
 def evaluate_sweep(sweep_dir: Path, overrides: dict, checkpoints: bool = False) -> dict:
     """evaluate_run over every finished run of a sweep, with a progress bar."""
+    for name in overrides.get("tasks", ()):  # a bad task file fails before any run is read
+        resolve(name)
     runs = [Path(d) for d in store.run_dirs(str(sweep_dir))]
     finished = [d for d in runs if store.status(d)["state"] == store.DONE]
     totals = {"runs": len(finished), "not_finished": len(runs) - len(finished)}

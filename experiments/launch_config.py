@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 from dataclasses import dataclass, field
 
 from scaling.config import ConfigError, build
@@ -47,6 +48,7 @@ class LaunchConfig:
     stale_after: float = 300.0  # seconds without a heartbeat before a run may be taken over
     tensorboard: bool = True
     wandb: str = ""  # W&B project; empty: off
+    flops_per_s: float = 0.0  # a run's sustained FLOP/s, for the time check (0: experiments.plan's)
 
     def validate(self, where: str = "launch") -> None:
         if self.executor not in EXECUTORS:
@@ -61,6 +63,8 @@ class LaunchConfig:
         for name in ("gpus_per_run", "tpu"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{where}.{name}", "must be >= 0", "use 0 for none")
+        if not 0 <= self.flops_per_s < math.inf:  # a flag may be nan or inf
+            raise ConfigError(f"{where}.flops_per_s", "must be >= 0", "e.g. 3e14 (0: assumed)")
         if self.stale_after <= 0:
             raise ConfigError(f"{where}.stale_after", "must be > 0", "use e.g. 300 (seconds)")
         if self.slurm.time_min < 1:
@@ -93,6 +97,7 @@ FLAGS = {
     "max_attempts": "max_attempts",
     "stale_after": "stale_after",
     "wandb": "wandb",
+    "flops_per_s": "flops_per_s",
 }
 
 
@@ -135,6 +140,11 @@ def add_flags(p: argparse.ArgumentParser, executors: bool = True) -> None:
     )
     p.add_argument("--no-tensorboard", action="store_true", help="write no TensorBoard events")
     p.add_argument("--wandb", metavar="PROJECT", help="also log to Weights & Biases")
+    p.add_argument(
+        "--flops-per-s",
+        type=float,
+        help="sustained FLOP/s of a run's devices, for the time check (default: assumed)",
+    )
     if not executors:
         return
     p.add_argument("--executor", choices=EXECUTORS, help="where runs train (local)")

@@ -8,10 +8,17 @@ Estimates, per run:
     (bench/), tiny models reaching about that share. Give your accelerator's with --flops-per-s.
 A cooldown branch costs only its cooldown steps; the compute saved against training every
 budget from scratch is printed with the totals.
+
+`scaling train` and `scaling sweep` refuse a run whose estimated time exceeds MAX_RUN_DAYS
+unless given --yes (tokens: 1e30 is a typo, not a plan). The throughput is --flops-per-s when
+given, else CPU_FLOPS_PER_S for runs on this machine's CPU and, for runs on an accelerator or
+elsewhere, ACCELERATOR_FLOPS_PER_S, an optimistic figure: only runs absurd on any device are
+refused without being told the device.
 """
 
 from __future__ import annotations
 
+import math
 import time
 
 import pandas as pd
@@ -19,11 +26,14 @@ import pandas as pd
 from experiments import store
 from experiments.sweep import Sweep
 from scaling import memory
-from scaling.config import RunConfig
+from scaling.config import ConfigError, RunConfig
 from scaling.flops import flops_per_token, param_counts
 from scaling.schedules import decay_start
 
 CPU_FLOPS_PER_S = 35e9
+# Half the dense bf16 peak of an H100 (989 TFLOP/s), above what training sustains on one device.
+ACCELERATOR_FLOPS_PER_S = 5e14
+MAX_RUN_DAYS = 30
 STALE_S = 300.0  # shown as stale: no heartbeat for this long (runner.Launch.stale_after)
 
 
@@ -36,13 +46,52 @@ def steps_trained(cfg: RunConfig) -> int:
     return cfg.steps - (decay_start(cfg.train, cfg.steps) if cfg.train.init_from else 0)
 
 
+def flops_spent(cfg: RunConfig) -> float:
+    """Detailed FLOPs of the steps a run trains itself."""
+    per_step = cfg.train.batch_size * cfg.model.seq_len
+    return flops_per_token(cfg.model).detailed * steps_trained(cfg) * per_step
+
+
+def assumed_flops_per_s(here: bool) -> float:
+    """Sustained FLOP/s of one device when none is given (see the module docstring); `here`:
+    the runs train in this process, whose backend says whether that is a CPU."""
+    if here:
+        import jax
+
+        if jax.default_backend() == "cpu":
+            return CPU_FLOPS_PER_S
+    return ACCELERATOR_FLOPS_PER_S
+
+
+def check_rate(flops_per_s: float) -> float:
+    if not math.isfinite(flops_per_s) or flops_per_s <= 0:
+        raise ConfigError("--flops-per-s", f"must be > 0, got {flops_per_s}", "e.g. 3e14")
+    return flops_per_s
+
+
+def check_duration(runs, flops_per_s: float, yes: bool = False) -> None:
+    """ConfigError for the first (name, config) whose estimated time on one device at
+    flops_per_s exceeds MAX_RUN_DAYS, unless `yes`."""
+    check_rate(flops_per_s)
+    for name, cfg in runs:
+        days = flops_spent(cfg) / flops_per_s / 86400
+        if days > MAX_RUN_DAYS and not yes:
+            raise ConfigError(
+                f"run {name}: train.tokens",
+                f"{cfg.train.tokens:.3g} tokens take an estimated {days:.3g} days on one device "
+                f"at {flops_per_s:.3g} FLOP/s (more than {MAX_RUN_DAYS})",
+                "lower train.tokens or the model size, give your device's --flops-per-s, "
+                "or pass --yes to launch it anyway",
+            )
+
+
 def plan_table(sweep: Sweep, flops_per_s: float = CPU_FLOPS_PER_S) -> pd.DataFrame:
+    check_rate(flops_per_s)
     rows = []
     for spec in sweep.runs:
         cfg = spec.config
         per_token = flops_per_token(cfg.model).detailed
-        per_step = cfg.train.batch_size * cfg.model.seq_len
-        flops = per_token * steps_trained(cfg) * per_step
+        flops = flops_spent(cfg)
         rows.append(
             {
                 "run": spec.name,

@@ -71,15 +71,40 @@ def single_task(cfg: RunConfig, run_dir: str | None, runs_dir: str, launch: Laun
     return Task(RunSpec(rid, name, cfg), str(Path(url).parent), launch, str(url))
 
 
-def preflight(configs: list[RunConfig]) -> None:
+def preflight(configs: list[RunConfig], here: bool = False, show: bool = True) -> None:
     """Everything that can be checked before compiling: data present and long enough, prompts
-    fit the context. Raises ConfigError naming the field."""
-    from scaling import data
+    fit the context, and, for runs that train in this process (`here`), that each fits its
+    devices' memory. Raises ConfigError naming the run and field. A progress bar shows when it
+    takes more than a second (a large synthetic corpus, many eval examples)."""
+    from experiments.tracking import progress
+    from scaling import data, memory
     from scaling.evaluate import check_prompts_fit
 
-    for cfg in configs:
-        data.check_fits(data.load_corpus(cfg.data), cfg.model.seq_len)
-        check_prompts_fit(cfg.model, cfg.eval)
+    if here:  # cheap, and before building any corpus
+        for cfg in configs:
+            with _named(cfg):
+                memory.fitting_mesh(cfg)
+    with progress(2 * len(configs), "checking data and prompts", "check", show) as bar:
+        for cfg in configs:
+            name = cfg.name or "the run"
+            with _named(cfg):
+                bar.set_postfix_str(f"{name}: corpus", refresh=False)
+                data.check_fits(data.load_corpus(cfg.data), cfg.model.seq_len)
+                bar.update()
+                bar.set_postfix_str(
+                    f"{name}: {cfg.eval.n_examples} examples per task", refresh=False
+                )
+                check_prompts_fit(cfg.model, cfg.eval)
+                bar.update()
+
+
+@contextlib.contextmanager
+def _named(cfg: RunConfig):
+    """A ConfigError about one run of a sweep names the run."""
+    try:
+        yield
+    except ConfigError as e:
+        raise (e.within(f"run {cfg.name}") if cfg.name else e) from None
 
 
 def local_dir(url: str) -> Path:
@@ -263,14 +288,17 @@ class SweepOutcome:
     busy: dict[str, str] = field(default_factory=dict)  # held by another live worker, or lost
 
 
-def run_sweep(sweep: Sweep, runs_dir, executor, launch: Launch = Launch()) -> SweepOutcome:
+def run_sweep(
+    sweep: Sweep, runs_dir, executor, launch: Launch = Launch(), here: bool = False
+) -> SweepOutcome:
     """Run every unfinished run of the sweep through `executor`, stable runs before their
-    cooldown branches; retryable failures are relaunched while attempts remain."""
+    cooldown branches; retryable failures are relaunched while attempts remain. `here`: the
+    executor trains in this process (see preflight)."""
     from tqdm.auto import tqdm
 
     from experiments.collect import collect
 
-    preflight([spec.config for spec in sweep.runs])
+    preflight([spec.config for spec in sweep.runs], here, launch.show_progress)
     sweep_dir = store.join(runs_dir, sweep.name)
     outcome = SweepOutcome()
     bar = tqdm(

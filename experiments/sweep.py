@@ -67,6 +67,13 @@ class RunSpec:
 DEFAULTS = RunConfig().to_dict()
 
 
+@dataclass(frozen=True)
+class Cooldown:
+    """The `cooldown:` section: the share of each branch's steps spent decaying."""
+
+    decay_fraction: float = 0.2
+
+
 def run_id(cfg: RunConfig) -> str:
     """12 hex digits of the SHA-256 of the config's fields that differ from their defaults, the
     display name and device layout (`mesh`) left out: they do not change the numbers a run
@@ -237,11 +244,7 @@ def _branch(runs: list[RunSpec], cooldown) -> list[RunSpec]:
     budget becomes a wsd run that starts from that checkpoint and trains only its cooldown.
     Up to the decay start a wsd run and the stable run take the same steps (same batches, same
     learning rates), so each branch equals a whole wsd run of its budget."""
-    if not isinstance(cooldown, dict) or set(cooldown) - {"decay_fraction"}:
-        raise ConfigError(
-            "sweep.cooldown", f"invalid ({cooldown!r})", "write {decay_fraction: 0.2}"
-        )
-    fraction = cooldown.get("decay_fraction", 0.2)
+    fraction = build(Cooldown, cooldown, "sweep.cooldown").decay_fraction
     groups: dict[str, list[RunSpec]] = {}
     for r in runs:
         train = dataclasses.replace(r.config.train, schedule="wsd", decay_fraction=fraction)

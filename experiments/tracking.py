@@ -18,11 +18,13 @@ Provenance recorded with each finished run: git commit, package versions, device
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import itertools
 import os
 import re
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -34,6 +36,27 @@ TENSORBOARD_DIR = "tensorboard"
 _WRITERS = itertools.count()
 PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy")
 TAG_UNSAFE = re.compile(r"[^-/\w.]")  # tensorboardX replaces these in a tag with '_'
+
+
+@contextlib.contextmanager
+def progress(total: int, desc: str, unit: str = "step", show: bool = True):
+    """A progress bar for work before training (corpus, prompts) that appears only once it has
+    taken a second, and then moves every second (elapsed time) even while one long step runs."""
+    bar = tqdm(total=total, desc=desc, unit=unit, delay=1, leave=False, disable=not show)
+    stop = threading.Event()
+
+    def tick() -> None:
+        while not stop.wait(1):
+            bar.update(0)  # redraws once the delay has passed
+
+    ticker = threading.Thread(target=tick, daemon=True)
+    ticker.start()
+    try:
+        yield bar
+    finally:
+        stop.set()
+        ticker.join()
+        bar.close()
 
 
 def eval_tag(row: dict) -> str:

@@ -348,7 +348,7 @@ class MeshConfig:
     fsdp: int = 1
     tensor: int = 1
     slices: int = 1
-    device_memory_gb: float = 0.0  # 0: the device's own figure when known (GPU, TPU), else none
+    device_memory_gb: float = 0.0  # 0: the device's own figure (GPU, TPU; CPU: the host's RAM)
 
     def validate(self, where: str = "mesh") -> None:
         sizes = {"data": self.data, "fsdp": self.fsdp, "tensor": self.tensor}
@@ -388,6 +388,9 @@ class RunConfig:
         self.train.validate()
         self.eval.validate()
         self.mesh.validate()
+        for section in ("data", "train", "eval"):  # numpy's generators take no negative seed
+            if getattr(self, section).seed < 0:
+                raise ConfigError(f"{section}.seed", "must be >= 0", "use e.g. 0")
 
     @property
     def steps(self) -> int:

@@ -5,11 +5,17 @@ and a signed exponent: `3.0e-3`). Researchers write the short forms, and YAML 1.
 spec, core schema) reads them as floats, so `Loader` resolves floats by the 1.2 rule. Everything
 that reads a YAML file or a `key=value` override goes through `load_yaml`/`parse_value`, so a
 number means the same in a sweep file, a run config and on the command line.
+
+Every input file (configs, sweeps, task.json, data files, score and fit tables) is opened by
+`read_input`, so a missing, unreadable, binary or non-UTF-8 file is one ConfigError naming the
+file and what it is for, whatever reads it; `load_json` parses JSON the same way.
 """
 
 from __future__ import annotations
 
+import json
 import re
+import stat
 from pathlib import Path
 
 import yaml
@@ -46,20 +52,62 @@ def parse_yaml(text: str):
     return yaml.load(text, Loader=Loader)  # noqa: S506 — Loader is a SafeLoader
 
 
+def read_input(path: str | Path, field: str, text: bool = True) -> str | bytes:
+    """The contents of an input file (text: UTF-8, else bytes); a path that is missing, a
+    directory, not a regular file (a socket, a device), unreadable or not UTF-8 is a ConfigError
+    naming `field` (what the file is for: config, sweep, data.paths[0], ...)."""
+    path = Path(path)
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise ConfigError(field, f"file not found: {path}", "check the path") from None
+    except OSError as e:
+        raise ConfigError(field, f"cannot read {path}: {e.strerror}", "check the path") from None
+    if stat.S_ISDIR(mode):
+        raise ConfigError(field, f"{path} is a directory", "give the path of a file in it")
+    if not stat.S_ISREG(mode):
+        raise ConfigError(field, f"{path} is not a regular file", "give the path of a file")
+    try:
+        raw = path.read_bytes()
+    except OSError as e:  # permissions, I/O errors: what the system says, on one line
+        raise ConfigError(
+            field, f"cannot read {path}: {e.strerror}", "check its permissions"
+        ) from None
+    if not text:
+        return raw
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise ConfigError(
+            field, f"{path} is not UTF-8 text (line {line}, byte {e.start})", "give a text file"
+        ) from None
+
+
+JSON_TYPES = {dict: "object", list: "list", str: "string", bool: "boolean", type(None): "null"}
+
+
+def json_type(value) -> str:
+    """What a parsed JSON value is, in JSON's words (for messages): object, list, number..."""
+    return JSON_TYPES.get(type(value), "number")
+
+
+def load_json(path: str | Path, field: str):
+    """The JSON document in a file; unreadable or malformed JSON is a ConfigError with the line."""
+    try:
+        return json.loads(read_input(path, field))
+    except json.JSONDecodeError as e:
+        raise ConfigError(
+            field, f"{path} is not valid JSON at line {e.lineno} ({e.msg})", "fix the JSON syntax"
+        ) from None
+
+
 def load_yaml(path: str | Path, field: str) -> dict:
     """The mapping in a YAML file; a missing, unreadable or malformed file is a ConfigError
     naming `field` (what the file is for: config, sweep)."""
-    path = Path(path)
-    if path.is_dir():
-        raise ConfigError(field, f"{path} is a directory", "give the path of a YAML file")
-    if not path.is_file():
-        raise ConfigError(
-            field, f"file not found: {path}", "give the path of an existing YAML file"
-        )
+    text = read_input(path, field)
     try:
-        loaded = parse_yaml(path.read_text())
-    except UnicodeDecodeError as e:
-        raise ConfigError(field, f"{path} is not UTF-8 text", "give a YAML file") from e
+        loaded = parse_yaml(text)
     except yaml.YAMLError as e:
         where = getattr(e, "problem_mark", None)
         at = f" at line {where.line + 1}" if where else ""

@@ -20,6 +20,7 @@ import numpy as np
 
 from scaling import tokenizer
 from scaling.config import DEFAULT_TASKS, ConfigError, DataConfig
+from scaling.config_io import json_type, read_input
 from scaling.task_suite import TASKS, WORDS
 from scaling.tasks import solved, training_example
 
@@ -76,26 +77,43 @@ def read_documents(paths: tuple[str, ...], jsonl_field: str) -> list[str]:
     docs = []
     for i, name in enumerate(paths):
         path = Path(name)
-        if not path.is_file():
-            raise ConfigError(
-                f"data.paths[{i}]",
-                f"file not found: {name}",
-                "give an existing .txt or .jsonl path",
-            )
+        text = read_input(path, f"data.paths[{i}]")
         if path.suffix == ".jsonl":
-            for line_no, line in enumerate(path.read_text().splitlines(), 1):
+            for line_no, line in enumerate(text.splitlines(), 1):
                 if line.strip():
-                    row = json.loads(line)
-                    if jsonl_field not in row:
-                        raise ConfigError(
-                            "data.jsonl_field",
-                            f"{name}:{line_no} has no field {jsonl_field!r}",
-                            f"set data.jsonl_field to one of {sorted(row)}",
-                        )
-                    docs.append(str(row[jsonl_field]))
+                    docs.append(
+                        _jsonl_text(line, jsonl_field, f"data.paths[{i}]", f"{name}:{line_no}")
+                    )
         else:
-            docs.append(path.read_text())
+            docs.append(text)
+    if not any(docs):
+        raise ConfigError("data.paths", "the files hold no text", "give non-empty text files")
     return docs
+
+
+def _jsonl_text(line: str, field: str, where: str, at: str) -> str:
+    """The text of one JSON Lines row (at FILE:LINE); a row that is not an object holding text
+    in `field` is a ConfigError naming the file and the line."""
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise ConfigError(
+            where, f"{at} is not valid JSON ({e.msg})", "write one JSON object per line"
+        ) from None
+    if not isinstance(row, dict):
+        raise ConfigError(
+            where,
+            f"{at} is a JSON {json_type(row)}, not an object",
+            f'write one object per line, e.g. {{"{field}": "..."}}',
+        )
+    if not isinstance(row.get(field), str):
+        problem = f"has no field {field!r}" if field not in row else f"{field!r} is not text"
+        raise ConfigError(
+            "data.jsonl_field",
+            f"{at} {problem}",
+            f"set data.jsonl_field to one of {sorted(row)} or fix the line",
+        )
+    return row[field]
 
 
 @functools.lru_cache(maxsize=4)

@@ -18,14 +18,20 @@ do not have, and the a·s² attention scores, which cuDNN's flash attention on G
 so it is an upper bound here. float32 activations double it. b is the batch per data-parallel
 group (batch / (data·fsdp)). The embedding's output adds 2·s·b·h, and the logits and their
 float32 softmax 8·s·b·v/t bytes (Korthikanti's output-layer term, in float32).
+
+A device's memory is `mesh.device_memory_gb` when set, else what the backend reports (GPU, TPU);
+CPU devices share the host's RAM (or the container's limit), so a run too large for the machine
+is refused before it compiles instead of being killed by the kernel, again on every retry.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -33,7 +39,7 @@ from jax.sharding import Mesh
 
 from scaling.config import ConfigError, ModelConfig, RunConfig
 from scaling.families import get_family
-from scaling.mesh import RULES, Rules, axis_sizes, divisors, logical_to_mesh
+from scaling.mesh import RULES, Rules, axis_sizes, check_batch, divisors, logical_to_mesh, make_mesh
 from scaling.sharding import param_shapes, param_specs
 
 GB = 1e9  # device_memory_gb is in decimal GB: below the GiB vendors quote, so a safe side
@@ -128,11 +134,43 @@ def memory_report(
 
 def device_memory(cfg: RunConfig, device=None) -> float | None:
     """Bytes a device offers: mesh.device_memory_gb when set, else what the backend reports
-    (GPU and TPU do, CPU does not: then None and nothing is checked)."""
+    (GPU and TPU do), else, for a CPU device, its share of the host's memory; else None (an
+    unknown backend: nothing is checked)."""
     if cfg.mesh.device_memory_gb:
         return cfg.mesh.device_memory_gb * GB
-    stats = (device or jax.local_devices()[0]).memory_stats() or {}  # a device of ours
-    return stats.get("bytes_limit")
+    device = device or jax.local_devices()[0]  # a device of ours
+    stats = device.memory_stats() or {}
+    if "bytes_limit" in stats:
+        return stats["bytes_limit"]
+    if device.platform == "cpu":  # the CPU devices of a process share its RAM
+        return host_memory() / len(jax.local_devices(backend="cpu"))
+    return None
+
+
+CGROUP_LIMITS = ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")
+
+
+def host_memory() -> int:
+    """Bytes of RAM this process can have: the machine's, or its container's limit if lower."""
+    total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    for limit in CGROUP_LIMITS:
+        try:
+            text = Path(limit).read_text().strip()  # "max" (cgroup v2), or a huge number
+        except OSError:
+            continue
+        if text.isdigit():
+            total = min(total, int(text))
+    return total
+
+
+def fitting_mesh(cfg: RunConfig, devices=None) -> Mesh:
+    """The run's mesh over `devices` (default: all devices of the job), refusing before
+    anything compiles a batch that does not split over it and a state that does not fit the
+    devices' memory (ConfigError naming the field and a layout or batch that fits)."""
+    mesh = make_mesh(cfg.mesh, devices)
+    check_batch(cfg, mesh)
+    check_fits(cfg, mesh)
+    return mesh
 
 
 def _layouts(n_devices: int, cfg: RunConfig):

@@ -29,7 +29,7 @@ target score (1/#choices for one right answer); exact match, 0 unless the task s
 
 from __future__ import annotations
 
-import json
+import math
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from scaling.config import ConfigError
+from scaling.config_io import JSON_TYPES, load_json
 
 MULTIPLE_CHOICE, GENERATE, CODE = "multiple_choice", "generate", "code"
 COT_ANSWER = " So the answer is "  # joins a rationale to its answer; answers are read after it
@@ -118,23 +119,34 @@ def training_example(task: Task, rng: np.random.Generator) -> Example:
             return ex
 
 
+# Draws in a row without a new test item after which a generated task counts as exhausted:
+# a built-in task draws a new one in ~10 while it has plenty left.
+EXHAUSTED_AFTER = 10_000
+
+
 def eval_examples(task: Task, n: int, seed: int) -> list[Example]:
     """n distinct test items, a pure function of (task, n, seed). A JSON task gives its first n
-    examples in file order (all of them when it has fewer)."""
+    examples in file order (all of them when it has fewer). A generated task with fewer than n
+    test items fails once EXHAUSTED_AFTER draws in a row bring no new one, whatever n is."""
     if task.sample is None:
         return list(task.examples[:n])
     rng = np.random.default_rng([seed, _stable_hash(task.name)])
-    seen, items = set(), []
-    for _ in range(500 * n):
+    seen, items, misses = set(), [], 0
+    while len(items) < n and misses < EXHAUSTED_AFTER:
         ex = task.sample(rng)
         if task.is_test_item(ex) and ex.input not in seen:
             seen.add(ex.input)
             items.append(ex)
-            if len(items) == n:
-                return items
-    raise ConfigError(
-        "eval.n_examples", f"task {task.name} has fewer than {n} test items", "lower n_examples"
-    )
+            misses = 0
+        else:
+            misses += 1
+    if len(items) < n:
+        raise ConfigError(
+            "eval.n_examples",
+            f"task {task.name} has {len(items)} distinct test items, fewer than {n}",
+            f"lower n_examples to at most {len(items)}",
+        )
+    return items
 
 
 def exemplars(task: Task, query: Example, k: int, rng: np.random.Generator) -> list[Example]:
@@ -217,6 +229,35 @@ _OPTIONAL = {
 }
 SUPPORTED_METRICS = {"exact_str_match": GENERATE, "multiple_choice_grade": MULTIPLE_CHOICE}
 MAX_NEW_TOKENS = 32  # generation budget of a JSON task: the longest target plus slack, capped
+# The type of every task.json field read here (a float is a finite number); other fields of
+# BIG-bench's schema (canary, keywords' contents, ...) are left alone. null means absent.
+FIELD_TYPES = {
+    "name": str,
+    "description": str,
+    "keywords": list,
+    "metrics": list,
+    "preferred_score": str,
+    "random_baseline": float,
+    "examples": list,
+    **{k: type(v) for k, v in _OPTIONAL.items()},
+}
+EXAMPLE_TYPES = {"input": str, "target": (str, list), "target_scores": dict, "rationale": str}
+
+
+def _type_error(fields: dict, types: dict) -> tuple[str, str] | None:
+    """(field, expected type) of the first field of the wrong type, else None."""
+    for key, kind in types.items():
+        value = fields.get(key)
+        if value is None:
+            continue
+        if kind is float:
+            ok = isinstance(value, int | float) and not isinstance(value, bool)
+            if not ok or not math.isfinite(value):
+                return key, "a finite number"
+        elif not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+            kinds = kind if isinstance(kind, tuple) else (kind,)
+            return key, "a JSON " + " or ".join(JSON_TYPES[t] for t in kinds)
+    return None
 
 
 def from_bigbench(spec: dict, source: str) -> Task:
@@ -227,10 +268,15 @@ def from_bigbench(spec: dict, source: str) -> Task:
 
     if not isinstance(spec, dict):
         raise bad("file", "does not hold a JSON object", "write a BIG-bench task.json object")
+    if wrong := _type_error(spec, FIELD_TYPES):
+        raise bad(wrong[0], f"is not {wrong[1]}", f"write {wrong[0]} as {wrong[1]}")
+    spec = {k: v for k, v in spec.items() if v is not None}
     examples = spec.get("examples")
-    if not isinstance(examples, list) or not examples:
+    if not examples:
         raise bad("examples", "missing or empty", "give a non-empty list of examples")
-    metrics = tuple(spec.get("metrics") or ())
+    metrics = tuple(spec.get("metrics", ()))
+    if not all(isinstance(m, str) for m in metrics):
+        raise bad("metrics", f"{list(metrics)} is not a list of names", "e.g. [exact_str_match]")
     kinds = {SUPPORTED_METRICS[m] for m in metrics if m in SUPPORTED_METRICS}
     if not kinds:
         has_scores = all(isinstance(e, dict) and "target_scores" in e for e in examples)
@@ -243,21 +289,20 @@ def from_bigbench(spec: dict, source: str) -> Task:
         baseline = float(np.mean([np.mean([s for _, s in ex.target_scores]) for ex in parsed]))
     else:
         baseline = 0.0
+    baseline = spec.get("random_baseline", baseline)
+    if not 0 <= baseline <= 1:
+        raise bad("random_baseline", f"{baseline} not in [0, 1]", "give chance accuracy")
     longest = max(len(t.encode()) for ex in parsed for t in (ex.target or ("",)))
-    fields = {k: spec.get(k, default) for k, default in _OPTIONAL.items()}
-    for k, v in fields.items():
-        if not isinstance(v, type(_OPTIONAL[k])):
-            raise bad(k, f"expected {type(_OPTIONAL[k]).__name__}", f"fix {k}")
     return Task(
-        name=str(spec.get("name") or source),
-        description=str(spec.get("description", "")),
+        name=spec.get("name") or source,
+        description=spec.get("description", ""),
         metrics=metrics or (("multiple_choice_grade",) if kind == MULTIPLE_CHOICE else ()),
         kind=kind,
         max_new_tokens=min(MAX_NEW_TOKENS, longest + 4),
-        random_baseline=float(spec.get("random_baseline", baseline)),
+        random_baseline=float(baseline),
         examples=parsed,
-        preferred_score=str(spec.get("preferred_score", metrics[0] if metrics else "")),
-        **fields,
+        preferred_score=spec.get("preferred_score", metrics[0] if metrics else ""),
+        **{k: spec.get(k, default) for k, default in _OPTIONAL.items()},
     )
 
 
@@ -265,16 +310,18 @@ def _example(e, i: int, kind: str, bad) -> Example:
     where = f"examples[{i}]"
     if not isinstance(e, dict) or not isinstance(e.get("input"), str):
         raise bad(f"{where}.input", "missing or not a string", "give every example an input")
-    rationale = str(e.get("rationale", ""))
+    if wrong := _type_error(e, EXAMPLE_TYPES):
+        raise bad(f"{where}.{wrong[0]}", f"is not {wrong[1]}", f"write it as {wrong[1]}")
+    rationale = e.get("rationale") or ""
     if kind == MULTIPLE_CHOICE:
         scores = e.get("target_scores")
         if not isinstance(scores, dict) or len(scores) < 2:
             raise bad(
                 f"{where}.target_scores", "missing or fewer than 2 choices", "map each choice"
             )
-        if not all(isinstance(s, (int, float)) for s in scores.values()) or max(
-            scores.values()
-        ) <= min(scores.values()):
+        if _type_error(scores, dict.fromkeys(scores, float)):
+            raise bad(f"{where}.target_scores", "a score is not a finite number", "use 1 and 0")
+        if max(scores.values()) <= min(scores.values()):
             raise bad(
                 f"{where}.target_scores", "no choice scores above another", "mark the right one 1"
             )
@@ -301,17 +348,11 @@ def load_task_file(path: str | Path) -> Task:
     """A task.json, or a directory holding one, as a Task."""
     path = Path(path)
     file = path / "task.json" if path.is_dir() else path
-    if not file.is_file():
+    if not file.exists():
         raise ConfigError(
             "eval.tasks", f"no task.json at {path}", "give a built-in name or a task.json path"
         )
-    try:
-        spec = json.loads(file.read_text())
-    except json.JSONDecodeError as e:
-        raise ConfigError(
-            f"task {file}", f"not valid JSON ({e.msg}, line {e.lineno})", "fix the JSON syntax"
-        ) from None
-    return from_bigbench(spec, str(file))
+    return from_bigbench(load_json(file, "eval.tasks"), str(file))
 
 
 def to_bigbench(task: Task, n: int, seed: int) -> dict:

@@ -31,7 +31,7 @@ from jax.sharding import Mesh
 from scaling import data, distributed, memory, sharding
 from scaling.config import ConfigError, ModelConfig, RunConfig, TrainConfig
 from scaling.flops import flops_per_token
-from scaling.mesh import check_batch, logical_sharding, make_mesh
+from scaling.mesh import logical_sharding
 from scaling.model import apply_with_aux, init_params, mup_ratio
 from scaling.schedules import decay_start, learning_rate
 
@@ -131,10 +131,8 @@ def checkpoint_manager(run_dir: Path, t: TrainConfig) -> ocp.CheckpointManager:
 def placement(cfg: RunConfig) -> tuple[Mesh, dict]:
     """The run's device mesh (cfg.mesh over all devices) and the shardings of its train state.
     Refuses, before anything compiles, a batch that does not split over the mesh and a state
-    that does not fit the declared device memory (scaling.memory)."""
-    mesh = make_mesh(cfg.mesh)
-    check_batch(cfg, mesh)
-    memory.check_fits(cfg, mesh)
+    that does not fit the devices' memory (scaling.memory)."""
+    mesh = memory.fitting_mesh(cfg)
     shapes = jax.eval_shape(lambda: initial_state(cfg))
     return mesh, sharding.state_shardings(shapes, sharding.param_shardings(cfg.model, mesh))
 

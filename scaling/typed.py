@@ -86,9 +86,10 @@ def _coerce(hint, value, path: str):
     if hint is int and isinstance(value, float) and value.is_integer() and abs(value) < 2**63:
         return int(value)  # `tokens: 1e6` is a float in YAML; an exact one is the integer
     if not isinstance(value, hint) or (hint is not bool and isinstance(value, bool)):
+        article = "an" if hint.__name__[0] in "aeiou" else "a"
         raise ConfigError(
             path,
             f"expected {hint.__name__}, got {type(value).__name__} {value!r}",
-            f"write a {hint.__name__}",
+            f"write {article} {hint.__name__}",
         )
     return value

@@ -4,6 +4,7 @@ that cannot fit fails before compiling, with a layout or a batch size that would
 import dataclasses
 import re
 
+import jax
 import pytest
 
 from scaling import memory
@@ -86,11 +87,25 @@ def test_a_model_that_fits_nowhere_asks_for_devices():
         memory.check_fits(PARAM_BOUND, {"data": 8}, 0.01e9)
 
 
-def test_the_declared_memory_is_used_and_none_means_no_check():
+def test_the_declared_memory_is_used_else_cpu_devices_share_the_host_ram():
     declared = RunConfig(model=PARAM_BOUND.model, mesh=MeshConfig(device_memory_gb=0.5))
     with pytest.raises(ConfigError):
         memory.check_fits(declared, {"data": 8})
-    assert memory.check_fits(PARAM_BOUND, {"data": 8}).total > 0.5e9  # CPU: no figure known
+    cpus = len(jax.local_devices(backend="cpu"))
+    assert memory.device_memory(PARAM_BOUND) == memory.host_memory() / cpus
+    assert memory.check_fits(PARAM_BOUND, {"data": 8}).total > 0.5e9  # fits the host
+    wide = dataclasses.replace(PARAM_BOUND.model, d_model=2**20, n_head=4)  # 35 TB of weights
+    with pytest.raises(ConfigError, match="GB per device .* but 90% of"):
+        memory.check_fits(dataclasses.replace(PARAM_BOUND, model=wide), {"data": 1})
+
+
+def test_host_memory_is_the_containers_limit_when_lower(tmp_path, monkeypatch):
+    (tmp_path / "v2").write_text("max\n")  # cgroup v2 without a limit
+    (tmp_path / "v1").write_text("1000000\n")
+    monkeypatch.setattr(memory, "CGROUP_LIMITS", (str(tmp_path / "v2"), str(tmp_path / "v1")))
+    assert memory.host_memory() == 1_000_000
+    monkeypatch.setattr(memory, "CGROUP_LIMITS", (str(tmp_path / "absent"),))
+    assert memory.host_memory() > 1_000_000
 
 
 def test_report_is_a_printable_row():

@@ -227,7 +227,7 @@ def test_load_scores_attaches_models(tmp_path):
         np.median(n_est)
     )
     assert row(s, subtask="mmlu_astronomy")["n_examples"] == 152
-    with pytest.raises(ConfigError, match="no such file"):
+    with pytest.raises(ConfigError, match="file not found"):
         load_scores([tmp_path / "missing.json"])
     assert attach_models(s, models).equals(s)
 

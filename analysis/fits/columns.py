@@ -114,10 +114,12 @@ def resolve_columns(table: pd.DataFrame, given: dict, roles: set[str]) -> Column
 def derive_columns(table: pd.DataFrame, cols: Columns, roles: set[str]):
     """Add C = 6 N D or D = C / (6 N) for a needed role that is not a column; (table, cols)."""
     table, c, d = table.copy(), cols.c, cols.d
+    # Text becomes NaN here; the positivity check names the row it came from.
+    number = lambda col: pd.to_numeric(table[col], errors="coerce")  # noqa: E731
     if "c" in roles and c is None:
-        table[DERIVED_C] = 6.0 * table[cols.n].astype(float) * table[d].astype(float)
+        table[DERIVED_C] = 6.0 * number(cols.n) * number(d)
         c = DERIVED_C
     if "d" in roles and d is None:
-        table[DERIVED_D] = table[c].astype(float) / (6.0 * table[cols.n].astype(float))
+        table[DERIVED_D] = number(c) / (6.0 * number(cols.n))
         d = DERIVED_D
     return table, Columns(n=cols.n, loss=cols.loss, c=c, d=d, run=cols.run)

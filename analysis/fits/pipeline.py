@@ -23,6 +23,7 @@ from analysis.fits.selection import (
     select_rows,
     split_groups,
 )
+from analysis.inputs import read_table
 from scaling.config import ConfigError
 
 TABLE_FILES = {"runs": ("results.parquet", "results.csv"), "curves": ("curves.csv",)}
@@ -67,21 +68,13 @@ class FitRun:
     meta: dict
 
 
-def read_table(path: Path) -> pd.DataFrame:
-    try:
-        return pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
-    except Exception as e:  # unreadable file: one line, exit code 2
-        problem = f"cannot read {path}: {e}".splitlines()[0]
-        raise ConfigError("INPUT", problem, "check the file") from None
-
-
 def load_tables(path: Path, kinds: tuple[str, ...]) -> Tables:
     """The tables of `kinds` from a sweep directory, or a .csv / .parquet file serving as all."""
     if not path.exists():
         raise ConfigError(
             "INPUT", f"{path} does not exist", "give a sweep directory, .csv or .parquet"
         )
-    if path.is_file():
+    if not path.is_dir():
         if path.suffix not in (".csv", ".parquet"):
             raise ConfigError(
                 "INPUT", f"unknown file type {path.suffix!r}", "give .csv or .parquet"

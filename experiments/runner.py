@@ -78,7 +78,7 @@ def preflight(configs: list[RunConfig]) -> None:
     from scaling.evaluate import check_prompts_fit
 
     for cfg in configs:
-        data.check_fits(data.load_corpus(cfg.data), cfg.model.seq_len)
+        data.check_fits(data.load_corpus(cfg.data), cfg.model.seq_len, cfg.data.unique_tokens)
         check_prompts_fit(cfg.model, cfg.eval)
 
 
@@ -135,6 +135,7 @@ def execute_run(cfg: RunConfig, run_dir: Path, claim: store.Claim | None, launch
         train_s=eval_started - started,
         eval_s=finished - eval_started,
         tokens_per_s=trained_tokens / max(eval_started - started, 1e-9),
+        unique_tokens=result.unique_tokens,
         finished=finished,
         provenance=provenance(),
     )

@@ -14,6 +14,10 @@ How it is parallel, resumable and idempotent:
   written last, then .partial/ is removed. A run whose manifest records the same plan (the
   sources' hashes, the tokenizer's, the settings) and whose shards are present does nothing.
 
+The pool is concurrent.futures' with at most 2 chunks per worker in flight (multiprocessing's
+imap reads its whole input ahead), and the readers are scaling.sources' over pyarrow and the
+standard library (Hugging Face `datasets` is not a dependency).
+
 Validation documents come from `val_sources` (`--val`) or, with `val_fraction`, are whole
 documents drawn in every chunk by default_rng([val_seed, chunk]): spread over the corpus, never
 the tail of the token stream. The worker count does not change the output, so it is not part of
@@ -238,24 +242,23 @@ def tokenize_chunk(work: str, chunk: Chunk, spec: str) -> int:
     one val file of ids, then its counts; returns the chunk's characters (for the progress)."""
     tok = tokenizer.load(spec)
     dtype = shards.token_dtype(tok.vocab_size)
-    end = [tok.eos_id] if tok.eos_id is not None else tok.encode(shards.DOC_SEPARATOR).tolist()
+    has_eos = tok.eos_id is not None
+    end = np.asarray([tok.eos_id] if has_eos else tok.encode(shards.DOC_SEPARATOR), dtype)
+    # Bytes per token are counted as tokenizer.bytes_per_token counts them: EOS is no text; the
+    # byte tokenizer's blank line is text (a byte a token).
+    end_text = 0 if has_eos else len(end)
     ids = tok.encode_batch(chunk.documents)
     counts = {}
     for split, keep in (("train", ~chunk.is_val), ("val", chunk.is_val)):
-        chosen = [i for i, k in zip(ids, keep) if k]
-        stream = [np.asarray(x, dtype) for i in chosen for x in (i, end)]
-        blob = np.concatenate(stream).tobytes() if stream else b""
+        chosen = np.flatnonzero(keep)
+        stream = [part for k in chosen for part in (ids[k], end)]
+        blob = np.concatenate(stream).astype(dtype).tobytes() if stream else b""
         shards.write_atomic(_chunk_path(Path(work), chunk.index, f"{split}.bin"), blob)
-        text = [d for d, k in zip(chunk.documents, keep) if k]
-        n_bytes = sum(len(d.encode("utf-8")) for d in text)
-        has_eos = tok.eos_id is not None
         counts[split] = {
             "documents": len(chosen),
             "tokens": len(blob) // dtype.itemsize,
-            # bytes per token, as tokenizer.bytes_per_token counts it: EOS is not text; the
-            # byte tokenizer's blank line is (one byte, one token)
-            "text_tokens": sum(len(i) for i in chosen) + (0 if has_eos else len(end) * len(text)),
-            "bytes": n_bytes + (0 if has_eos else len(end) * len(text)),
+            "text_tokens": sum(len(ids[k]) for k in chosen) + end_text * len(chosen),
+            "bytes": sum(len(chunk.documents[k].encode()) for k in chosen) + end_text * len(chosen),
         }
     shards.write_atomic(_chunk_path(Path(work), chunk.index, "json"), json.dumps(counts).encode())
     return sum(len(d) for d in chunk.documents)

@@ -201,17 +201,22 @@ def epoch_order(seed: int, epoch: int, n_windows: int) -> np.ndarray:
     return order
 
 
+@functools.lru_cache(maxsize=4)  # train_batch asks for the next batch's starts ahead of it
 def window_starts(
     n_tokens: int, seed: int, step: int, batch_size: int, seq_len: int, sampling: str, limit: int
 ) -> np.ndarray:
-    """Start positions of the windows of batch `step` (see the module docstring)."""
+    """Start positions of the windows of batch `step` (see the module docstring); read-only,
+    as the cache shares it."""
     if sampling == EPOCHS:
         n = epoch_windows(n_tokens, seq_len, limit)
         epochs, index = np.divmod(step * batch_size + np.arange(batch_size), n)
         windows = [epoch_order(seed, int(e), n)[i] for e, i in zip(epochs, index)]
-        return np.asarray(windows, np.int64) * seq_len
-    rng = np.random.default_rng([seed, step])
-    return rng.integers(0, (limit or n_tokens) - seq_len, size=batch_size)
+        starts = np.asarray(windows, np.int64) * seq_len
+    else:
+        rng = np.random.default_rng([seed, step])
+        starts = rng.integers(0, (limit or n_tokens) - seq_len, size=batch_size)
+    starts.setflags(write=False)
+    return starts
 
 
 def train_batch(
@@ -226,11 +231,17 @@ def train_batch(
 ):
     """Batch `step`: (batch_size, seq_len+1) int32 windows, a pure function of (seed, step).
     `rows` selects some rows of it (a host of a multi-host job builds only its own). `tokens`
-    is an array or a SplitReader; each window is one slice of it."""
-    starts = window_starts(len(tokens), seed, step, batch_size, seq_len, sampling, unique_tokens)
-    if rows is not None:
-        starts = starts[rows]
-    return np.stack([tokens[s : s + seq_len + 1] for s in starts]).astype(np.int32)
+    is an array or a SplitReader; each window is one slice of it, and a reader is asked to
+    start reading batch step+1 (SplitReader.prefetch), which overlaps the train step."""
+
+    def starts(i: int) -> np.ndarray:
+        found = window_starts(len(tokens), seed, i, batch_size, seq_len, sampling, unique_tokens)
+        return found if rows is None else found[rows]
+
+    batch = np.stack([tokens[s : s + seq_len + 1] for s in starts(step)]).astype(np.int32)
+    if hasattr(tokens, "prefetch"):
+        tokens.prefetch(starts(step + 1), seq_len + 1)
+    return batch
 
 
 def heldout_batches(tokens, batch_size: int, seq_len: int, n_batches: int):

@@ -12,12 +12,18 @@ Within a split, documents follow each other in source order, each ended by the t
 (bytes, which have none: by a blank line). `SplitReader` memory-maps every shard of a split and
 serves any slice by global offset, a window crossing a shard boundary included; nothing reads a
 shard whole, so a run's host memory does not grow with the corpus.
+
+The reader is a few numpy calls on memory maps rather than a loader library (grain, a
+`datasets` pipeline): a training window is one slice of one map, which bench/corpus.py measures
+at tens of millions of tokens/s, far above what a train step consumes (bench/RESULTS.md), and
+batch order stays the pure function of (seed, step) that exact resume relies on (scaling.data).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import mmap
 import os
 from pathlib import Path
 
@@ -90,16 +96,20 @@ def check_tokenizer(directory: str | Path, spec: str, where: str = "data") -> No
 
 class SplitReader:
     """One split's shards as one read-only sequence of token ids: len() and slices by global
-    offset, each slice a small copy read through the memory maps."""
+    offset, each slice a view of a memory map (a copy where it crosses a shard boundary).
+
+    Windows are read at random places, so the maps tell the kernel so (MADV_RANDOM: no 128 KiB
+    readahead around each 2 KiB window: bench/RESULTS.md), and
+    `prefetch` asks it to start reading windows that will be needed (MADV_WILLNEED), so that a
+    batch's reads overlap the train step before it."""
 
     def __init__(self, directory: str | Path, split: str, manifest: dict | None = None):
         manifest = manifest or read_manifest(directory)
         self.dtype = np.dtype(manifest["dtype"])
-        shards = manifest["splits"][split]["shards"]
-        self.maps = [
-            np.memmap(Path(directory) / s["name"], dtype=self.dtype, mode="r") for s in shards
-        ]
-        self.starts = np.cumsum([0] + [len(m) for m in self.maps])
+        records = manifest["splits"][split]["shards"]
+        self.maps = [_map(Path(directory) / r["name"]) for r in records]
+        self.arrays = [np.frombuffer(m, self.dtype) for m in self.maps]
+        self.starts = np.cumsum([0] + [len(a) for a in self.arrays])
 
     def __len__(self) -> int:
         return int(self.starts[-1])
@@ -109,25 +119,39 @@ class SplitReader:
             start, stop, step = key.indices(len(self))
             if step != 1:
                 raise IndexError("token shards serve contiguous slices only")
-            return self._read(start, max(start, stop))
+            pieces = [self.arrays[i][a:b] for i, a, b in self._pieces(start, stop)]
+            if len(pieces) == 1:
+                return pieces[0]  # a read-only view of the map: the caller copies what it keeps
+            return np.concatenate(pieces) if pieces else np.zeros(0, self.dtype)
         index = int(key) + (len(self) if key < 0 else 0)
         if not 0 <= index < len(self):
             raise IndexError(f"token {key} of {len(self)}")
-        return self._read(index, index + 1)[0]
+        return self[index : index + 1][0]
 
-    def _read(self, start: int, stop: int) -> np.ndarray:
-        first = int(np.searchsorted(self.starts, start, side="right")) - 1
+    def prefetch(self, starts, length: int) -> None:
+        """Start reading the windows [s, s + length) of `starts` in the background."""
+        size = self.dtype.itemsize
+        for s in starts:
+            for i, a, b in self._pieces(int(s), int(s) + length):
+                first = a * size // mmap.PAGESIZE * mmap.PAGESIZE
+                self.maps[i].madvise(mmap.MADV_WILLNEED, first, b * size - first)
+
+    def _pieces(self, start: int, stop: int) -> list[tuple[int, int, int]]:
+        """(shard, first, end) of each shard's part of the tokens [start, stop), in order."""
         pieces = []
-        for shard in range(max(first, 0), len(self.maps)):
-            if start >= stop:
-                break
-            offset = start - self.starts[shard]
-            piece = self.maps[shard][offset : offset + (stop - start)]
-            pieces.append(piece)
-            start += len(piece)
-        if len(pieces) == 1:
-            return np.asarray(pieces[0])
-        return np.concatenate(pieces) if pieces else np.zeros(0, self.dtype)
+        shard = int(np.searchsorted(self.starts, start, side="right")) - 1
+        while start < stop and shard < len(self.arrays):
+            offset, end = int(self.starts[shard]), min(stop, int(self.starts[shard + 1]))
+            pieces.append((shard, start - offset, end - offset))
+            start, shard = end, shard + 1
+        return pieces
+
+
+def _map(path: Path) -> mmap.mmap:
+    with open(path, "rb") as f:
+        mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    mapped.madvise(mmap.MADV_RANDOM)
+    return mapped
 
 
 class ShardWriter:

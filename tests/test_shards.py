@@ -65,6 +65,7 @@ def test_epochs_visit_every_window_once_per_epoch():
     count = data.unique_token_count(len(tokens), seq_len, "epochs", unique)
     assert count == 496 and count * (trained / count) == trained and trained / count == 120 / 31
     data.epoch_order.cache_clear()  # a resumed process has no cache: the same batches
+    data.window_starts.cache_clear()
     again = data.train_batch(tokens, 0, 13, batch, seq_len, [1, 4], "epochs", unique)
     np.testing.assert_array_equal(again, seen[13][[1, 4]])
 
@@ -110,7 +111,8 @@ def test_training_from_bpe_shards_in_epochs_resumes_bit_identical(prepared, tmp_
 
     with pytest.raises(Crash):
         train(cfg, tmp_path / "split", on_step=crash_at_25)
-    data.epoch_order.cache_clear()
+    data.epoch_order.cache_clear()  # as a new process would start
+    data.window_starts.cache_clear()
     resumed = train(cfg, tmp_path / "split")
     assert resumed.resumed_from == 20
     _assert_same_params(whole.params, resumed.params)

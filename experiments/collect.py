@@ -3,7 +3,8 @@
 results (results.csv, results.parquet): one row per run × eval metric, carrying the run's model
 family and four parameter counts (total, non-embedding, embedding, and active: the
 non-embedding parameters one token uses, fewer than non-embedding with routed experts; a fit
-takes either as N), tokens, FLOPs in both conventions (scaling.flops), final held-out loss,
+takes either as N), tokens, unique train tokens and epochs, FLOPs in both conventions
+(scaling.flops), final held-out loss,
 how the design chose it (IsoFLOP budget, tokens per parameter, cooldown branch) and
 provenance: git commit, config hash (the run id), package versions, device kind and count,
 wall time and achieved tokens/s. curves (curves.csv): one row per held-out evaluation during
@@ -86,6 +87,13 @@ def _provenance(status: dict) -> dict:
     }
 
 
+def _repetition(status: dict, tokens: int) -> dict:
+    """Unique train tokens and epochs (tokens / unique tokens; exact with data.sampling epochs),
+    for data-constrained studies (Muennighoff et al. 2023). Runs from before: unknown."""
+    unique = status.get("unique_tokens")
+    return {"unique_tokens": unique, "epochs": tokens / unique if unique else None}
+
+
 def collect(sweep_dir, quiet: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Build (results, curves) from every finished run under sweep_dir (a path or URL) and
     write them there, with failed_runs.csv. quiet: no error when nothing finished yet."""
@@ -104,6 +112,7 @@ def collect(sweep_dir, quiet: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]
             continue
         run = _run_columns(sweep, run_dir) | design
         run |= _provenance(status) | {"config_hash": run["run_id"], "loss": status["heldout_loss"]}
+        run |= _repetition(status, run["tokens"])
         for row in store.read_eval(run_dir):  # the final model's rows; earlier checkpoints'
             final = row.get("step", run["steps"]) == run["steps"]
             (results if final else over_training).append(run | row)

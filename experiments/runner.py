@@ -89,7 +89,9 @@ def preflight(configs: list[RunConfig], here: bool = False, show: bool = True) -
             name = cfg.name or "the run"
             with _named(cfg):
                 bar.set_postfix_str(f"{name}: corpus", refresh=False)
-                data.check_fits(data.load_corpus(cfg.data), cfg.model.seq_len)
+                data.check_fits(
+                    data.load_corpus(cfg.data), cfg.model.seq_len, cfg.data.unique_tokens
+                )
                 bar.update()
                 bar.set_postfix_str(
                     f"{name}: {cfg.eval.n_examples} examples per task", refresh=False
@@ -160,6 +162,7 @@ def execute_run(cfg: RunConfig, run_dir: Path, claim: store.Claim | None, launch
         train_s=eval_started - started,
         eval_s=finished - eval_started,
         tokens_per_s=trained_tokens / max(eval_started - started, 1e-9),
+        unique_tokens=result.unique_tokens,
         finished=finished,
         provenance=provenance(),
     )

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from scaling import zoo
+from scaling import shards, zoo
 from scaling.families import FIELDS, ROPE, ROUTED
 from scaling.tokenizer import check_vocab
 from scaling.tokenizer import load as load_tokenizer
@@ -150,10 +150,17 @@ DEFAULT_TASKS = (
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Training text: the embedded synthetic corpus, or the user's own .txt / .jsonl files."""
+    """Training text: the embedded synthetic corpus, the user's own .txt / .jsonl files, or the
+    token shards of `scaling prepare` (corpus: tokens, path: the shard directory).
 
-    corpus: str = "synthetic"  # "synthetic" | "files"
+    sampling: "random" windows at positions drawn per step (the default), or "epochs": every
+    epoch a fresh permutation of the non-overlapping windows, each seen once (scaling.data).
+    unique_tokens: train on the first this many tokens of the train split only (0: all of it),
+    for data-constrained studies; the results table gives the unique tokens and epochs."""
+
+    corpus: str = "synthetic"  # "synthetic" | "files" | "tokens"
     paths: tuple[str, ...] = ()
+    path: str = ""  # corpus tokens: the shard directory
     tokenizer: str = (
         "bytes"  # "bytes" | a tokenizer.json | a SentencePiece .model (scaling.tokenizer)
     )
@@ -162,14 +169,22 @@ class DataConfig:
     task_fraction: float = 0.5  # share of synthetic documents that are task demonstrations
     tasks: tuple[str, ...] = DEFAULT_TASKS  # built-in tasks demonstrated in the corpus
     heldout_fraction: float = 0.05
+    sampling: str = "random"  # "random" | "epochs"
+    unique_tokens: int = 0
     seed: int = 0
 
+    def run_tokenizer(self):
+        """The run's tokenizer: token shards carry their own, other corpora use data.tokenizer."""
+        if self.corpus == "tokens":
+            return shards.load_tokenizer(self.path)
+        return load_tokenizer(self.tokenizer)
+
     def validate(self, where: str = "data") -> None:
-        if self.corpus not in ("synthetic", "files"):
+        if self.corpus not in ("synthetic", "files", "tokens"):
             raise ConfigError(
                 f"{where}.corpus",
                 f"unknown corpus {self.corpus!r}",
-                "use 'synthetic' or 'files' (with data.paths)",
+                "use 'synthetic', 'files' (with data.paths) or 'tokens' (with data.path)",
             )
         if self.corpus == "files" and not self.paths:
             raise ConfigError(
@@ -177,6 +192,20 @@ class DataConfig:
                 "empty while corpus is 'files'",
                 "list .txt or .jsonl files in data.paths",
             )
+        if self.corpus == "tokens":
+            if not self.path:
+                raise ConfigError(
+                    f"{where}.path",
+                    "empty while corpus is 'tokens'",
+                    "give a `scaling prepare` --out",
+                )
+            shards.check_tokenizer(self.path, self.tokenizer, where)
+        if self.sampling not in ("random", "epochs"):
+            raise ConfigError(
+                f"{where}.sampling", f"unknown sampling {self.sampling!r}", "use random|epochs"
+            )
+        if self.unique_tokens < 0:
+            raise ConfigError(f"{where}.unique_tokens", "must be >= 0", "use 0 for all tokens")
         if self.corpus == "synthetic" and self.synthetic_chars < 10_000:
             raise ConfigError(
                 f"{where}.synthetic_chars",
@@ -384,7 +413,7 @@ class RunConfig:
     def validate(self) -> None:
         self.model.validate()
         self.data.validate()
-        check_vocab(self.model.vocab_size, load_tokenizer(self.data.tokenizer))
+        check_vocab(self.model.vocab_size, self.data.run_tokenizer())
         self.train.validate()
         self.eval.validate()
         self.mesh.validate()

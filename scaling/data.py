@@ -3,10 +3,20 @@
 Text is tokenized by the run's tokenizer (`data.tokenizer`, scaling.tokenizer; bytes by default).
 Documents end in the tokenizer's EOS token, or, for bytes (which have none), are joined by a blank
 line into one stream. The held-out split's measured bytes per token turn its loss into bits per
-byte. A training batch is `batch_size` windows of seq_len+1 tokens at positions drawn from
-`default_rng([seed, step])`, so batch i is a pure function of (data, seed, i) and a resumed run
-sees exactly the batches an uninterrupted one would. The last `heldout_fraction` of the stream is
-the held-out split, never trained on.
+byte. The last `heldout_fraction` of the stream is the held-out split, never trained on. A corpus
+of token shards (`corpus: tokens`, written by `scaling prepare`) is memory-mapped instead: its
+train and val splits are scaling.shards.SplitReaders, which batches read like arrays.
+
+A training batch is `batch_size` windows of seq_len+1 tokens, a pure function of (data, seed,
+step), so a resumed run sees exactly the batches an uninterrupted one would and each host of a
+multi-host job can build only its own rows. Two samplings (`data.sampling`):
+- random: start positions drawn from `default_rng([seed, step])` anywhere in the stream;
+- epochs: the stream cut into non-overlapping windows (window k: tokens [k·T, k·T + T + 1),
+  T = seq_len, so every token is predicted once), visited in a fresh permutation every epoch,
+  from `default_rng([seed, epoch])`: global window g = step·batch_size + row is window
+  order[g mod n] of epoch g div n. No window repeats within an epoch, and unique tokens × epochs
+  equals the tokens trained exactly (`unique_tokens`).
+`data.unique_tokens` keeps a run to the first tokens of the train split (0: all).
 """
 
 from __future__ import annotations
@@ -18,21 +28,22 @@ from pathlib import Path
 
 import numpy as np
 
-from scaling import tokenizer
+from scaling import shards, tokenizer
 from scaling.config import DEFAULT_TASKS, ConfigError, DataConfig
 from scaling.config_io import json_type, read_input
+from scaling.shards import DOC_SEPARATOR
 from scaling.task_suite import TASKS, WORDS
 from scaling.tasks import solved, training_example
 
-DOC_SEPARATOR = "\n\n"
+RANDOM, EPOCHS = "random", "epochs"
 # Byte-level encode/decode, for the code that still assumes bytes (evaluation; issue 16, part 4).
 encode, decode = tokenizer.ByteTokenizer().encode, tokenizer.ByteTokenizer().decode
 
 
 @dataclass(frozen=True)
 class Corpus:
-    train: np.ndarray  # token ids
-    heldout: np.ndarray
+    train: np.ndarray | shards.SplitReader  # token ids: in memory, or memory-mapped shards
+    heldout: np.ndarray | shards.SplitReader
     tokenizer: tokenizer.Tokenizer = tokenizer.ByteTokenizer()
     heldout_tokens_per_byte: float = 1.0  # measured on the held-out split's text
 
@@ -122,7 +133,11 @@ def load_corpus(cfg: DataConfig) -> Corpus:
 
     Bytes keep the blank-line-joined stream (the held-out split is its tail, one byte a token);
     a subword tokenizer encodes each document and ends it with EOS, and the held-out split is the
-    last `heldout_fraction` of the documents, whose bytes per token are measured."""
+    last `heldout_fraction` of the documents, whose bytes per token are measured. Token shards
+    are opened, not read: their val split is the held-out split, their manifest gives its bytes
+    per token."""
+    if cfg.corpus == "tokens":
+        return _token_corpus(cfg.path)
     tok = tokenizer.load(cfg.tokenizer)
     if cfg.corpus == "synthetic":
         text = synthetic_text(cfg.synthetic_chars, cfg.task_fraction, cfg.seed, cfg.tasks)
@@ -140,6 +155,13 @@ def load_corpus(cfg: DataConfig) -> Corpus:
     return Corpus(train, heldout, tok, 1 / tokenizer.bytes_per_token(tok, docs[split:]))
 
 
+def _token_corpus(path: str) -> Corpus:
+    manifest = shards.read_manifest(path)
+    tok = tokenizer.load(shards.tokenizer_spec(path, manifest))
+    train, val = (shards.SplitReader(path, split, manifest) for split in shards.SPLITS)
+    return Corpus(train, val, tok, 1 / manifest["splits"]["val"]["bytes_per_token"])
+
+
 def _encode_documents(tok: tokenizer.Tokenizer, docs: list[str]) -> np.ndarray:
     """One stream of token ids, each document followed by EOS (uint16 where the ids fit)."""
     dtype = np.uint16 if tok.vocab_size <= 2**16 else np.uint32
@@ -148,8 +170,9 @@ def _encode_documents(tok: tokenizer.Tokenizer, docs: list[str]) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros(0, dtype)
 
 
-def check_fits(corpus: Corpus, seq_len: int) -> None:
-    """Both splits must hold at least one window of seq_len+1 tokens."""
+def check_fits(corpus: Corpus, seq_len: int, unique_tokens: int = 0) -> None:
+    """Both splits must hold at least one window of seq_len+1 tokens, and a run kept to its
+    first unique_tokens at least one window within them."""
     for split in ("train", "heldout"):
         n = len(getattr(corpus, split))
         if n < seq_len + 1:
@@ -158,19 +181,88 @@ def check_fits(corpus: Corpus, seq_len: int) -> None:
                 f"{seq_len} needs {seq_len + 1} tokens but the {split} split has {n}",
                 "lower model.seq_len or give more data",
             )
+    if unique_tokens > len(corpus.train):
+        raise ConfigError(
+            "data.unique_tokens",
+            f"{unique_tokens} > the {len(corpus.train)} tokens of the train split",
+            "lower it, or 0 for all of them",
+        )
+    if 0 < unique_tokens < seq_len + 1:
+        raise ConfigError(
+            "data.unique_tokens",
+            f"{unique_tokens} is less than one window of {seq_len + 1} tokens",
+            "raise it, or 0 for all of them",
+        )
 
 
-def train_batch(tokens: np.ndarray, seed: int, step: int, batch_size: int, seq_len: int, rows=None):
+def unique_token_count(n_tokens: int, seq_len: int, sampling: str = RANDOM, limit: int = 0) -> int:
+    """The distinct train tokens a run draws from: random, the first `limit` (0: all n_tokens);
+    epochs, the tokens its whole windows predict, n_windows·seq_len. Epochs trained = the
+    tokens trained / this (exact in epochs sampling; the expected passes in random)."""
+    if sampling == EPOCHS:
+        return epoch_windows(n_tokens, seq_len, limit) * seq_len
+    return limit or n_tokens
+
+
+def epoch_windows(n_tokens: int, seq_len: int, limit: int = 0) -> int:
+    """Non-overlapping windows of seq_len+1 tokens (sharing their edge token) in the first
+    `limit` tokens (0: all n_tokens)."""
+    return (min(limit or n_tokens, n_tokens - 1)) // seq_len
+
+
+@functools.lru_cache(maxsize=2)  # the current epoch and the next: a batch may straddle them
+def epoch_order(seed: int, epoch: int, n_windows: int) -> np.ndarray:
+    """The order of the windows in `epoch`: a permutation from default_rng([seed, epoch]),
+    4 bytes a window (uint32 while it fits), computed once per epoch."""
+    order = np.arange(n_windows, dtype=np.uint32 if n_windows < 2**32 else np.int64)
+    np.random.default_rng([seed, epoch]).shuffle(order)
+    return order
+
+
+@functools.lru_cache(maxsize=4)  # train_batch asks for the next batch's starts ahead of it
+def window_starts(
+    n_tokens: int, seed: int, step: int, batch_size: int, seq_len: int, sampling: str, limit: int
+) -> np.ndarray:
+    """Start positions of the windows of batch `step` (see the module docstring); read-only,
+    as the cache shares it."""
+    if sampling == EPOCHS:
+        n = epoch_windows(n_tokens, seq_len, limit)
+        epochs, index = np.divmod(step * batch_size + np.arange(batch_size), n)
+        windows = [epoch_order(seed, int(e), n)[i] for e, i in zip(epochs, index)]
+        starts = np.asarray(windows, np.int64) * seq_len
+    else:
+        rng = np.random.default_rng([seed, step])
+        starts = rng.integers(0, (limit or n_tokens) - seq_len, size=batch_size)
+    starts.setflags(write=False)
+    return starts
+
+
+def train_batch(
+    tokens,
+    seed: int,
+    step: int,
+    batch_size: int,
+    seq_len: int,
+    rows=None,
+    sampling: str = RANDOM,
+    unique_tokens: int = 0,
+):
     """Batch `step`: (batch_size, seq_len+1) int32 windows, a pure function of (seed, step).
-    `rows` selects some rows of it (a host of a multi-host job builds only its own)."""
-    rng = np.random.default_rng([seed, step])
-    starts = rng.integers(0, len(tokens) - seq_len, size=batch_size)
-    if rows is not None:
-        starts = starts[rows]
-    return np.stack([tokens[s : s + seq_len + 1] for s in starts]).astype(np.int32)
+    `rows` selects some rows of it (a host of a multi-host job builds only its own). `tokens`
+    is an array or a SplitReader; each window is one slice of it, and a reader is asked to
+    start reading batch step+1 (SplitReader.prefetch), which overlaps the train step."""
+
+    def starts(i: int) -> np.ndarray:
+        found = window_starts(len(tokens), seed, i, batch_size, seq_len, sampling, unique_tokens)
+        return found if rows is None else found[rows]
+
+    batch = np.stack([tokens[s : s + seq_len + 1] for s in starts(step)]).astype(np.int32)
+    if hasattr(tokens, "prefetch"):
+        tokens.prefetch(starts(step + 1), seq_len + 1)
+    return batch
 
 
-def heldout_batches(tokens: np.ndarray, batch_size: int, seq_len: int, n_batches: int):
+def heldout_batches(tokens, batch_size: int, seq_len: int, n_batches: int):
     """Fixed windows spread evenly over the held-out split (the same at every evaluation)."""
     n_windows = batch_size * n_batches
     starts = np.linspace(0, len(tokens) - seq_len - 1, n_windows).astype(np.int64)

@@ -232,6 +232,7 @@ class TrainResult:
     steps: int
     resumed_from: int
     final_heldout_loss: float
+    unique_tokens: int  # the distinct train tokens drawn from (scaling.data.unique_token_count)
 
 
 def train(
@@ -250,8 +251,8 @@ def train(
     it under its label: experiments.store.locate)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     corpus = data.load_corpus(cfg.data)
-    data.check_fits(corpus, cfg.model.seq_len)
-    t, m, total = cfg.train, cfg.model, cfg.steps
+    t, m, d, total = cfg.train, cfg.model, cfg.data, cfg.steps
+    data.check_fits(corpus, m.seq_len, d.unique_tokens)
     per_token = flops_per_token(m)
     opt = optimizer_args(t)
     mesh, state_sh = placement(cfg)
@@ -274,7 +275,9 @@ def train(
         _truncate_metrics(metrics_path, start)
 
     def rows(step: int, which):  # this process's rows of global batch `step`
-        return data.train_batch(corpus.train, t.seed, step, t.batch_size, m.seq_len, which)
+        return data.train_batch(
+            corpus.train, t.seed, step, t.batch_size, m.seq_len, which, d.sampling, d.unique_tokens
+        )
 
     def log(row: dict) -> None:
         tokens = row["step"] * t.batch_size * m.seq_len
@@ -328,7 +331,8 @@ def train(
         manager.close()
     if start == total and total > 0:  # already finished: report the stored final loss
         heldout_loss = float(eval_fn(state["params"], heldout, m))
-    return TrainResult(distributed.fetch(state["params"]), total, start, heldout_loss)
+    unique = data.unique_token_count(len(corpus.train), m.seq_len, d.sampling, d.unique_tokens)
+    return TrainResult(distributed.fetch(state["params"]), total, start, heldout_loss, unique)
 
 
 def read_metrics(run_dir: Path) -> list[dict]:

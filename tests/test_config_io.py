@@ -13,6 +13,8 @@ from experiments.sweep import load_sweep
 from scaling import zoo
 from scaling.config import ConfigError
 from scaling.config_io import load_run_config, load_yaml, parse_yaml
+from scaling.data import synthetic_text
+from scaling.prepare import Settings, prepare
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -158,9 +160,15 @@ def _readme_snippets() -> list[str]:
     + [f"README#{i}" for i in range(len(_readme_snippets()))],
     ids=str,
 )
-def test_every_shipped_and_documented_config_loads_from_a_file(tmp_path, path):
+def test_every_shipped_and_documented_config_loads_from_a_file(tmp_path, path, monkeypatch):
     if str(path).startswith("README#"):
-        path = write(tmp_path, _readme_snippets()[int(str(path)[7:])])
+        snippet = _readme_snippets()[int(str(path)[7:])]
+        path = write(tmp_path, snippet)
+        if "corpus: tokens" in snippet:  # a study of its own corpus: the shards it names, here
+            monkeypatch.chdir(tmp_path)
+            (tmp_path / "corpus.txt").write_text(synthetic_text(20_000, 0.5, seed=0))
+            shard_dir = load_yaml(path, "config")["base"]["data"]["path"]
+            prepare(["corpus.txt"], shard_dir, settings=Settings(val_fraction=0.1))
     tree = load_yaml(path, "config")
     if {"base", "grid", "zip", "isoflop"} & set(tree):
         sweep = load_sweep(path, yes=True)

@@ -187,7 +187,8 @@ def add_parser(subparsers, forms: bool = True) -> None:
     """`scaling fit` and, with `forms`, one subcommand per registered fit form (importing the
     registry, and with it the fits, only then: every other command starts in 0.1 s)."""
     f = subparsers.add_parser(
-        "fit", help="fit Chinchilla approaches 1-3, Kaplan's or Gadre et al.'s laws to any table",
+        "fit", help="fit Chinchilla approaches 1-3, Kaplan's, Gadre et al.'s or Muennighoff et "
+        "al.'s laws to any table",
         description=__doc__.split("\n\n")[0], epilog=COMMON_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )  # fmt: skip

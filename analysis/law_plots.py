@@ -126,9 +126,8 @@ def plot_data_constrained(fit, N, D, U, loss, *, y_label, heldout=None, path=Non
     epochs = D / ud
     fig = Figure(figsize=(12, 5), layout="constrained")
     ax, bx = fig.subplots(1, 2)
-    top = (
-        epochs.max() if heldout is None else max(epochs.max(), (heldout["D"] / heldout["U"]).max())
-    )
+    held = None if heldout is None else heldout["D"] / np.minimum(heldout["U"], heldout["D"])
+    top = epochs.max() if held is None else max(epochs.max(), held.max())
     grid = np.geomspace(1, 1.5 * top, 120)
     pairs = _repeated_pairs(N, ud, epochs)
     colors = colormaps["viridis"](np.linspace(0, 0.9, max(len(pairs), 1)))
@@ -138,10 +137,10 @@ def plot_data_constrained(fit, N, D, U, loss, *, y_label, heldout=None, path=Non
         ax.plot(grid, fit.predict(n, grid * u, u), color=color, lw=1)
         _band(ax, grid, *fit.band(n, grid * u, u), color)
     if heldout is not None:
-        _held_out(ax, heldout["D"] / np.minimum(heldout["U"], heldout["D"]), heldout, y_label)
-    for a, x_label in ((ax, "epochs D / U_D"), (bx, "epochs D / U_D")):
+        _held_out(ax, held, heldout, y_label)
+    for a in (ax, bx):
         a.set_xscale("log")
-        a.set_xlabel(x_label)
+        a.set_xlabel("epochs D / U_D")
         a.grid(True, which="both", alpha=0.2)
     ax.set_ylabel(y_label)
     ax.set_title("the law along epochs per (N, U) run at several (bands: bootstrap)", fontsize=9)

@@ -21,6 +21,9 @@ still tests extrapolation beyond the largest training run. How far the check ext
 reported (`decades_beyond`), so the two can be compared: a law trusted over one decade was
 not tested over two.
 
+With `split_by` = (name, values per run) the split is on those values instead of C, the rest
+unchanged: e.g. the epochs of runs on repeated data, to hold out the most-repeated runs.
+
 C is `c_col` when given, else C = 6 N D (Kaplan et al. 2020, sec. 2.1); D is `d_col` when
 given, else D = C / (6 N).
 
@@ -76,7 +79,7 @@ class ExtrapolationResult:
     """Held-out runs with their predicted losses and the summary errors (see module docstring)."""
 
     split: str  # how the held-out runs were chosen
-    holdout_above: float  # held out: C > holdout_above (= largest training C for holdout_frac)
+    holdout_above: float  # held out: C (or split_by) > holdout_above, for holdout_frac too
     holdout_frac: float | None
     n_train: int
     n_holdout: int
@@ -109,13 +112,14 @@ class ExtrapolationResult:
         return json_safe(d)
 
 
-def _split(C: np.ndarray, holdout_above, holdout_frac, flag):
-    """Boolean held-out mask and the cutoff (held out: C > cutoff)."""
+def _split(C: np.ndarray, holdout_above, holdout_frac, flag, name: str = "C"):
+    """Boolean held-out mask and the cutoff (held out: C > cutoff); C holds the values split
+    on, called `name`."""
     if holdout_above is not None:
         if not (np.isfinite(holdout_above) and holdout_above > 0):
-            raise ConfigError(flag["holdout_above"], "must be a finite C > 0", "e.g. 1e20")
+            raise ConfigError(flag["holdout_above"], f"must be a finite {name} > 0", "e.g. 1e20")
         cutoff = float(holdout_above)
-        return np.greater(C, cutoff), cutoff, f"C > {cutoff:.4g}"
+        return np.greater(C, cutoff), cutoff, f"{name} > {cutoff:.4g}"
     if not (0 < holdout_frac < 1):
         raise ConfigError(
             flag["holdout_frac"], f"must be in (0, 1), got {holdout_frac}", "e.g. 0.2"
@@ -128,14 +132,15 @@ def _split(C: np.ndarray, holdout_above, holdout_frac, flag):
         raise ConfigError(
             flag["holdout_frac"],
             f"holding out {holdout_frac:g} of {len(C)} runs leaves no training runs "
-            f"(only {len(values)} distinct compute value(s))",
+            f"(only {len(values)} distinct {name} value(s))",
             "lower the fraction or add cheaper runs",
         )
     cutoff = float(values[-k - 1])
     return (
         np.greater(C, cutoff),
         cutoff,
-        f"largest-compute {holdout_frac:g} of runs (C > {cutoff:.4g})",
+        f"largest-{'compute' if name == 'C' else name} {holdout_frac:g} of runs "
+        f"({name} > {cutoff:.4g})",
     )
 
 
@@ -156,6 +161,7 @@ def extrapolation_check(
     flag_names: dict[str, str] | None = None,
     target_col: str | None = None,
     input_cols: tuple[str, ...] = (),
+    split_by: tuple[str, np.ndarray] | None = None,
     where: str = "extrapolation",
 ) -> ExtrapolationResult:
     """Fit on the runs with C <= cutoff, predict those above; see the module docstring.
@@ -166,7 +172,8 @@ def extrapolation_check(
     fewest training runs accepted (default 6: more points than the 5 parameters of the Chinchilla
     law). band_fn(fit, N, D) -> (lo, hi) overrides the interval lookup. flag_names maps
     "holdout_above" / "holdout_frac" to the names used in errors (e.g. the CLI's flags).
-    target_col, input_cols: see "Target" in the module docstring.
+    target_col, input_cols: see "Target" in the module docstring. split_by: (name, values
+    per row of df) to split on instead of C.
     """
     flag = {k: f"{where}.{k}" for k in ("holdout_above", "holdout_frac")}
     flag.update(flag_names or {})
@@ -194,19 +201,22 @@ def extrapolation_check(
     d_conv = f"D = column {d_col!r}" if d_col else f"D = C / (6 N) with C = {c_col!r}"
 
     frac = DEFAULT_HOLDOUT_FRAC if holdout_above is None and holdout_frac is None else holdout_frac
-    held, cutoff, split = _split(C, holdout_above, frac, flag)
+    on, values = split_by or ("C", C)
+    values = np.asarray(values, float)
+    held, cutoff, split = _split(values, holdout_above, frac, flag, on)
     chosen = flag["holdout_above"] if holdout_above is not None else flag["holdout_frac"]
     if not held.any():
         raise ConfigError(
             chosen,
-            f"no runs above C = {cutoff:.4g} (largest C is {C.max():.4g})",
-            "hold out above a lower compute, so that some runs are left to predict",
+            f"no runs above {on} = {cutoff:.4g} (largest {on} is {values.max():.4g})",
+            f"hold out above a lower {on}, so that some runs are left to predict",
         )
     n_train = int((~held).sum())
     if n_train < min_train:
         raise ConfigError(
             chosen,
-            f"{n_train} run(s) with C <= {cutoff:.4g} is too few to fit on (needs >= {min_train})",
+            f"{n_train} run(s) with {on} <= {cutoff:.4g} is too few to fit on "
+            f"(needs >= {min_train})",
             "hold out fewer runs (raise the cutoff or lower the fraction)",
         )
     train_df = df[~held]
@@ -215,7 +225,7 @@ def extrapolation_check(
     except ConfigError as e:
         raise ConfigError(
             chosen,
-            f"the fit on the {n_train} runs with C <= {cutoff:.4g} failed ({e})",
+            f"the fit on the {n_train} runs with {on} <= {cutoff:.4g} failed ({e})",
             "hold out fewer runs, or check the training runs",
         ) from e
 
@@ -281,10 +291,13 @@ def extrapolation_check(
         if flagged
         else f"ok: max |relative error| {max_err:.1%} <= tolerance {tolerance:.1%}"
     )
-    verdict = (
-        f"{head} (mean {mean_err:.1%}) on {int(held.sum())} held-out run(s) up to "
-        f"{beyond:.2f} decade(s) of compute beyond the largest of {n_train} training runs"
+    reach = (
+        f"up to {beyond:.2f} decade(s) of compute beyond the largest of {n_train} training runs"
+        if on == "C"
+        else f"with {on} up to {values[held].max():.4g} (training runs: up to "
+        f"{values[~held].max():.4g}, {n_train} runs)"
     )
+    verdict = f"{head} (mean {mean_err:.1%}) on {int(held.sum())} held-out run(s) {reach}"
     if n_outside is not None:
         verdict += f"; {n_outside} outside the {ci:g} prediction interval"
     return ExtrapolationResult(

@@ -1,7 +1,8 @@
-"""Figures of the over-training law and the downstream-error law (analysis.fits.overtraining,
-analysis.fits.downstream): the law with its bootstrap band against the runs it was fitted on,
-and, after a hold-out check, the law fitted on the cheaper runs against the held-out ones
-(their actual values, and the predictions with the check's prediction interval).
+"""Figures of the over-training law, the downstream-error law and the data-constrained law
+(analysis.fits.overtraining, analysis.fits.downstream, analysis.fits.data_constrained): the
+law with its bootstrap band against the runs it was fitted on, and, after a hold-out check,
+the law fitted on the cheaper runs against the held-out ones (their actual values, and the
+predictions with the check's prediction interval).
 
 matplotlib object API, as analysis/fit_plots.py; every function returns the Figure and saves
 it when `path` is given.
@@ -104,4 +105,55 @@ def plot_error_vs_loss(
     )
     ax.legend(fontsize=8)
     ax.grid(True, alpha=0.2)
+    return save_figure(fig, path)
+
+
+def _repeated_pairs(N, U, epochs) -> list[tuple[float, float]]:
+    """The (N, U) pairs run at the most distinct epochs (at least 2), at most MAX_LINES."""
+    pairs = pd.DataFrame({"N": N, "U": U, "epochs": epochs}).groupby(["N", "U"])["epochs"]
+    counts = pairs.nunique()
+    counts = counts[counts >= 2].sort_values(ascending=False, kind="stable")
+    return sorted(counts.index[:MAX_LINES])
+
+
+def plot_data_constrained(fit, N, D, U, loss, *, y_label, heldout=None, path=None) -> Figure:
+    """Left: the loss against epochs D / U_D (U_D = min(U, D)) for the (N, U_D) pairs run at
+    the most epochs, fit.predict along each with fit.band; right: the effective data D' / U_D
+    with its band, beside D / U_D (repeated tokens as good as new) and its ceiling 1 + R_D*.
+    heldout: an extrapolation check's points (N, D, U, y_label, predicted, lo, hi)."""
+    N, D, U, loss = (np.asarray(v, float) for v in (N, D, U, loss))
+    ud = np.minimum(U, D)
+    epochs = D / ud
+    fig = Figure(figsize=(12, 5), layout="constrained")
+    ax, bx = fig.subplots(1, 2)
+    held = None if heldout is None else heldout["D"] / np.minimum(heldout["U"], heldout["D"])
+    top = epochs.max() if held is None else max(epochs.max(), held.max())
+    grid = np.geomspace(1, 1.5 * top, 120)
+    pairs = _repeated_pairs(N, ud, epochs)
+    colors = colormaps["viridis"](np.linspace(0, 0.9, max(len(pairs), 1)))
+    for (n, u), color in zip(pairs, colors, strict=False):
+        at = np.isclose(N, n) & np.isclose(ud, u)
+        ax.scatter(epochs[at], loss[at], s=16, color=color, label=f"N = {n:.3g}, U = {u:.3g}")
+        ax.plot(grid, fit.predict(n, grid * u, u), color=color, lw=1)
+        _band(ax, grid, *fit.band(n, grid * u, u), color)
+    if heldout is not None:
+        _held_out(ax, held, heldout, y_label)
+    for a in (ax, bx):
+        a.set_xscale("log")
+        a.set_xlabel("epochs D / U_D")
+        a.grid(True, which="both", alpha=0.2)
+    ax.set_ylabel(y_label)
+    ax.set_title("the law along epochs per (N, U) run at several (bands: bootstrap)", fontsize=9)
+    ax.legend(fontsize=7)
+    value, lo, hi = fit.data_multiplier(grid)
+    r_d = fit.estimates()["R_D_star"].value
+    bx.plot(grid, value, color="C0", lw=1.5, label="D' / U_D, the law")
+    _band(bx, grid, lo, hi, "C0")
+    bx.plot(grid, grid, color="0.4", ls="--", lw=1, label="D / U_D: repeats worth new tokens")
+    if 1 + r_d < 10 * grid[-1]:  # a ceiling far above the data would flatten the curve
+        bx.axhline(1 + r_d, color="0.4", ls=":", lw=1, label=f"ceiling 1 + R_D* = {1 + r_d:.3g}")
+    bx.set_yscale("log")
+    bx.set_ylabel("effective data D' / U_D")
+    bx.set_title(f"effective data, R_D* = {r_d:.3g} (band: bootstrap)", fontsize=9)
+    bx.legend(fontsize=8)
     return save_figure(fig, path)

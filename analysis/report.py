@@ -2,9 +2,10 @@
 
 Fits: the loss-vs-compute frontier L(C) (Kaplan et al. 2020 / approach 1 envelope), L(N) at each
 token budget, Chinchilla approach 3 L(N, D) with the compute-optimal allocation, approach 1
-(envelope of the training curves), approach 2 (IsoFLOP, when the sweep is an IsoFLOP design)
-and the over-training law L(C, M) of Gadre et al. 2024 (when the runs span >= 2 token
-multipliers M = D / N).
+(envelope of the training curves), approach 2 (IsoFLOP, when the sweep is an IsoFLOP design),
+the over-training law L(C, M) of Gadre et al. 2024 (when the runs span >= 2 token
+multipliers M = D / N) and the data-constrained law of Muennighoff et al. 2023 (when the
+results carry unique_tokens and some runs repeat their data).
 A fit the sweep cannot support is listed under "skipped" with the reason; it never raises.
 Emergence: analysis.emergence_report on the sweep's task scores.
 """
@@ -45,6 +46,7 @@ FILES = (
 )
 ESTIMATES = ("E", "A", "B", "alpha", "beta", "a", "b")
 OVERTRAINING = ("E", "a", "b", "eta", "M_opt")
+DATA_CONSTRAINED = ("E", "A", "B", "alpha", "beta", "R_D_star", "R_N_star")
 # Approach 3's allocation solves C = 6ND (N_opt and D_opt in closed form); approaches 1 and 2
 # read N_opt off runs at the report's FLOP count. The labels say so: on tiny models the
 # detailed count is several times 6ND, which shifts approach 3's curve along C.
@@ -97,6 +99,7 @@ def _estimates_rows(fits: dict) -> tuple[list[str], list[list[str]]]:
         ("envelope", ("a", "b")),
         ("isoflop", ("a", "b")),
         ("overtraining", OVERTRAINING),
+        ("data_constrained", DATA_CONSTRAINED),
         ("loss_vs_flops", ("E", "A", "alpha")),
     ):
         f = fits[name]
@@ -147,6 +150,14 @@ def _report_markdown(sweep: str, runs: pd.DataFrame, fits: dict, emergence: dict
         "2024): " + ", ".join(f"{k} = {fmt_ci(ot[k], *ot[f'{k}_ci'])}" for k in OVERTRAINING)
         if ot["status"] == "ok"
         else f"2024): skipped ({ot['reason']})"
+    )
+    dc = fits["data_constrained"]
+    others += "\n- data-constrained law (Muennighoff et al. 2023): " + (
+        ", ".join(f"{k} = {fmt_ci(dc[k], *dc[f'{k}_ci'])}" for k in DATA_CONSTRAINED[-2:])
+        + "\n\nLoss along epochs and the effective data D' / U_D:\n\n"
+        "![data-constrained](data_constrained.png)"
+        if dc["status"] == "ok"
+        else f"skipped ({dc['reason']})"
     )
     iso = fits["isoflop"]
     if iso["status"] == "ok":
@@ -251,10 +262,15 @@ def write_report(
     if allocation_fits["isoflop"] is not None:  # the profiles and their minima (approach 2)
         plot_isoflop(allocation_fits["isoflop"], runs, path=out / "isoflop.png")
         drawn.append("isoflop.png")
+    form = get_form("data_constrained")  # when the runs carry unique_tokens
+    law_fits = {"data_constrained": _attempt(form.name, lambda: form.fit(runs, request), skipped)}
+    if law_fits["data_constrained"] is not None:
+        paths = form.plot(law_fits["data_constrained"], runs, request, lambda s: out / f"{s}.png")
+        drawn += [p.name for p in paths]
     reasons = {s["fit"]: s["reason"] for s in skipped}
     fit_dicts = {
         name: fit.to_dict() if fit else {"status": "skipped", "reason": reasons[name]}
-        for name, fit in allocation_fits.items()
+        for name, fit in (allocation_fits | law_fits).items()
     }
     budgets = np.geomspace(runs[flops_col].min(), 100 * runs[flops_col].max(), 20)
     allocations = {

@@ -1,12 +1,17 @@
-"""Speed of Gadre et al.'s laws with a full bootstrap: the over-training law L(C, M) and the
-downstream-error law Err(L), on their RedPajama runs (tests/data/gadre2024).
+"""Speed of Gadre et al.'s and Muennighoff et al.'s laws with a full bootstrap: the
+over-training law L(C, M) and the downstream-error law Err(L) on Gadre et al.'s RedPajama runs
+(tests/data/gadre2024), the data-constrained law L(N, D, U) on Muennighoff et al.'s C4 runs
+(tests/data/muennighoff2023).
 
     python bench/fit_laws.py [--n-boot 1000] [--boot-starts 25] [--repeats 3]
 
 Times, after one call that compiles the L-BFGS programs: the over-training law on the 33 runs
 below 1e21 FLOPs (900-start grid, then --n-boot resamples x --boot-starts starts), the error law
 on the 35 runs (17-task average error vs C4 loss, --n-boot resamples), and one error-law fit per
-task on the 17 tasks. Best of --repeats.
+task on the 17 tasks; the data-constrained law on the 182 runs of Muennighoff et al.'s fit with
+their base law given (25 starts of R_D*, R_N*, then --n-boot resamples x --boot-starts), and on
+all 295 runs with the base fitted too (alpha = beta, 900 starts, on the 62 runs of at most 2.5
+epochs; each resample refits both stages). Best of --repeats.
 """
 
 from __future__ import annotations
@@ -15,12 +20,16 @@ import argparse
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
+from analysis.fits.data_constrained import fit_data_constrained
 from analysis.fits.downstream import fit_downstream_error
 from analysis.fits.overtraining import fit_overtraining
 
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data" / "gadre2024"
+MUENNIGHOFF = DATA.parent / "muennighoff2023" / "runs.csv"
+PAPER_BASE = np.array([6.255414, 7.3049974, 0.6254804, 0.3526596, 0.3526596])  # their C4 law
 
 
 def best_of(repeats: int, fn) -> tuple[float, object]:
@@ -71,6 +80,28 @@ def main() -> None:
     per_task = lambda: [error_law(g, "error") for _, g in subset.groupby("task")]
     task_s, _ = best_of(args.repeats, per_task)
     print(f"downstream_error per task, 17 fits + {args.n_boot} resamples each: {task_s:.2f} s")
+    bench_data_constrained(args)
+
+
+def bench_data_constrained(args) -> None:
+    runs = pd.read_csv(MUENNIGHOFF)
+    theirs = runs[runs["in_decay_fit"] == 1]
+    law = lambda t, n_boot, **kw: fit_data_constrained(
+        t, n_col="params", d_col="tokens", n_boot=n_boot, boot_starts=args.boot_starts, **kw
+    )
+    for name, table, kw in (
+        ("base given", theirs, {"base": PAPER_BASE}),
+        ("base fitted", runs, {"max_epochs_base": 2.5, "tie": True}),
+    ):
+        full_s, _ = best_of(args.repeats, lambda t=table, k=kw: law(t, 0, **k))
+        boot_s, fit = best_of(args.repeats, lambda t=table, k=kw: law(t, args.n_boot, **k))
+        est = fit.estimates()
+        print(
+            f"data_constrained, {name}, {len(table)} runs: fit {full_s:.2f} s, fit + "
+            f"{args.n_boot} resamples x {args.boot_starts} starts {boot_s:.2f} s; "
+            + ", ".join(f"{k} {est[k].value:.3g} [{est[k].lo:.3g}, {est[k].hi:.3g}]"
+                        for k in ("R_D_star", "R_N_star"))
+        )  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """`scaling fit`: compute-optimal and loss-law fits on this project's results or on any CSV.
 
-    scaling fit chinchilla|isoflop|envelope|kaplan|overtraining|downstream_error INPUT [--out DIR]
+    scaling fit chinchilla|isoflop|envelope|kaplan|overtraining|downstream_error|data_constrained
+        INPUT [--out DIR]
         [--n COL] [--d COL] [--c COL] [--loss COL]
         [--filter COL=VALUE ...] [--group COL[,COL...]]
         [--min-c C] [--max-c C] [--drop-highest-loss K]
@@ -14,6 +15,9 @@
     overtraining: [--delta H] [--holdout-above C | --holdout-frac F] [--tolerance T]
     downstream_error: [--error COL] [--from-compute] [--delta H]
                 [--holdout-above C | --holdout-frac F] [--tolerance T]
+    data_constrained: [--unique COL] [--max-epochs-base E] [--tie-exponents]
+                [--base E,A,B,ALPHA,BETA] [--delta H] [--holdout-by compute|epochs]
+                [--holdout-above X | --holdout-frac F] [--tolerance T]
 
 A thin adapter: the fits, their registry and the pipeline are in analysis/fits.
 """
@@ -53,11 +57,12 @@ with intervals and diagnostics, the input, column mapping, FLOP convention, sele
 number of points used), fit.md (Markdown table), fit.tex (booktabs LaTeX table) and PNG plots.
 Allocation plots span [min C, 100 x max C]; --budgets adds the allocation table at those C to
 fit.json and fit.md. With --holdout-above C or --holdout-frac F (chinchilla, kaplan's nd law,
-overtraining, downstream_error), the fit is also done on the runs below the cutoff and
-predicts the held-out larger runs: extrapolation.json, extrapolation.png, and for
-overtraining and downstream_error <approach>_holdout.png (the law fitted on the cheaper runs
-with its band, and the held-out runs; downstream_error predicts their error, from their
-measured loss or, with --from-compute, from N and D). Bad input (unknown column,
+overtraining, downstream_error, data_constrained), the fit is also done on the runs below the
+cutoff and predicts the held-out larger runs (data_constrained with --holdout-by epochs: the
+most-repeated runs, the cutoff on epochs): extrapolation.json, extrapolation.png, and for
+overtraining, downstream_error and data_constrained <approach>_holdout.png (the law fitted on
+the cheaper runs with its band, and the held-out runs; downstream_error predicts their error,
+from their measured loss or, with --from-compute, from N and D). Bad input (unknown column,
 non-positive or non-finite N/D/C/loss, a single model size, fewer points than parameters) is
 one line on stderr and exit code 2.
 """
@@ -182,7 +187,8 @@ def add_parser(subparsers, forms: bool = True) -> None:
     """`scaling fit` and, with `forms`, one subcommand per registered fit form (importing the
     registry, and with it the fits, only then: every other command starts in 0.1 s)."""
     f = subparsers.add_parser(
-        "fit", help="fit Chinchilla approaches 1-3, Kaplan's or Gadre et al.'s laws to any table",
+        "fit", help="fit Chinchilla approaches 1-3, Kaplan's, Gadre et al.'s or Muennighoff et "
+        "al.'s laws to any table",
         description=__doc__.split("\n\n")[0], epilog=COMMON_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )  # fmt: skip

@@ -176,6 +176,21 @@ def test_bad_splits_are_config_errors_naming_the_flag():
         extrapolation_check(bad, fit_chinchilla_form, **kw)
 
 
+def test_split_on_another_variable():
+    """split_by holds out the largest values of that variable (here tokens per parameter)
+    instead of C, and the split, the verdict and the errors name it."""
+    df = runs_table(np.random.default_rng(6))
+    ratio = ("D/N", (df["D"] / df["N"]).to_numpy())
+    kw = dict(n_col="N", d_col="D", loss_col="L", split_by=ratio, flag_names=FLAGS)
+    res = extrapolation_check(df, fit_chinchilla_form, holdout_frac=0.2, **kw)
+    assert res.n_holdout == 8 and np.allclose(res.points["D"] / res.points["N"], 80)
+    assert res.split == "largest-D/N 0.2 of runs (D/N > 40)"
+    assert "with D/N up to 80 (training runs: up to 40, 32 runs)" in res.verdict
+    with pytest.raises(ConfigError, match="no runs above D/N = 100") as e:
+        extrapolation_check(df, fit_chinchilla_form, holdout_above=100, **kw)
+    assert e.value.field == "--holdout-above"
+
+
 def test_plot(tmp_path):
     df = runs_table(np.random.default_rng(4))
     res = extrapolation_check(df, fit_chinchilla_form, n_col="N", c_col="C", loss_col="L")

@@ -97,9 +97,11 @@ def test_write_report_full_sweep(tmp_path):
     # Five sizes x three token budgets span 15 multipliers M = D / N: the over-training law fits.
     assert fits["overtraining"]["status"] == "ok" and 0.1 < fits["overtraining"]["eta"] < 0.2
     assert "| overtraining | M_opt |" in (tmp_path / "fits.md").read_text()
-    # A grid of sizes x token budgets is not an IsoFLOP design: approach 2 is a named skip.
-    assert [s["fit"] for s in fits["skipped"]] == ["isoflop"]
+    # A grid of sizes x token budgets is not an IsoFLOP design: approach 2 is a named skip, and
+    # results without unique tokens skip the data-constrained law.
+    assert [s["fit"] for s in fits["skipped"]] == ["isoflop", "data_constrained"]
     assert fits["isoflop"]["status"] == "skipped" and "budget" in fits["isoflop"]["reason"]
+    assert "unique_tokens" in fits["data_constrained"]["reason"]
 
     table = pd.read_csv(tmp_path / "emergence.csv")
     assert {"task", "metric", "family", "class"} <= set(table.columns)
@@ -115,6 +117,19 @@ def test_write_report_full_sweep(tmp_path):
         assert part in report, part
     assert summary["alpha"] is not None
     assert summary["classes"]["synthetic, D=8M/add//exact_match/0"] == "emergent"
+
+
+def test_data_constrained_law_when_runs_repeat_their_data(tmp_path):
+    """Unique tokens capped at 8M: the 16M and 32M runs repeat their data 2 and 4 times, and
+    the report fits the data-constrained law (its rows in fits.md, its figure)."""
+    results, curves = synthetic_sweep([(m, t) for m in SIZES for t in (*BUDGETS, 16e6, 32e6)])
+    results["unique_tokens"] = np.minimum(results["tokens"], 8e6)
+    summary = write_report(results, curves, tmp_path, n_boot=20)
+    dc = json.loads((tmp_path / "fits.json").read_text())["data_constrained"]
+    assert dc["status"] == "ok" and dc["n_base_points"] == len(SIZES) * len(BUDGETS)
+    assert "| data_constrained | R_D_star |" in (tmp_path / "fits.md").read_text()
+    assert str(tmp_path / "data_constrained.png") in summary["files"]
+    assert "![data-constrained](data_constrained.png)" in (tmp_path / "report.md").read_text()
 
 
 def test_write_report_two_runs_skips_fits_instead_of_failing(tmp_path):

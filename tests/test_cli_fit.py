@@ -326,3 +326,39 @@ def test_downstream_error_from_measured_loss_and_per_task(tmp_path, capsys):
     argv = [str(GADRE / "models.csv"), "--loss", "loss_c4_val", "--error", "nope"]
     assert run(["downstream_error", *argv, "--out", str(out)]) == 2
     assert "--error 'nope'" in error_line(capsys)
+
+
+MUENNIGHOFF = Path(__file__).resolve().parent / "data" / "muennighoff2023" / "runs.csv"
+PAPER_BASE = "1.869144,520.8249,1487.716,0.3526596,0.3526596"  # their C4 base law, unrounded
+
+
+def test_data_constrained_on_muennighoff_runs(tmp_path, capsys):
+    """Their procedure on their 182 runs (the base given), the most-repeated fifth held out;
+    their own base fitted on their runs of at most 2.5 epochs; bad flags."""
+    out = tmp_path / "given"
+    argv = [str(MUENNIGHOFF), "--n", "params", "--d", "tokens", "--n-boot", "20"]
+    given = [*argv, "--filter", "in_decay_fit=1", "--base", PAPER_BASE]
+    holdout = ["--holdout-by", "epochs", "--holdout-frac", "0.2", "--tolerance", "0.5"]
+    assert run(["data_constrained", *given, *holdout, "--out", str(out)]) == 0
+    fit = json.loads((out / "fit.json").read_text())
+    assert fit["law"].startswith("L(N, D, U)") and fit["settings"]["base"] == "given"
+    assert 90 < fit["R_D_star"] < 100 and 1.6 < fit["R_N_star"] < 1.8
+    assert any("do not separate" in w for w in fit["diagnostics"]["warnings"])
+    assert fit["columns"]["unique"] == "unique_tokens"
+    ex = json.loads((out / "extrapolation.json").read_text())
+    assert ex["split"].startswith("largest-epochs 0.2 of runs (epochs > ")
+    assert ex["n_holdout"] >= 0.2 * 182 and "unique_tokens" in ex["points"][0]
+    for name in ("fit.md", "fit.tex", "data_constrained.png", "data_constrained_holdout.png"):
+        assert (out / name).exists(), name
+    assert r"$R_D^*$" in (out / "fit.tex").read_text()
+
+    out = tmp_path / "fitted"
+    fitted = [*argv, "--max-epochs-base", "2.5", "--tie-exponents", "--out", str(out)]
+    assert run(["data_constrained", *fitted]) == 0
+    fit = json.loads((out / "fit.json").read_text())
+    assert fit["n_base_points"] == 62 and fit["alpha"] == fit["beta"]
+
+    assert run(["data_constrained", *argv, "--base", "1,2,3", "--out", str(out)]) == 2
+    assert "--base" in error_line(capsys)
+    assert run(["data_constrained", *argv, "--unique", "nope", "--out", str(out)]) == 2
+    assert "--unique 'nope'" in error_line(capsys)

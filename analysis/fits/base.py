@@ -88,6 +88,8 @@ class FitForm:
     predicts and from which columns (default: the loss column, from N and D).
     plot_holdout(result, request, path): a figure of the check drawn the form's way (the law
     fitted on the cheaper runs with its band, and the held-out runs), besides the generic one.
+    holdout_split(table, request): (name, values per row) to hold out the largest values of
+    instead of C (the most-repeated runs), or None for C.
     """
 
     name: str
@@ -102,3 +104,4 @@ class FitForm:
     holdout: Callable[[dict], str | None]
     target: Callable[[FitRequest], Target] | None = None
     plot_holdout: Callable[..., None] | None = None
+    holdout_split: Callable[[pd.DataFrame, FitRequest], tuple | None] | None = None

@@ -49,16 +49,28 @@ FAR_EXPONENT = 0.05
 FAR_LOG_COEF = np.log(1.25)
 
 
-def start_grid(grid: dict | None = None, names: tuple[str, ...] = PARAMS) -> np.ndarray:
+def start_grid(
+    grid: dict | None = None, names: tuple[str, ...] = PARAMS, defaults: dict = GRID
+) -> np.ndarray:
     """The Cartesian product of the grid's values, (n_starts, len(names)) in that order; a
-    law with fewer parameters (beta tied to alpha) takes the grid of the ones it has."""
-    g = {**{k: GRID[k] for k in names}, **(grid or {})}
+    law with fewer parameters (beta tied to alpha) takes the grid of the ones it has, a law
+    with other parameters names its own `defaults`."""
+    g = {**{k: defaults[k] for k in names}, **(grid or {})}
     unknown = set(g) - set(names)
     if unknown:
         raise ConfigError(
             f"grid.{sorted(unknown)[0]}", "not a parameter", f"use {', '.join(names)}"
         )
     return np.array(list(itertools.product(*(np.asarray(g[p], float) for p in names))))
+
+
+def huber_loss(total, w, log_l, delta, xp=jnp):
+    """(f, psi): the weighted Huber loss of log L - log total per lane, and psi = d f / d total,
+    from which a law's gradient follows by the chain rule through its terms."""
+    r = log_l - xp.log(total)
+    abs_r = xp.abs(r)
+    huber = xp.where(abs_r < delta, 0.5 * r * r, delta * (abs_r - 0.5 * delta))
+    return xp.sum(w * huber, axis=1), -w * xp.clip(r, -delta, delta) / total
 
 
 def objective(theta, w, log_n, log_d, log_l, delta, xp=jnp):
@@ -72,12 +84,7 @@ def objective(theta, w, log_n, log_d, log_l, delta, xp=jnp):
     t_n = xp.exp(a - alpha * log_n)
     t_d = xp.exp(b - beta * log_d)
     t_e = xp.exp(e)
-    total = t_e + t_n + t_d
-    r = log_l - xp.log(total)
-    abs_r = xp.abs(r)
-    huber = xp.where(abs_r < delta, 0.5 * r * r, delta * (abs_r - 0.5 * delta))
-    f = xp.sum(w * huber, axis=1)
-    psi = -w * xp.clip(r, -delta, delta) / total  # d f / d log L_pred, over L_pred
+    f, psi = huber_loss(t_e + t_n + t_d, w, log_l, delta, xp)
     g_n, g_d = psi * t_n, psi * t_d
     grad = xp.stack(
         [
@@ -134,16 +141,23 @@ def search(starts: np.ndarray, data: tuple, fg=objective) -> Search:
     return Search(polish.x[best], objective_at_best, float(at_optimum), polish.x, f_polished)
 
 
-def bootstrap_optima(theta, starts, data, counts, rng, boot_starts: int, fg=objective):
+def bootstrap_optima(theta, starts, data, counts, rng, boot_starts: int, fg=objective, frozen=None):
     """Per resample (a row of integer weights `counts`), the optimum refitted from the
     full-data optimum `theta` and boot_starts - 1 grid starts drawn at random for that
-    resample; (n_resamples, P), NaN rows where the refit failed, in the order of `counts`."""
+    resample; (n_resamples, P), NaN rows where the refit failed, in the order of `counts`.
+
+    frozen (n_resamples, Q): leading parameters each resample holds at its own values (fg
+    gives them zero gradient: a law fitted in stages refits its later stage on each resample's
+    own earlier one); theta and the starts then cover the parameters after them, and the rows
+    returned hold Q + P values."""
     n_boot, p = len(counts), len(theta)
     k = min(boot_starts - 1, len(starts))
     picks = np.stack([rng.choice(len(starts), k, replace=False) for _ in range(n_boot)])
-    lane_starts = np.concatenate(
-        [np.broadcast_to(theta, (n_boot, 1, p)), starts[picks]], axis=1
-    ).reshape(-1, p)
+    lanes = np.concatenate([np.broadcast_to(theta, (n_boot, 1, p)), starts[picks]], axis=1)
+    if frozen is not None:
+        held = np.broadcast_to(np.asarray(frozen)[:, None], (n_boot, k + 1, frozen.shape[1]))
+        lanes = np.concatenate([held, lanes], axis=2)
+    lane_starts = lanes.reshape(n_boot * (k + 1), -1)
     group = np.repeat(np.arange(n_boot), k + 1)
     return best_with_polish(lane_starts, counts[group], data, group, fg)
 

@@ -20,6 +20,7 @@ TEX_NAMES = {
         "alpha": r"$\alpha$", "beta": r"$\beta$", "alpha_N": r"$\alpha_N$",
         "alpha_D": r"$\alpha_D$", "N_c": r"$N_c$", "D_c": r"$D_c$", "x_c": r"$x_c$",
         "n_coef": r"$N_\mathrm{opt}$ coef.", "d_coef": r"$D_\mathrm{opt}$ coef.",
+        "R_D_star": r"$R_D^*$", "R_N_star": r"$R_N^*$",
     }.items()
 }  # fmt: skip
 

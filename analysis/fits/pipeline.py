@@ -32,7 +32,8 @@ HOLDOUT_FLAGS = {"holdout_above": "--holdout-above", "holdout_frac": "--holdout-
 
 @dataclass(frozen=True)
 class Holdout:
-    """The extrapolation check: hold out C > above, or the largest-compute fraction frac."""
+    """The extrapolation check: hold out C > above, or the largest-compute fraction frac (or
+    the form's own split variable, FitForm.holdout_split, in place of C)."""
 
     above: float | None = None
     frac: float | None = None
@@ -116,6 +117,7 @@ def _check_group(form: FitForm, sub, request: FitRequest, key: str) -> None:
 def _extrapolate(form, sub, request: FitRequest, holdout: Holdout) -> ExtrapolationResult:
     cols = request.columns
     target = form.target(request) if form.target else None
+    split = form.holdout_split(sub, request) if form.holdout_split else None
     return extrapolation_check(
         sub,
         lambda t: form.fit(t, request),
@@ -131,6 +133,7 @@ def _extrapolate(form, sub, request: FitRequest, holdout: Holdout) -> Extrapolat
         flag_names=HOLDOUT_FLAGS,
         target_col=target.column if target else None,
         input_cols=target.inputs if target else (),
+        split_by=split,
     )
 
 

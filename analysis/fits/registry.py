@@ -1,6 +1,7 @@
 """The fit forms by name: what each needs (column roles, tables, parameters), how it fits, what
 it draws and which flags it adds to `scaling fit NAME`. A new form is one new module with its
-fit plus one FitForm entry in FORMS.
+fit plus one FitForm entry in FORMS (written here, or beside its fit with its CLI glue, as
+analysis.fits.data_constrained_form).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from analysis.fit_plots import (
 from analysis.fits.base import FitForm, FitRequest, Target
 from analysis.fits.chinchilla import fit_chinchilla
 from analysis.fits.columns import BUDGET_COL
+from analysis.fits.data_constrained_form import FORM as DATA_CONSTRAINED
 from analysis.fits.downstream import ErrorFromCompute, fit_downstream_error
 from analysis.fits.envelope import fit_envelope
 from analysis.fits.isoflop import METHODS, RESAMPLES, fit_isoflop
@@ -292,6 +294,7 @@ FORMS = {
             target=_downstream_target,
             plot_holdout=_plot_downstream_holdout,
         ),
+        DATA_CONSTRAINED,
         FitForm(
             name="isoflop",
             summary="approach 2: IsoFLOP profiles, N_opt ∝ C^a from per-budget loss minima",

@@ -19,6 +19,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from experiments import store
+from scaling import data
 from scaling.config import EvalConfig, RunConfig, run_config
 from scaling.evaluate import check_prompts_fit, evaluate
 from scaling.tasks import resolve
@@ -66,9 +67,10 @@ def record(
     on_rows(rows) gets each task's rows once they are stored (TensorBoard, W&B)."""
     todo = pending(run_dir, cfg, ecfg, step)
     rows = store.read_eval(run_dir)
+    tok = data.run_tokenizer(cfg.data)
     for task in todo:
         one = dataclasses.replace(ecfg, tasks=(task,))
-        new = annotate(evaluate(params, cfg.model, one), cfg, ecfg, step)
+        new = annotate(evaluate(params, cfg.model, one, tok), cfg, ecfg, step)
         rows += new
         store.write_eval(run_dir, rows)
         if on_rows is not None:
@@ -85,7 +87,7 @@ def evaluate_run(run_dir: Path, overrides: dict, checkpoints: bool = False) -> t
     cfg = run_config(store.read_json(store.join(run_dir, store.CONFIG)))
     ecfg = dataclasses.replace(cfg.eval, **overrides)
     ecfg.validate()
-    check_prompts_fit(cfg.model, ecfg)  # before any checkpoint is read
+    check_prompts_fit(cfg.model, ecfg, data.run_tokenizer(cfg.data))  # before reading checkpoints
     manager = checkpoint_manager(run_dir, cfg.train)
     try:
         # one event file for every checkpoint's scores

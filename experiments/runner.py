@@ -79,7 +79,7 @@ def preflight(configs: list[RunConfig]) -> None:
 
     for cfg in configs:
         data.check_fits(data.load_corpus(cfg.data), cfg.model.seq_len)
-        check_prompts_fit(cfg.model, cfg.eval)
+        check_prompts_fit(cfg.model, cfg.eval, data.run_tokenizer(cfg.data))
 
 
 def local_dir(url: str) -> Path:

@@ -28,6 +28,12 @@ DOC_SEPARATOR = "\n\n"
 encode, decode = tokenizer.ByteTokenizer().encode, tokenizer.ByteTokenizer().decode
 
 
+def run_tokenizer(cfg: DataConfig) -> tokenizer.Tokenizer:
+    """The run's tokenizer, which evaluation encodes prompts with: the one place that knows where
+    a corpus keeps it."""
+    return tokenizer.load(cfg.tokenizer)
+
+
 @dataclass(frozen=True)
 class Corpus:
     train: np.ndarray  # token ids

@@ -243,6 +243,7 @@ def from_bigbench(spec: dict, source: str) -> Task:
         baseline = float(np.mean([np.mean([s for _, s in ex.target_scores]) for ex in parsed]))
     else:
         baseline = 0.0
+    # In bytes: no fewer than its tokens under any tokenizer here (a token spells >= 1 byte).
     longest = max(len(t.encode()) for ex in parsed for t in (ex.target or ("",)))
     fields = {k: spec.get(k, default) for k, default in _OPTIONAL.items()}
     for k, v in fields.items():

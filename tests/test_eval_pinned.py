@@ -6,11 +6,14 @@ import pytest
 from conftest import tiny_run
 
 from scaling.config import EvalConfig, run_config
-from scaling.evaluate import continuation_logprobs, evaluate
+from scaling.evaluate import evaluate
 from scaling.generate import generate
+from scaling.likelihood import continuation_logprobs
+from scaling.tokenizer import ByteTokenizer
 from scaling.train import train
 
 REL = 1e-6
+BYTES = ByteTokenizer()
 # (task, shots, metric): (value, stderr)
 ROWS = {
     ("add2", 0, "exact_match"): (0.0, 0.0),
@@ -60,7 +63,8 @@ def test_byte_level_scores_are_pinned(trained):
         n_examples=20,
         instruction=False,
     )
-    rows = {(r["task"], r["shots"], r["metric"]): r for r in evaluate(params, cfg.model, ecfg)}
+    rows = evaluate(params, cfg.model, ecfg, BYTES)
+    rows = {(r["task"], r["shots"], r["metric"]): r for r in rows}
     assert rows.keys() == ROWS.keys()
     for key, (value, stderr) in ROWS.items():
         if key[2] in COUNTS:
@@ -72,10 +76,12 @@ def test_byte_level_scores_are_pinned(trained):
 
 def test_byte_level_logprobs_and_generations_are_pinned(trained):
     cfg, params = trained
-    got = continuation_logprobs(params, cfg.model, PAIRS)
+    got = continuation_logprobs(params, cfg.model, BYTES, PAIRS)
     assert got.tolist() == pytest.approx(LOGPROBS, rel=REL)
-    greedy = generate(params, cfg.model, GREEDY_PROMPTS, 8)
-    sampled = generate(params, cfg.model, GREEDY_PROMPTS[:2], 8, temperature=1.0, top_p=0.9, seed=3)
+    greedy = generate(params, cfg.model, BYTES, GREEDY_PROMPTS, 8)
+    sampled = generate(
+        params, cfg.model, BYTES, GREEDY_PROMPTS[:2], 8, temperature=1.0, top_p=0.9, seed=3
+    )
     for samples, want in ((greedy, GREEDY), (sampled, SAMPLED)):
         assert [(s.text, s.stopped) for s in samples] == [(t, stop) for t, _, stop in want]
         assert [s.mean_logprob for s in samples] == pytest.approx([m for _, m, _ in want], rel=REL)

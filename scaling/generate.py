@@ -71,7 +71,6 @@ def _pick(logits, key, step, temperature, top_p, n_valid):
     return token, jnp.take_along_axis(logprobs, token[:, None], axis=-1)[:, 0]
 
 
-@partial(jax.jit, static_argnames=("cfg", "budget"))
 def _start(params, prompt, pad, active, cfg: ModelConfig, budget: int):
     """The loop's state before the first new token: the cache filled with the prompts."""
     rows = prompt.shape[0]
@@ -81,9 +80,13 @@ def _start(params, prompt, pad, active, cfg: ModelConfig, budget: int):
     return jnp.int32(0), logits[:, -1], cache, out, logp, ~active
 
 
-@partial(jax.jit, static_argnames=("cfg",), donate_argnames=("state",))
-def _extend(params, state, rows: Rows, until, cfg: ModelConfig):
-    """New tokens up to step `until` (<= budget); stops early once every row has halted."""
+@partial(jax.jit, static_argnames=("cfg", "budget"), donate_argnames=("state",))
+def _decode(params, state, prompt, active, rows: Rows, until, cfg: ModelConfig, budget: int):
+    """New tokens up to step `until` (<= budget) from `state`, or, with state None, from the
+    prompts (filling the cache in the same program: one call when no host check is needed);
+    stops early once every row has halted."""
+    if state is None:
+        state = _start(params, prompt, rows.pad, active, cfg, budget)
 
     def step(state):
         i, last, cache, out, logp, done = state
@@ -138,10 +141,11 @@ def _run(params, cfg: ModelConfig, tok: Tokenizer, prompt, rows: Rows, active, s
     """(new tokens, their log-probabilities) of one batch: decoding on the device in one go, or,
     with stops that can straddle tokens, in runs of STOP_CHECK_EVERY tokens between host checks."""
     budget = max(8, 1 << (limit - 1).bit_length())  # few distinct output shapes
-    state = _start(params, prompt, rows.pad, active, cfg, budget)
     every = limit if all(len(s.encode()) == 1 for s in stops) else STOP_CHECK_EVERY
+    state = None
     for until in range(every, limit + every, every):
-        state = _extend(params, state, rows, jnp.int32(min(until, limit)), cfg)
+        until = min(until, limit)
+        state = _decode(params, state, prompt, active, rows, jnp.int32(until), cfg, budget)
         *_, out, logp, done = state
         if until >= limit or bool(done.all()):
             break

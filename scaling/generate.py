@@ -145,7 +145,7 @@ def _run(params, cfg: ModelConfig, tok: Tokenizer, prompt, rows: Rows, active, s
     state = None
     for until in range(every, limit + every, every):
         until = min(until, limit)
-        state = _decode(params, state, prompt, active, rows, jnp.int32(until), cfg, budget)
+        state = _decode(params, state, prompt, active, rows, np.int32(until), cfg, budget)
         *_, out, logp, done = state
         if until >= limit or bool(done.all()):
             break
@@ -197,11 +197,11 @@ def generate(
         r = slice(s, s + batch)
         rows = Rows(
             keys[r],
-            jnp.asarray(pad[r]),
-            jnp.int32(width),
-            jnp.float32(temperature),
-            jnp.float32(top_p),
-            jnp.int32(tok.vocab_size),
+            pad[r],
+            np.int32(width),
+            np.float32(temperature),
+            np.float32(top_p),
+            np.int32(tok.vocab_size),
             halts,
         )
         out, logp = _run(params, cfg, tok, tokens[r], rows, active[r], stops, max_new_tokens)

@@ -11,8 +11,9 @@ spells it, instead of a lone " " and then "42".
 One departure, so that a score only holds tokens that spell continuation text: leading
 continuation tokens that spell nothing but the moved whitespace (it did not merge with the word
 after it, which under bytes it never does) go back to the context. A byte-level score is thus
-the continuation's bytes exactly, as before tokenizers; lm-eval would add the space's
-log-probability to every choice.
+the continuation's bytes exactly, as it was before evaluation knew other tokenizers; lm-eval
+would add the space's log-probability to every choice (the same for each, so `acc` agrees, but
+`logprob` and `acc_norm` would not).
 
 Rows longer than seq_len + 1 tokens lose context tokens from the left (lm-eval's truncation).
 """
@@ -42,8 +43,11 @@ def _move_space(context: str, continuation: str) -> tuple[str, str, str]:
 
 def _spaces_only(tok: Tokenizer, ids: np.ndarray, space: str) -> int:
     """How many leading `ids` spell nothing but (a prefix of) the moved whitespace."""
-    n = 0
-    while space and n < len(ids) and space.startswith(tok.decode(ids[: n + 1])):
+    n, text = 0, ""
+    while text != space and n < len(ids):
+        text = tok.decode(ids[: n + 1])
+        if not space.startswith(text):
+            break
         n += 1
     return n
 

@@ -5,7 +5,8 @@ every new token (what scaling.evaluate did before it had a cache).
     python bench/eval.py [--model s6] [--seq-len 256] [--examples 200] [--new-tokens 32]
 
 Parameters are a random initialisation: throughput does not depend on what the model learned,
-but the number of generated tokens does, so generation runs with stop=None to a fixed length.
+but the number of generated tokens does, so generation runs without stop strings to a fixed
+length. Text is byte-tokenized.
 Times exclude compilation (one warm-up call) and take the best of --repeats.
 """
 
@@ -19,11 +20,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from scaling import data, zoo
+from scaling import zoo
 from scaling.config import EvalConfig, ModelConfig
-from scaling.evaluate import continuation_logprobs, prompt_sets
+from scaling.evaluate import prompt_sets
 from scaling.generate import generate
+from scaling.likelihood import continuation_logprobs
 from scaling.model import apply, init_params
+from scaling.tokenizer import ByteTokenizer
 
 
 @partial(jax.jit, static_argnames=("cfg", "new_tokens"))
@@ -60,25 +63,28 @@ def main() -> None:
     args = ap.parse_args()
     cfg = ModelConfig(**zoo.shape(args.model), seq_len=args.seq_len)
     params = init_params(cfg, 0)
+    tok = ByteTokenizer()
     print(
         f"model {args.model} ({cfg.n_layer} layers, d_model {cfg.d_model}), seq_len {cfg.seq_len}"
     )
     print(f"backend {jax.default_backend()}, {jax.device_count()} device(s)\n")
 
     mc = EvalConfig(tasks=("largest_of_4",), shots=(3,), n_examples=args.examples)
-    ps = next(prompt_sets(cfg, mc))
+    ps = next(prompt_sets(cfg, mc, tok))
     pairs = [(p, c + "\n") for p, ex in zip(ps.prompts, ps.examples) for c in ex.choices]
-    t_mc = best_time(lambda: continuation_logprobs(params, cfg, pairs, args.batch), args.repeats)
+    t_mc = best_time(
+        lambda: continuation_logprobs(params, cfg, tok, pairs, args.batch), args.repeats
+    )
     print(f"multiple choice (largest_of_4, 3-shot, 4 choices): {args.examples / t_mc:8.1f} ex/s")
 
     gen = EvalConfig(tasks=("add3",), shots=(3,), n_examples=args.examples)
-    prompts = next(prompt_sets(cfg, gen)).prompts
+    prompts = next(prompt_sets(cfg, gen, tok)).prompts
     n = args.new_tokens
 
     def cached():
-        return generate(params, cfg, prompts, n, stop=None, batch=args.batch)
+        return generate(params, cfg, tok, prompts, n, stop=(), batch=args.batch)
 
-    encoded = [data.encode(p) for p in prompts]
+    encoded = tok.encode_batch(prompts)
     tokens = np.zeros((len(prompts), cfg.seq_len), np.int32)
     for i, p in enumerate(encoded):
         tokens[i, : len(p)] = p
@@ -96,7 +102,7 @@ def main() -> None:
     # Same greedy tokens both ways (the cache changes the cost, not the result).
     first = np.asarray(recompute()[0])
     for i, sample in enumerate(cached()[: args.batch]):
-        assert sample.text == data.decode(first[i, lengths[i] : lengths[i] + n])
+        assert sample.text == tok.decode(first[i, lengths[i] : lengths[i] + n])
     t_cache, t_full = best_time(cached, args.repeats), best_time(recompute, args.repeats)
     print(f"generation (add3, 3-shot, {n} new tokens):")
     for label, t in (("KV cache", t_cache), ("full recompute", t_full)):

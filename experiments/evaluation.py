@@ -66,9 +66,10 @@ def record(
     on_rows(rows) gets each task's rows once they are stored (TensorBoard, W&B)."""
     todo = pending(run_dir, cfg, ecfg, step)
     rows = store.read_eval(run_dir)
+    tok = cfg.data.run_tokenizer()
     for task in todo:
         one = dataclasses.replace(ecfg, tasks=(task,))
-        new = annotate(evaluate(params, cfg.model, one), cfg, ecfg, step)
+        new = annotate(evaluate(params, cfg.model, one, tok), cfg, ecfg, step)
         rows += new
         store.write_eval(run_dir, rows)
         if on_rows is not None:
@@ -85,7 +86,7 @@ def evaluate_run(run_dir: Path, overrides: dict, checkpoints: bool = False) -> t
     cfg = run_config(store.read_json(store.join(run_dir, store.CONFIG)))
     ecfg = dataclasses.replace(cfg.eval, **overrides)
     ecfg.validate()
-    check_prompts_fit(cfg.model, ecfg)  # before any checkpoint is read
+    check_prompts_fit(cfg.model, ecfg, cfg.data.run_tokenizer())  # before reading checkpoints
     manager = checkpoint_manager(run_dir, cfg.train)
     try:
         # one event file for every checkpoint's scores

@@ -96,7 +96,7 @@ def preflight(configs: list[RunConfig], here: bool = False, show: bool = True) -
                 bar.set_postfix_str(
                     f"{name}: {cfg.eval.n_examples} examples per task", refresh=False
                 )
-                check_prompts_fit(cfg.model, cfg.eval)
+                check_prompts_fit(cfg.model, cfg.eval, cfg.data.run_tokenizer())
                 bar.update()
 
 

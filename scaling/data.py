@@ -36,8 +36,6 @@ from scaling.task_suite import TASKS, WORDS
 from scaling.tasks import solved, training_example
 
 RANDOM, EPOCHS = "random", "epochs"
-# Byte-level encode/decode, for the code that still assumes bytes (evaluation; issue 16, part 4).
-encode, decode = tokenizer.ByteTokenizer().encode, tokenizer.ByteTokenizer().decode
 
 
 @dataclass(frozen=True)

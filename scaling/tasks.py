@@ -292,6 +292,7 @@ def from_bigbench(spec: dict, source: str) -> Task:
     baseline = spec.get("random_baseline", baseline)
     if not 0 <= baseline <= 1:
         raise bad("random_baseline", f"{baseline} not in [0, 1]", "give chance accuracy")
+    # In bytes: no fewer than its tokens under any tokenizer here (a token spells >= 1 byte).
     longest = max(len(t.encode()) for ex in parsed for t in (ex.target or ("",)))
     return Task(
         name=spec.get("name") or source,

@@ -42,6 +42,17 @@ def tiny_run(steps: int = 40, eval: dict = QUICK_EVAL, **train) -> dict:
     }
 
 
+@pytest.fixture(scope="session")
+def bpe(tmp_path_factory):
+    """A 512-id byte-level BPE trained on the documents of the synthetic corpus."""
+    from scaling import tokenizer
+    from scaling.data import synthetic_text
+
+    docs = synthetic_text(60_000, 0.5, seed=0).split("\n\n")
+    path = tokenizer.train_bpe(docs, 512, tmp_path_factory.mktemp("bpe") / "tokenizer.json")
+    return tokenizer.load(str(path))
+
+
 @pytest.fixture
 def tiny_cfg():
     """40 steps of the TINY shape, evaluated 1-shot on the default tasks."""

@@ -45,11 +45,11 @@ def test_an_interrupted_evaluation_leaves_a_record_and_whole_tasks(sweep_dir, mo
     real = evaluation.evaluate
     calls = []
 
-    def dies_on_second_task(params, cfg, ecfg):
+    def dies_on_second_task(params, cfg, ecfg, tok):
         calls.append(ecfg.tasks)
         if len(calls) == 2:
             raise KeyboardInterrupt  # a kill between tasks
-        return real(params, cfg, ecfg)
+        return real(params, cfg, ecfg, tok)
 
     monkeypatch.setattr(evaluation, "evaluate", dies_on_second_task)
     overrides = {"tasks": ("add2", "largest_of_4"), "n_examples": 5}

@@ -7,24 +7,24 @@ import jax
 import numpy as np
 import pytest
 
-from scaling import data
 from scaling.config import ConfigError, EvalConfig, ModelConfig
-from scaling.evaluate import (
-    check_prompts_fit,
+from scaling.eval_metrics import (
+    byte_edit_distance,
     choice_metrics,
-    continuation_logprobs,
     edit_distance,
-    evaluate,
     exact_match,
     majority_vote,
-    prompt_sets,
     summary,
     uniform_brier,
 )
+from scaling.evaluate import check_prompts_fit, evaluate, prompt_sets
 from scaling.generate import generate
+from scaling.likelihood import continuation_logprobs
 from scaling.model import apply, init_params
+from scaling.tokenizer import ByteTokenizer
 
 M = ModelConfig(n_layer=2, d_model=32, n_head=2, d_ff=64, seq_len=64)
+BYTES = ByteTokenizer()
 
 
 def test_acc_and_acc_norm_on_a_worked_example():
@@ -44,7 +44,8 @@ def test_brier_score_by_hand():
 
 def test_edit_distance_exact_match_vote_and_stderr():
     assert edit_distance("kitten", "sitting") == 3
-    assert edit_distance(data.encode("abc"), data.encode("")) == 3
+    assert edit_distance(b"abc", b"") == 3
+    assert byte_edit_distance(" é1 ", "e1") == 2  # é is two bytes
     assert exact_match(" 95 ", ("95",)) and not exact_match("951", ("95",))
     assert exact_match("b", ("a", "b"))
     assert majority_vote(["7", "", "8", "8", "7"]) == "7"  # tie: first seen wins
@@ -62,9 +63,9 @@ def params():
 
 def test_continuation_logprob_matches_a_direct_computation(params):
     pairs = [("12+34=", "46\n"), ("max 1 2 3 4 = ", "4\n")]
-    got = continuation_logprobs(params, M, pairs)
+    got = continuation_logprobs(params, M, BYTES, pairs)
     for (context, continuation), value in zip(pairs, got):
-        tokens = data.encode(context + continuation).astype(np.int32)
+        tokens = BYTES.encode(context + continuation).astype(np.int32)
         logp = jax.nn.log_softmax(apply(params, M, tokens[None])[0])
         n = len(context)
         want = sum(float(logp[i - 1, tokens[i]]) for i in range(n, len(tokens)))
@@ -72,17 +73,17 @@ def test_continuation_logprob_matches_a_direct_computation(params):
 
 
 def _greedy_by_recomputation(params, prompt: str, n: int) -> str:
-    tokens = list(data.encode(prompt))
+    tokens = list(BYTES.encode(prompt))
     for _ in range(n):
         window = np.zeros((1, M.seq_len), np.int32)  # one shape: compiled once
         window[0, : len(tokens)] = tokens
         tokens.append(int(np.argmax(apply(params, M, window)[0, len(tokens) - 1])))
-    return data.decode(tokens[len(prompt) :])
+    return BYTES.decode(tokens[len(prompt) :])
 
 
 def test_kv_cached_greedy_generation_matches_full_recomputation(params):
     prompts = ["12+34=", "reverse olleh = ", "a"]  # different lengths: right-aligned, padded
-    batched = generate(params, M, prompts, 6, stop=None, batch=4)
+    batched = generate(params, M, BYTES, prompts, 6, stop=(), batch=4)
     for p, sample in zip(prompts, batched):
         assert sample.text == _greedy_by_recomputation(params, p, 6)
         assert not sample.stopped
@@ -90,30 +91,31 @@ def test_kv_cached_greedy_generation_matches_full_recomputation(params):
 
 def test_sampling_is_reproducible_and_independent_of_batching(params):
     prompts = ["12+34=", "copy abcde = ", "x"]
-    kw = {"temperature": 1.0, "top_p": 0.9, "seed": 7, "stop": None}
-    together = generate(params, M, prompts, 8, batch=4, **kw)
+    kw = {"temperature": 1.0, "top_p": 0.9, "seed": 7, "stop": ()}
+    together = generate(params, M, BYTES, prompts, 8, batch=4, **kw)
     alone = [
-        generate(params, M, [p], 8, row_ids=[i], batch=4, **kw)[0] for i, p in enumerate(prompts)
+        generate(params, M, BYTES, [p], 8, row_ids=[i], batch=4, **kw)[0]
+        for i, p in enumerate(prompts)
     ]
     assert together == alone
-    other_seed = generate(params, M, prompts, 8, batch=4, **{**kw, "seed": 8})
+    other_seed = generate(params, M, BYTES, prompts, 8, batch=4, **{**kw, "seed": 8})
     assert other_seed != together
     # a random model at temperature 1 is far from greedy
-    greedy = generate(params, M, prompts, 8, stop=None, batch=4)
+    greedy = generate(params, M, BYTES, prompts, 8, stop=(), batch=4)
     assert greedy != together and all(s.mean_logprob < 0 for s in together)
 
 
 def test_top_p_near_zero_is_greedy(params):
     prompts = ["12+34=", "copy abcde = "]
-    nucleus = generate(params, M, prompts, 8, temperature=1.0, top_p=1e-6, stop=None, batch=4)
-    assert nucleus == generate(params, M, prompts, 8, stop=None, batch=4)
+    nucleus = generate(params, M, BYTES, prompts, 8, temperature=1.0, top_p=1e-6, stop=(), batch=4)
+    assert nucleus == generate(params, M, BYTES, prompts, 8, stop=(), batch=4)
 
 
 def test_evaluate_rows_have_values_errors_and_baselines(params):
     ecfg = EvalConfig(
         tasks=("add2", "largest_of_4"), shots=(0, 1), n_examples=10, instruction=False
     )
-    rows = evaluate(params, M, ecfg)
+    rows = evaluate(params, M, ecfg, BYTES)
     keys = {(r["task"], r["shots"], r["metric"]) for r in rows}
     assert ("add2", 0, "exact_match") in keys and ("add2", 1, "token_edit_distance") in keys
     assert ("largest_of_4", 1, "acc_norm") in keys and ("largest_of_4", 0, "brier_score") in keys
@@ -131,14 +133,14 @@ def test_chain_of_thought_and_self_consistency_rows(params):
     ecfg = EvalConfig(
         tasks=("composite1",), shots=(1,), n_examples=4, chain_of_thought=True, samples=3
     )
-    metrics = {r["metric"] for r in evaluate(big, cfg, ecfg)}
+    metrics = {r["metric"] for r in evaluate(big, cfg, ecfg, BYTES)}
     assert {"exact_match:cot", "exact_match:self_consistency", "exact_match"} <= metrics
 
 
 def test_a_prompt_longer_than_the_context_is_an_error_naming_task_and_example():
     ecfg = EvalConfig(tasks=("cycle_letters",), shots=(8,), n_examples=5)
     with pytest.raises(ConfigError) as e:
-        check_prompts_fit(M, ecfg)
+        check_prompts_fit(M, ecfg, BYTES)
     assert "task cycle_letters, example 0, 8 shots" in str(e.value) and "fix:" in str(e.value)
 
 
@@ -146,13 +148,13 @@ def test_pack_shots_takes_the_most_that_fit():
     ecfg = EvalConfig(
         tasks=("add2", "cycle_letters"), n_examples=20, pack_shots=True, instruction=False
     )
-    for ps in prompt_sets(M, ecfg):
+    for ps in prompt_sets(M, ecfg, BYTES):
         assert ps.shots >= 1
         more = dataclasses.replace(
             ecfg, pack_shots=False, shots=(ps.shots + 1,), tasks=(ps.task.name,)
         )
         with pytest.raises(ConfigError):
-            check_prompts_fit(M, more)
+            check_prompts_fit(M, more, BYTES)
 
 
 def test_pass_k_larger_than_samples_is_rejected():
@@ -174,7 +176,7 @@ def test_code_task_pass_at_k_against_the_closed_form(monkeypatch):
     answers = {ex.input: ex.answer for ex in examples}
     n = 3
 
-    def fake_generate(params, cfg, prompts, budget, temperature=0.0, **kw):
+    def fake_generate(params, cfg, tok, prompts, budget, temperature=0.0, **kw):
         out, seen = [], {}
         for p in prompts:
             j = seen[p] = seen.get(p, -1) + 1
@@ -188,7 +190,7 @@ def test_code_task_pass_at_k_against_the_closed_form(monkeypatch):
     ecfg = EvalConfig(
         tasks=("python_functions",), n_examples=4, samples=n, temperatures=(0.5,), pass_k=(1, 2, 3)
     )
-    rows = {r["metric"]: r for r in ev.evaluate(None, cfg, ecfg)}
+    rows = {r["metric"]: r for r in ev.evaluate(None, cfg, ecfg, BYTES)}
     c = [min(i % 4, n) for i in range(4)]
     for k in (1, 2, 3):
         want = np.mean([1 - comb(n - ci, k) / comb(n, k) for ci in c])

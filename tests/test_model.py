@@ -10,6 +10,7 @@ import pytest
 from scaling import data
 from scaling.config import ModelConfig
 from scaling.model import apply, causal_attention, init_params
+from scaling.tokenizer import ByteTokenizer
 from scaling.train import loss_fn
 
 M = ModelConfig(n_layer=2, d_model=32, n_head=2, d_ff=64, seq_len=64)
@@ -17,7 +18,7 @@ M = ModelConfig(n_layer=2, d_model=32, n_head=2, d_ff=64, seq_len=64)
 
 @pytest.fixture(scope="module")
 def batch():
-    tokens = data.encode(data.synthetic_text(20_000, 0.5, seed=0))
+    tokens = ByteTokenizer().encode(data.synthetic_text(20_000, 0.5, seed=0))
     return data.train_batch(tokens, 0, 0, 4, M.seq_len)
 
 

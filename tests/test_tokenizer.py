@@ -17,12 +17,6 @@ LINES = TEXT.split("\n\n")
 
 
 @pytest.fixture(scope="module")
-def bpe(tmp_path_factory):
-    path = tokenizer.train_bpe(LINES, 512, tmp_path_factory.mktemp("bpe") / "tokenizer.json")
-    return tokenizer.load(str(path))
-
-
-@pytest.fixture(scope="module")
 def sentencepiece_model(tmp_path_factory):
     model = io.BytesIO()
     sentencepiece.SentencePieceTrainer.train(

@@ -24,6 +24,12 @@ def _size_colors(params: pd.Series):
     return ScalarMappable(norm, colormaps["viridis"])
 
 
+def _tokenizers(runs: pd.DataFrame) -> str:
+    """', <tokenizer>' for the loss axis: nats per token mean nothing without it."""
+    names = sorted(runs["tokenizer"].dropna().unique()) if "tokenizer" in runs else []
+    return f", {' / '.join(names)} tokens" if names else ""
+
+
 def plot_loss_vs_flops(
     curves: pd.DataFrame,
     runs: pd.DataFrame,
@@ -82,7 +88,7 @@ def plot_loss_vs_flops(
         xscale="log",
         yscale="log",
         xlabel=f"training compute C (FLOPs, {flops_col})",
-        ylabel="held-out loss (nats/token)",
+        ylabel=f"held-out loss (nats/token{_tokenizers(runs)})",
         title="Held-out loss vs training compute",
     )
     # Losses span less than a decade: plain numbers read better than 3x10^0 on a log axis.

@@ -70,6 +70,17 @@ def load_sweep_tables(sweep_dir) -> tuple[pd.DataFrame, pd.DataFrame]:
     return results, pd.read_csv(curves)
 
 
+def _loss_units(runs: pd.DataFrame) -> str:
+    """Which tokens the losses are per: nats per token compare only within one tokenizer."""
+    if "tokenizer" not in runs:
+        return "Loss: held-out nats per token."
+    names = ", ".join(f"`{t}`" for t in sorted(runs["tokenizer"].dropna().unique()))
+    return (
+        f"Loss: held-out nats per token of the {names} tokenizer; bits per byte (measured bytes "
+        "per token of the held-out text) compare across tokenizers."
+    )
+
+
 def _fit_sentence(fit: dict, what: str) -> str:
     if fit["status"] != "ok":
         return f"{what}: skipped ({fit['reason']})."
@@ -171,16 +182,16 @@ def _report_markdown(sweep: str, runs: pd.DataFrame, fits: dict, emergence: dict
         for fam, c in emergence["counts"].items()
     )
     run_table = markdown_table(
-        ["run", "model", "N (non-emb.)", "tokens", f"C ({flops_col})", "final loss"],
+        ["run", "model", "N (non-emb.)", "tokens", f"C ({flops_col})", "final loss", "bits/byte"],
         [
             [r["run_id"], r["model"], f"{r['params_non_embedding']:,}", f"{r['tokens']:,}",
-             fmt(r[flops_col], ".3e"), fmt(r["loss"], ".4f")]
+             fmt(r[flops_col], ".3e"), fmt(r["loss"], ".4f"), fmt(r.get("loss_bpb"), ".4f")]
             for r in runs.sort_values(flops_col).to_dict("records")
         ],
     )  # fmt: skip
     return f"""# Scaling report: {sweep}
 
-{len(runs)} runs. Compute `{flops_col}`: {CONVENTIONS[flops_col]}.
+{len(runs)} runs. Compute `{flops_col}`: {CONVENTIONS[flops_col]}. {_loss_units(runs)}
 
 ## Loss vs compute
 

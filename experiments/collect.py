@@ -59,6 +59,7 @@ def _run_columns(sweep: str, run_dir: str) -> dict:
         "d_ff": m.d_ff,
         "seq_len": m.seq_len,
         "vocab_size": m.vocab_size,
+        "tokenizer": cfg.data.run_tokenizer().name,
         "params_total": counts.total,
         "params_non_embedding": counts.non_embedding,
         "params_embedding": counts.embedding,
@@ -113,15 +114,21 @@ def collect(sweep_dir, quiet: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]
         run = _run_columns(sweep, run_dir) | design
         run |= _provenance(status) | {"config_hash": run["run_id"], "loss": status["heldout_loss"]}
         run |= _repetition(status, run["tokens"])
+        heldout = [
+            m
+            for m in store.read_jsonl(store.join(run_dir, METRICS_FILE))
+            if m["split"] == "heldout"
+        ]
+        # bits per byte: the tokenizer-independent companion of the loss (scaling.tokenizer)
+        run["loss_bpb"] = heldout[-1].get("bpb") if heldout else None
         for row in store.read_eval(run_dir):  # the final model's rows; earlier checkpoints'
             final = row.get("step", run["steps"]) == run["steps"]
             (results if final else over_training).append(run | row)
         curves += [
             {k: run[k] for k in RUN_KEYS}
             | {"tokens_budget": run["tokens"]}
-            | {k: m[k] for k in ("step", "tokens", "flops_6n", "flops_detailed", "loss")}
-            for m in store.read_jsonl(store.join(run_dir, METRICS_FILE))
-            if m["split"] == "heldout"
+            | {k: m.get(k) for k in ("step", "tokens", "flops_6n", "flops_detailed", "loss", "bpb")}
+            for m in heldout
         ]
     refused = store.read_json(store.join(sweep_dir, store.REFUSED), {})
     failed += [

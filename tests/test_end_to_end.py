@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -66,6 +67,9 @@ def test_micro_sweep_end_to_end(tmp_path, capsys):
     ):
         assert results[column].notna().all(), column
     assert (results["flops_detailed"] > results["flops_6n"]).all()  # tiny models: attention, logits
+    # Byte tokens: bits per byte is the loss in bits; the report names the tokenizer.
+    assert (results["tokenizer"] == "bytes").all()
+    assert np.allclose(results["loss_bpb"], results["loss"] / np.log(2), rtol=1e-3)
     pd.testing.assert_frame_equal(
         results, pd.read_csv(sweep_dir / "results.csv"), check_dtype=False
     )
@@ -73,6 +77,7 @@ def test_micro_sweep_end_to_end(tmp_path, capsys):
     report = reports / "micro"
     for name in FILES:
         assert (report / name).stat().st_size > 0, name
+    assert "nats per token of the `bytes` tokenizer" in (report / "report.md").read_text()
     fits = json.loads((report / "fits.json").read_text())
     assert "frontier" in json.dumps(fits)
     emergence = pd.read_csv(report / "emergence.csv")

@@ -93,6 +93,25 @@ def _fit_sentence(fit: dict, what: str) -> str:
     )
 
 
+def _budget_fits(per_budget: list[dict]) -> str:
+    """One line per fitted token budget; budgets skipped for one reason share a line (an
+    IsoFLOP design gives every run its own budget, so each has one size)."""
+    lines = ["- " + _fit_sentence(f, f"{f['tokens']:,} tokens") for f in per_budget
+             if f["status"] == "ok"]  # fmt: skip
+    by_reason: dict[str, list[int]] = {}
+    for f in per_budget:
+        if f["status"] != "ok":
+            by_reason.setdefault(f["reason"], []).append(f["tokens"])
+    lines += [
+        f"- {len(t)} token budget(s) ({fmt(min(t), ',')}–{fmt(max(t), ',')}) skipped: {reason}."
+        for reason, t in by_reason.items()
+    ]
+    return "\n".join(lines)
+
+
+MIN_REPEATED = 6  # runs past one epoch before the report fits the data-constrained law
+
+
 def _attempt(name: str, fit, skipped: list):
     """Run a fit; a ConfigError (the sweep cannot support it) becomes a named skip (None)."""
     try:
@@ -100,6 +119,23 @@ def _attempt(name: str, fit, skipped: list):
     except ConfigError as e:
         skipped.append({"fit": name, "reason": str(e)})
         return None
+
+
+def _repeated_design(runs: pd.DataFrame) -> pd.DataFrame:
+    """The runs, if they are a data-constrained design: R_D* and R_N* need several runs that
+    repeat their data, at more than one size. A sweep whose largest budgets happen to go past
+    one pass over a small corpus would otherwise get two decay constants fitted to noise."""
+    unique = pd.to_numeric(runs.get("unique_tokens", pd.Series(np.nan, index=runs.index)))
+    repeated = runs[runs["tokens"] / unique > 1]
+    sizes = repeated["params_non_embedding"].nunique() if len(repeated) else 0
+    if len(repeated) < MIN_REPEATED or sizes < 2:
+        raise ConfigError(
+            "data_constrained",
+            f"{len(repeated)} run(s) at {sizes} size(s) repeat their data",
+            f"a data-constrained design needs >= {MIN_REPEATED} such runs at >= 2 sizes "
+            "(data.unique_tokens, several epochs)",
+        )
+    return runs
 
 
 def _estimates_rows(fits: dict) -> tuple[list[str], list[list[str]]]:
@@ -131,9 +167,7 @@ def _estimates_rows(fits: dict) -> tuple[list[str], list[list[str]]]:
 def _report_markdown(sweep: str, runs: pd.DataFrame, fits: dict, emergence: dict) -> str:
     flops_col = fits["flops_col"]
     c_fit = _fit_sentence(fits["loss_vs_flops"], "L(C) = E + A·C^-alpha on the compute frontier")
-    n_fits = "\n".join(
-        "- " + _fit_sentence(f, f"{f['tokens']:,} tokens") for f in fits["loss_vs_params"]
-    )
+    n_fits = _budget_fits(fits["loss_vs_params"])
     ch = fits["chinchilla"]
     if ch["status"] == "ok":
         est = lambda keys: ", ".join(f"{k} = {fmt_ci(ch[k], *ch[f'{k}_ci'])}" for k in keys)
@@ -274,7 +308,11 @@ def write_report(
         plot_isoflop(allocation_fits["isoflop"], runs, path=out / "isoflop.png")
         drawn.append("isoflop.png")
     form = get_form("data_constrained")  # when the runs carry unique_tokens
-    law_fits = {"data_constrained": _attempt(form.name, lambda: form.fit(runs, request), skipped)}
+    law_fits = {
+        "data_constrained": _attempt(
+            form.name, lambda: form.fit(_repeated_design(runs), request), skipped
+        )
+    }
     if law_fits["data_constrained"] is not None:
         paths = form.plot(law_fits["data_constrained"], runs, request, lambda s: out / f"{s}.png")
         drawn += [p.name for p in paths]

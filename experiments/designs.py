@@ -27,10 +27,12 @@ Point = tuple[str, tuple[tuple[str, object], ...]]  # (label, ((dotted path, val
 def label(key: str, value) -> str:
     """A value's part of a run name: the value itself; for a model given by its fields, its
     family's label (`L1-d24`, the ladder name it matches, `llama-s2`); for another dict, the
-    field's name."""
+    field's name. A float is written short (`2e+05`, `0.003`): YAML's `2e5` is a float."""
     shape = ("n_layer", "d_model", "n_head", "d_ff")
     if key == "model" and isinstance(value, dict) and all(k in value for k in shape):
         return model_label(build_model(value))
+    if isinstance(value, float):
+        return f"{value:.4g}"
     return key if isinstance(value, dict) else str(value)
 
 

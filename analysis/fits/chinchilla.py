@@ -68,11 +68,14 @@ def optimal_allocation(theta: np.ndarray, C) -> dict[str, np.ndarray]:
     theta = np.asarray(theta, float)
     a, b, e, alpha, beta = (theta[..., i, None] for i in range(N_PARAMS))
     log_c6 = np.log(np.asarray(C, float) / 6.0)
-    log_g = (np.log(alpha / beta) + a - b) / (alpha + beta)
-    log_n = log_g + beta / (alpha + beta) * log_c6
-    log_d = log_c6 - log_n
-    loss = np.exp(e) + np.exp(a - alpha * log_n) + np.exp(b - beta * log_d)
-    return {"n_opt": np.exp(log_n), "d_opt": np.exp(log_d), "l_opt": loss}
+    # A degenerate bootstrap resample (alpha or beta at 0) has no optimum: its inf/NaN rows are
+    # what the intervals leave out, so numpy's warnings about them are only noise.
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        log_g = (np.log(alpha / beta) + a - b) / (alpha + beta)
+        log_n = log_g + beta / (alpha + beta) * log_c6
+        log_d = log_c6 - log_n
+        loss = np.exp(e) + np.exp(a - alpha * log_n) + np.exp(b - beta * log_d)
+        return {"n_opt": np.exp(log_n), "d_opt": np.exp(log_d), "l_opt": loss}
 
 
 def loss_curves(theta, N, D) -> np.ndarray:

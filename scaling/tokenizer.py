@@ -71,9 +71,8 @@ class ByteTokenizer:
 
 
 @dataclass(frozen=True)
-class HFTokenizer:
-    """A `tokenizers` file. Special tokens are never added by encode (no post-processor BOS):
-    documents get their EOS from the data pipeline, prompts get exactly their text."""
+class _FileTokenizer:
+    """A tokenizer library's object (`inner`) loaded from the file `spec`, and its facts."""
 
     spec: str
     sha256: str
@@ -82,6 +81,11 @@ class HFTokenizer:
     vocab_size: int = 0
     eos_id: int | None = None
     bos_id: int | None = None
+
+
+class HFTokenizer(_FileTokenizer):
+    """A `tokenizers` file. Special tokens are never added by encode (no post-processor BOS):
+    documents get their EOS from the data pipeline, prompts get exactly their text."""
 
     def encode(self, text: str) -> np.ndarray:
         return np.asarray(self.inner.encode(text, add_special_tokens=False).ids, dtype=np.int64)
@@ -94,15 +98,8 @@ class HFTokenizer:
         return self.inner.decode([int(i) for i in ids], skip_special_tokens=False)
 
 
-@dataclass(frozen=True)
-class SentencePieceTokenizer:
-    spec: str
-    sha256: str
-    inner: object = field(repr=False, compare=False)
-    name: str = ""
-    vocab_size: int = 0
-    eos_id: int | None = None
-    bos_id: int | None = None
+class SentencePieceTokenizer(_FileTokenizer):
+    """A SentencePiece `.model` file."""
 
     def encode(self, text: str) -> np.ndarray:
         return np.asarray(self.inner.encode(text), dtype=np.int64)

@@ -29,11 +29,12 @@ from pathlib import Path
 import numpy as np
 
 from scaling import shards, tokenizer
-from scaling.config import DEFAULT_TASKS, ConfigError, DataConfig
 from scaling.config_io import json_type, read_input
+from scaling.data_config import DEFAULT_TASKS, DataConfig
 from scaling.shards import DOC_SEPARATOR
 from scaling.task_suite import TASKS, WORDS
 from scaling.tasks import solved, training_example
+from scaling.typed import ConfigError
 
 RANDOM, EPOCHS = "random", "epochs"
 

@@ -1,7 +1,7 @@
 """Few-shot evaluation: log-likelihood scoring of choices, generation with a KV cache, and the
 metrics of the literature, each with its standard error and number of examples.
 
-Everything is in tokens of the run's tokenizer (scaling.config.DataConfig.run_tokenizer): prompts, budgets, the fit
+Everything is in tokens of the run's tokenizer (DataConfig.run_tokenizer): prompts, budgets, the fit
 into the context. Scores and metrics are on text or its bytes, comparable across tokenizers.
 
 Multiple choice (lm-evaluation-harness definitions): `acc` picks the choice of highest total

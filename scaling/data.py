@@ -163,10 +163,8 @@ def _token_corpus(path: str) -> Corpus:
 
 def _encode_documents(tok: tokenizer.Tokenizer, docs: list[str]) -> np.ndarray:
     """One stream of token ids, each document followed by EOS (uint16 where the ids fit)."""
-    dtype = np.uint16 if tok.vocab_size <= 2**16 else np.uint32
-    eos = np.array([tok.eos_id], dtype=dtype)
-    parts = [p for ids in tok.encode_batch(docs) for p in (ids.astype(dtype), eos)]
-    return np.concatenate(parts) if parts else np.zeros(0, dtype)
+    eos = np.array([tok.eos_id])
+    return shards.document_stream(tok.encode_batch(docs), eos, shards.token_dtype(tok.vocab_size))
 
 
 def check_fits(corpus: Corpus, seq_len: int, unique_tokens: int = 0) -> None:

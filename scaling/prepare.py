@@ -251,8 +251,7 @@ def tokenize_chunk(work: str, chunk: Chunk, spec: str) -> int:
     counts = {}
     for split, keep in (("train", ~chunk.is_val), ("val", chunk.is_val)):
         chosen = np.flatnonzero(keep)
-        stream = [part for k in chosen for part in (ids[k], end)]
-        blob = np.concatenate(stream).astype(dtype).tobytes() if stream else b""
+        blob = shards.document_stream([ids[k] for k in chosen], end, dtype).tobytes()
         shards.write_atomic(_chunk_path(Path(work), chunk.index, f"{split}.bin"), blob)
         counts[split] = {
             "documents": len(chosen),

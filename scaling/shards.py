@@ -43,6 +43,13 @@ def token_dtype(vocab_size: int) -> np.dtype:
     return np.dtype("<u2") if vocab_size <= 2**16 else np.dtype("<u4")
 
 
+def document_stream(ids: list[np.ndarray], end: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """The documents' ids as one stream, each followed by `end` (EOS, or for the byte tokenizer
+    the ids of the blank line that separates documents)."""
+    parts = [part for doc in ids for part in (doc, end)]
+    return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)
+
+
 def write_atomic(path: Path, content: bytes) -> None:
     """Write through a temporary file and a rename: a kill leaves the old file or the new one."""
     tmp = path.with_name(path.name + ".tmp")

@@ -1,6 +1,6 @@
 """Evaluation throughput on a fixed model: multiple-choice examples/s (batched log-likelihood),
 generation examples/s with the KV cache, and its speed-up over recomputing the whole window for
-every new token (what scaling.evaluate did before it had a cache).
+every new token (what evaluation.evaluate did before it had a cache).
 
     python bench/eval.py [--model s6] [--seq-len 256] [--examples 200] [--new-tokens 32]
 
@@ -20,11 +20,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from evaluation.evaluate import prompt_sets
+from evaluation.generate import generate
+from evaluation.likelihood import continuation_logprobs
 from scaling import zoo
 from scaling.config import EvalConfig, ModelConfig
-from scaling.evaluate import prompt_sets
-from scaling.generate import generate
-from scaling.likelihood import continuation_logprobs
 from scaling.model import apply, init_params
 from scaling.tokenizer import ByteTokenizer
 

@@ -24,6 +24,7 @@ import sys
 import time
 from pathlib import Path
 
+from evaluation.tasks import TaskError
 from experiments import cli_config, cli_emergence, cli_eval, cli_fit, cli_prepare, launch_config
 from experiments.executors import check_packages
 from experiments.launch_config import LaunchConfig
@@ -310,6 +311,6 @@ def main(argv: list[str] | None = None) -> int:
 
             initialize_distributed()
         return args.func(args)
-    except ConfigError as e:
+    except (ConfigError, TaskError) as e:
         print(f"scaling: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT

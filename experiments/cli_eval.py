@@ -37,7 +37,7 @@ OVERRIDES = {  # flag: (EvalConfig field, parser, help)
 
 
 def cmd_eval(args) -> int:
-    from experiments.evaluation import evaluate_sweep
+    from experiments.sweep_eval import evaluate_sweep
 
     sweep_dir = Path(args.sweep_dir)
     if not sweep_dir.is_dir():

@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from evaluation.tasks import TaskError
 from experiments import store
 from experiments.sweep import RunSpec, Sweep, normalize, run_id
 from scaling.config import ConfigError, RunConfig
@@ -76,9 +77,9 @@ def preflight(configs: list[RunConfig], here: bool = False, show: bool = True) -
     fit the context, and, for runs that train in this process (`here`), that each fits its
     devices' memory. Raises ConfigError naming the run and field. A progress bar shows when it
     takes more than a second (a large synthetic corpus, many eval examples)."""
+    from evaluation.evaluate import check_prompts_fit
     from experiments.tracking import progress
     from scaling import data, memory
-    from scaling.evaluate import check_prompts_fit
 
     if here:  # cheap, and before building any corpus
         for cfg in configs:
@@ -123,7 +124,7 @@ def local_dir(url: str) -> Path:
 def execute_run(cfg: RunConfig, run_dir: Path, claim: store.Claim | None, launch: Launch) -> dict:
     """Train (or resume) and evaluate one claimed run; returns its final status record. With
     claim None (process k > 0 of a multi-process job) train along and write nothing."""
-    from experiments.evaluation import record
+    from experiments.sweep_eval import record
     from experiments.tracking import Tracker, provenance
     from scaling import distributed
     from scaling.train import train
@@ -229,7 +230,7 @@ def work(task: Task) -> dict:
         from scaling.train import Diverged
 
         message = f"{type(e).__name__}: {e}"
-        retryable = not isinstance(e, Diverged | ConfigError)
+        retryable = not isinstance(e, Diverged | ConfigError | TaskError)
         if lead:
             claim.finish(
                 store.FAILED, error=message, traceback=traceback.format_exc(), retryable=retryable

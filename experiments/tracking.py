@@ -118,7 +118,7 @@ class Scalars:
             self.wandb.log(scalars, step=step)
 
     def log_eval(self, rows: list[dict]) -> None:
-        """Eval rows (each with its step: experiments.evaluation.annotate) as eval/ scalars."""
+        """Eval rows (each with its step: experiments.sweep_eval.annotate) as eval/ scalars."""
         by_step = {}
         for row in rows:
             if isinstance(row.get("value"), int | float):

@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from evaluation.task_suite import resolve
+from evaluation.tasks import TaskError
 from scaling import zoo
 from scaling.data_config import DEFAULT_TASKS, DataConfig
 from scaling.families import FIELDS, ROPE, ROUTED
@@ -204,9 +206,9 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class EvalConfig:
-    """Few-shot evaluation (scaling.evaluate): which tasks, shots and prompting, and sampling.
+    """Few-shot evaluation (evaluation.evaluate): which tasks, shots and prompting, and sampling.
 
-    tasks: built-in names (scaling.task_suite) or paths of BIG-bench task.json files/dirs.
+    tasks: built-in names (evaluation.task_suite) or paths of BIG-bench task.json files/dirs.
     shots: every k in the list is evaluated (GPT-3's zero-, one- and few-shot); with pack_shots,
     each task instead gets the most shots that fit the context for all its test items.
     chain_of_thought: also evaluate tasks that have rationales with chain-of-thought exemplars,
@@ -229,12 +231,13 @@ class EvalConfig:
     batch_size: int = 50
 
     def validate(self, where: str = "eval") -> None:
-        from scaling.tasks import resolve  # imported here: tasks imports ConfigError from here
-
         if not self.tasks:
             raise ConfigError(f"{where}.tasks", "empty", "name at least one task")
         for name in self.tasks:
-            resolve(name)
+            try:
+                resolve(name)
+            except TaskError as e:  # the registry's own error, told as a config error
+                raise ConfigError(e.field, e.problem, e.fix) from None
         if not self.shots or min(self.shots) < 0:
             raise ConfigError(
                 f"{where}.shots",

@@ -28,12 +28,12 @@ from pathlib import Path
 
 import numpy as np
 
+from evaluation.task_suite import TASKS, WORDS
+from evaluation.tasks import solved, training_example
 from scaling import shards, tokenizer
 from scaling.config_io import json_type, read_input
 from scaling.data_config import DEFAULT_TASKS, DataConfig
 from scaling.shards import DOC_SEPARATOR
-from scaling.task_suite import TASKS, WORDS
-from scaling.tasks import solved, training_example
 from scaling.typed import ConfigError
 
 RANDOM, EPOCHS = "random", "epochs"
@@ -56,7 +56,7 @@ def synthetic_text(
     """Prose from a tiny grammar mixed with blocks of task demonstrations, deterministic in seed.
 
     A task document is 4-10 solved items of one of `tasks` (generated built-ins), formatted as
-    k-shot prompts are (scaling.tasks.solved), so larger models (which fit more of this text)
+    k-shot prompts are (evaluation.tasks.solved), so larger models (which fit more of this text)
     learn more of the tasks. Half of the documents open with the task's instruction; in tasks with
     rationales, half of the documents show chains of thought.
     """

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from evaluation.task_suite import TASKS
 from scaling import shards
 from scaling.tokenizer import load as load_tokenizer
 from scaling.typed import ConfigError
 
-# The tasks a default run learns from its corpus and is evaluated on (scaling.task_suite).
+# The tasks a default run learns from its corpus and is evaluated on (evaluation.task_suite).
 DEFAULT_TASKS = (
     "add2",
     "add3",
@@ -86,8 +87,6 @@ class DataConfig:
                 f"{self.synthetic_chars} is too small",
                 "use at least 10000",
             )
-        from scaling.task_suite import TASKS  # imported here: the suite imports this module
-
         for name in self.tasks:
             if name not in TASKS or TASKS[name].sample is None:
                 generated = sorted(n for n, t in TASKS.items() if t.sample is not None)

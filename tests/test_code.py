@@ -6,11 +6,8 @@ from math import comb
 import numpy as np
 import pytest
 
-from scaling.code_eval import (
-    FIELDS,
-    Problem,
+from evaluation.code_eval import (
     ProblemScore,
-    load_problems,
     pass_at_k,
     pass_at_k_many,
     pick_by_mean_logprob,
@@ -19,7 +16,8 @@ from scaling.code_eval import (
     score_completions,
     truncate_completion,
 )
-from scaling.config import ConfigError
+from evaluation.problems import FIELDS, Problem, load_problems
+from evaluation.tasks import TaskError
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +41,7 @@ def test_pass_at_k_edge_cases_and_many_problems():
     np.testing.assert_allclose(many, [pass_at_k(10, c, 5) for c in (0, 3, 10)])
     np.testing.assert_allclose(pass_at_k_many([3, 20], [1, 1], 2), [2 / 3, 0.1])
     for bad in [(3, 1, 4), (3, 4, 1), (3, -1, 1), (3, 1, 0)]:
-        with pytest.raises(ConfigError, match="pass_at_k: needs"):
+        with pytest.raises(TaskError, match="pass_at_k: needs"):
             pass_at_k(*bad)
 
 
@@ -66,9 +64,9 @@ def test_ranking_picks_the_highest_mean_logprob():
         ProblemScore("b", (True, False), ("ok", "timeout")),
     ]
     assert ranked_pass_rate(scores, [[-3.0, -0.1, -2.0], [-5.0, -1.0]]) == 0.5
-    with pytest.raises(ConfigError, match="mean_logprobs"):
+    with pytest.raises(TaskError, match="mean_logprobs"):
         ranked_pass_rate(scores, [[-1.0], [-1.0, -2.0]])
-    with pytest.raises(ConfigError, match="mean_logprobs"):
+    with pytest.raises(TaskError, match="mean_logprobs"):
         pick_by_mean_logprob([])
 
 
@@ -145,7 +143,7 @@ def test_answers_cross_as_literals_and_exceptions_by_builtin_name():
 
 
 def test_tests_may_pass_only_literals_to_the_candidate():
-    with pytest.raises(ConfigError, match=r"root\.test: calls the candidate with .*not a Python"):
+    with pytest.raises(TaskError, match=r"root\.test: calls the candidate with .*not a Python"):
         score_completions([_problem("def check(candidate):\n    candidate(object())\n")], [["x"]])
 
 
@@ -154,7 +152,7 @@ def test_programs_put_the_completion_between_prompt_and_server(problems):
     text = program(p, p.canonical_solution)
     assert text.startswith(p.prompt + p.canonical_solution)
     assert text.endswith(f"__serve({p.entry_point})\n") and p.test not in text
-    with pytest.raises(ConfigError, match="completions"):
+    with pytest.raises(TaskError, match="completions"):
         score_completions(problems, [])
 
 
@@ -177,10 +175,10 @@ def test_malformed_problem_files_name_the_problem_and_field(problems, tmp_path):
         "not a non-empty list": [],
     }
     for message, content in cases.items():
-        with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
+        with pytest.raises(TaskError, match=message.replace(".", r"\.")):
             load_problems(_write(tmp_path, content))
     (tmp_path / "broken.json").write_text("[{")
-    with pytest.raises(ConfigError, match="not valid JSON"):
+    with pytest.raises(TaskError, match="not valid JSON"):
         load_problems(tmp_path / "broken.json")
-    with pytest.raises(ConfigError, match="no such file"):
+    with pytest.raises(TaskError, match="no such file"):
         load_problems(tmp_path / "absent.json")

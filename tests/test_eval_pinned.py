@@ -5,10 +5,10 @@ evaluation learnt other tokenizers (issue 16, part 4); under bytes it must not c
 import pytest
 from conftest import tiny_run
 
+from evaluation.evaluate import evaluate
+from evaluation.generate import generate
+from evaluation.likelihood import continuation_logprobs
 from scaling.config import EvalConfig, run_config
-from scaling.evaluate import evaluate
-from scaling.generate import generate
-from scaling.likelihood import continuation_logprobs
 from scaling.tokenizer import ByteTokenizer
 from scaling.train import train
 

@@ -4,7 +4,7 @@ a record and no half-evaluated task."""
 import pytest
 from conftest import tensorboard_scalars
 
-from experiments import evaluation, store
+from experiments import store, sweep_eval
 from experiments.cli import main
 from scaling.train import train
 
@@ -42,7 +42,7 @@ def test_checkpoints_are_evaluated_once_and_reruns_resume(sweep_dir, capsys):
 
 
 def test_an_interrupted_evaluation_leaves_a_record_and_whole_tasks(sweep_dir, monkeypatch):
-    real = evaluation.evaluate
+    real = sweep_eval.evaluate
     calls = []
 
     def dies_on_second_task(params, cfg, ecfg, tok):
@@ -51,14 +51,14 @@ def test_an_interrupted_evaluation_leaves_a_record_and_whole_tasks(sweep_dir, mo
             raise KeyboardInterrupt  # a kill between tasks
         return real(params, cfg, ecfg, tok)
 
-    monkeypatch.setattr(evaluation, "evaluate", dies_on_second_task)
+    monkeypatch.setattr(sweep_eval, "evaluate", dies_on_second_task)
     overrides = {"tasks": ("add2", "largest_of_4"), "n_examples": 5}
     with pytest.raises(KeyboardInterrupt):
-        evaluation.evaluate_sweep(sweep_dir, overrides)
+        sweep_eval.evaluate_sweep(sweep_dir, overrides)
     run = str(sweep_dir / "r0")
     assert store.status(run)["evaluating"] == {"step": 40, "tasks": ["add2", "largest_of_4"]}
     assert {r["task"] for r in store.read_eval(run)} == {"add2"}
-    monkeypatch.setattr(evaluation, "evaluate", real)
-    totals = evaluation.evaluate_sweep(sweep_dir, overrides)
+    monkeypatch.setattr(sweep_eval, "evaluate", real)
+    totals = sweep_eval.evaluate_sweep(sweep_dir, overrides)
     assert (totals["evaluated"], totals["skipped"]) == (1, 1)
     assert "evaluating" not in store.status(run)

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from conftest import tiny_run
 
-from experiments import evaluation, store
+from evaluation.evaluate import check_prompts_fit
+from evaluation.generate import STOP_CHECK_EVERY, _halting_ids, _pick, _sample, first_stop, generate
+from evaluation.likelihood import continuation_logprobs, encode_pairs
+from experiments import store, sweep_eval
 from scaling.config import ConfigError, EvalConfig, ModelConfig, run_config
-from scaling.evaluate import check_prompts_fit
-from scaling.generate import STOP_CHECK_EVERY, _halting_ids, _pick, _sample, first_stop, generate
-from scaling.likelihood import continuation_logprobs, encode_pairs
 from scaling.model import init_params
 from scaling.tokenizer import ByteTokenizer
 from scaling.train import train
@@ -172,7 +172,7 @@ class OneCharPerId:
 
 
 def test_generation_stops_at_a_stop_string_spanning_tokens(params, monkeypatch):
-    from scaling import generate as gen
+    from evaluation import generate as gen
 
     tok, prompts, n = OneCharPerId(), ["12+34=", "copy abcde = ", "x"], 3 * STOP_CHECK_EVERY
     kw = {"temperature": 1.0, "seed": 0}  # a row's draws do not depend on the other rows
@@ -208,7 +208,7 @@ def test_a_bpe_run_is_evaluated_few_shot(bpe, tmp_path):
     assert cfg.data.run_tokenizer() == bpe
     params = train(cfg, tmp_path / "run").params
     ecfg = EvalConfig(tasks=("largest_of_4", "add2"), shots=(2,), n_examples=10)
-    evaluation.record(tmp_path, cfg, ecfg, params, cfg.steps)  # with the run's tokenizer
+    sweep_eval.record(tmp_path, cfg, ecfg, params, cfg.steps)  # with the run's tokenizer
     rows = store.read_eval(tmp_path)
     assert {(r["task"], r["metric"]) for r in rows} == {
         *(("largest_of_4", m) for m in ("acc", "acc_norm", "brier_score", "logprob")),

@@ -7,8 +7,10 @@ import jax
 import numpy as np
 import pytest
 
-from scaling.config import ConfigError, EvalConfig, ModelConfig
-from scaling.eval_metrics import (
+from evaluation.evaluate import check_prompts_fit, evaluate, prompt_sets
+from evaluation.generate import generate
+from evaluation.likelihood import continuation_logprobs
+from evaluation.metrics import (
     byte_edit_distance,
     choice_metrics,
     edit_distance,
@@ -17,9 +19,7 @@ from scaling.eval_metrics import (
     summary,
     uniform_brier,
 )
-from scaling.evaluate import check_prompts_fit, evaluate, prompt_sets
-from scaling.generate import generate
-from scaling.likelihood import continuation_logprobs
+from scaling.config import ConfigError, EvalConfig, ModelConfig
 from scaling.model import apply, init_params
 from scaling.tokenizer import ByteTokenizer
 
@@ -167,9 +167,9 @@ def test_code_task_pass_at_k_against_the_closed_form(monkeypatch):
     solution, else a wrong body); pass@k must equal 1 - C(n-c, k)/C(n, k) averaged."""
     from math import comb
 
-    from scaling import evaluate as ev
-    from scaling.generate import Sample
-    from scaling.task_suite import TASKS
+    from evaluation import evaluate as ev
+    from evaluation.generate import Sample
+    from evaluation.task_suite import TASKS
 
     task = TASKS["python_functions"]
     examples = task.examples[:4]

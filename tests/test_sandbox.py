@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from scaling import sandbox
+from evaluation import sandbox
+from evaluation.sandbox import Limits, run_many, run_program
+from evaluation.sandbox_child import DENIED_EXIT
+from evaluation.sandbox_layers import sandbox_setup
 from scaling.config import ConfigError
-from scaling.sandbox import Limits, run_many, run_program
-from scaling.sandbox_child import DENIED_EXIT
-from scaling.sandbox_layers import sandbox_setup
 
 QUICK = Limits(timeout_s=1.0)
 # A project file every user may read: only the sandbox keeps a program from it.

@@ -5,21 +5,20 @@ import json
 import numpy as np
 import pytest
 
-from scaling import data
-from scaling.config import ConfigError
-from scaling.task_suite import TASKS
-from scaling.tasks import (
+from evaluation.task_suite import TASKS, resolve
+from evaluation.tasks import (
     COT_ANSWER,
     MULTIPLE_CHOICE,
+    TaskError,
     cot_answer,
     eval_examples,
     from_bigbench,
     load_task_file,
     prompt,
-    resolve,
     to_bigbench,
     training_example,
 )
+from scaling import data
 
 GENERATED = [t for t in TASKS.values() if t.sample is not None]
 
@@ -122,7 +121,7 @@ def test_chain_of_thought_exemplars_and_answer_extraction():
     assert " ends in " in demo and COT_ANSWER in demo and text.endswith(query.input)
     assert cot_answer("apple ends in e, river ends in r. So the answer is er") == "er"
     assert cot_answer("no answer here") == ""
-    with pytest.raises(ConfigError, match="has no rationales"):
+    with pytest.raises(TaskError, match="has no rationales"):
         prompt(TASKS["add2"], query, 1, np.random.default_rng(0), cot=True)
 
 
@@ -164,24 +163,24 @@ def test_builtin_tasks_export_to_bigbench_json_and_load_back(tmp_path):
     ],
 )
 def test_malformed_task_files_name_the_task_example_and_field(spec, message):
-    with pytest.raises(ConfigError) as e:
+    with pytest.raises(TaskError) as e:
         from_bigbench(spec, "mytask")
     assert "task mytask" in str(e.value) and message in str(e.value) and "fix:" in str(e.value)
 
 
 def test_bad_task_paths_and_json(tmp_path):
-    with pytest.raises(ConfigError, match="no task.json"):
+    with pytest.raises(TaskError, match="no task.json"):
         resolve(str(tmp_path / "nothing" / "task.json"))
     bad = tmp_path / "task.json"
     bad.write_text("{oops")
-    with pytest.raises(ConfigError, match="not valid JSON"):
+    with pytest.raises(TaskError, match="not valid JSON"):
         load_task_file(bad)
-    with pytest.raises(ConfigError, match="unknown task 'add9'"):
+    with pytest.raises(TaskError, match="unknown task 'add9'"):
         resolve("add9")
 
 
 def test_more_shots_than_other_examples_is_an_error():
     task = from_bigbench({"examples": [{"input": f"q{i}", "target": "a"} for i in range(3)]}, "t")
     assert len(prompt(task, task.examples[0], 2, np.random.default_rng(0)).split("\nQ: ")) == 4
-    with pytest.raises(ConfigError, match="fewer than 3 shots"):
+    with pytest.raises(TaskError, match="fewer than 3 shots"):
         prompt(task, task.examples[0], 3, np.random.default_rng(0))

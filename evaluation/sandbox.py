@@ -4,7 +4,7 @@ Code evaluation (Chen et al. 2021) executes model completions, which may loop fo
 allocate without bound or touch files and the network. Every program runs as a fresh
 `python -I -S` (isolated mode, no site-packages) in a new temporary directory with a minimal
 environment (HOME and TMPDIR are that directory), under these layers, each detected at runtime
-(`scaling.sandbox_layers.sandbox_setup`) and named in every result's `isolation`:
+(`evaluation.sandbox_layers.sandbox_setup`) and named in every result's `isolation`:
 
   user/network/pid/mount-namespace  `unshare`: a network namespace with no interface up (no
                   network, loopback included), a pid namespace whose processes all die with
@@ -36,13 +36,13 @@ the program's directory is bounded per file (RLIMIT_FSIZE), not in total. Linux 
 kernel 5.3 or later).
 
 A caller may talk to a running program (`talk`): it writes to the program's stdin and reads
-what the program writes to descriptor TALK_FD, while the program runs (scaling.code_eval
+what the program writes to descriptor TALK_FD, while the program runs (evaluation.code_eval
 judges completions this way: the verdict is reached in the harness, out of the program's reach).
 
 This module is the parent's side: it launches each program, enforces the wall clock, kills
 everything the program left and reads its result. The program that runs inside (supervisor,
-Landlock, rlimits, audit hook) is `scaling.sandbox_child`; which namespaces, Landlock version and
-uid this machine allows is `scaling.sandbox_layers`.
+Landlock, rlimits, audit hook) is `evaluation.sandbox_child`; which namespaces, Landlock version and
+uid this machine allows is `evaluation.sandbox_layers`.
 """
 
 from __future__ import annotations
@@ -65,9 +65,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from evaluation.sandbox_child import CHILD_PROGRAM, DENIED_EXIT, TALK_FD
+from evaluation.sandbox_layers import UID_SLOTS, Setup, as_user, sandbox_setup, sandbox_uid
 from scaling.config import ConfigError
-from scaling.sandbox_child import CHILD_PROGRAM, DENIED_EXIT, TALK_FD
-from scaling.sandbox_layers import UID_SLOTS, Setup, as_user, sandbox_setup, sandbox_uid
 
 STATUSES = ("ok", "failed", "timeout", "crashed", "killed", "denied")
 _SIGNAL_STATUS = {signal.SIGXCPU: "timeout", signal.SIGKILL: "killed"}  # other signals: crashed

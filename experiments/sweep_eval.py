@@ -18,10 +18,10 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from evaluation.evaluate import check_prompts_fit, evaluate
+from evaluation.task_suite import resolve
 from experiments import store
 from scaling.config import EvalConfig, RunConfig, run_config
-from scaling.evaluate import check_prompts_fit, evaluate
-from scaling.tasks import resolve
 from scaling.train import checkpoint_manager, restore
 
 

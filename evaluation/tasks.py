@@ -10,7 +10,7 @@ A task is what a BIG-bench `task.json` holds (Srivastava et al. 2022, docs/doc.m
      "examples": [{"input": ..., "target": "..." | [...]} | {"input": ..., "target_scores": {...}}]}
 
 A directory holding a task.json (or the file itself) can be given wherever a task name can
-(`eval.tasks`). The built-in tasks (scaling.task_suite) are the same structure with a seeded
+(`eval.tasks`). The built-in tasks (evaluation.task_suite) are the same structure with a seeded
 generator of items instead of a fixed list, and export to task.json (`to_bigbench`); this
 project adds three optional fields of its own: `rationale` per example (a chain of thought),
 `answer_suffix` (appended to every scored answer: the built-ins' lines end with a newline) and
@@ -29,6 +29,7 @@ target score (1/#choices for one right answer); exact match, 0 unless the task s
 
 from __future__ import annotations
 
+import json
 import math
 import zlib
 from collections.abc import Callable
@@ -37,11 +38,35 @@ from pathlib import Path
 
 import numpy as np
 
-from scaling.config import ConfigError
-from scaling.config_io import JSON_TYPES, load_json
-
 MULTIPLE_CHOICE, GENERATE, CODE = "multiple_choice", "generate", "code"
 COT_ANSWER = " So the answer is "  # joins a rationale to its answer; answers are read after it
+JSON_TYPES = {dict: "object", list: "list", str: "string", bool: "boolean", type(None): "null"}
+
+
+class TaskError(ValueError):
+    """A bad task or task file: `field` says where, the message says how to fix it. Its own
+    class (the shape of scaling.typed.ConfigError) so that the registry imports nothing from the
+    project; the CLI reports both the same way, on one line with exit code 2."""
+
+    def __init__(self, field_path: str, problem: str, fix: str):
+        self.field, self.problem, self.fix = field_path, problem, fix
+        super().__init__(f"{field_path}: {problem}; fix: {fix}")
+
+
+def load_json(path: Path, field: str):
+    """The JSON document of a task file; unreadable, non-UTF-8 or malformed is a TaskError."""
+    try:
+        return json.loads(path.read_bytes().decode("utf-8"))
+    except OSError as e:
+        raise TaskError(field, f"cannot read {path}: {e.strerror}", "check the path") from None
+    except UnicodeDecodeError as e:
+        raise TaskError(
+            field, f"{path} is not UTF-8 text (byte {e.start})", "give a text file"
+        ) from None
+    except json.JSONDecodeError as e:
+        raise TaskError(
+            field, f"{path} is not valid JSON at line {e.lineno} ({e.msg})", "fix the JSON syntax"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -141,7 +166,7 @@ def eval_examples(task: Task, n: int, seed: int) -> list[Example]:
         else:
             misses += 1
     if len(items) < n:
-        raise ConfigError(
+        raise TaskError(
             "eval.n_examples",
             f"task {task.name} has {len(items)} distinct test items, fewer than {n}",
             f"lower n_examples to at most {len(items)}",
@@ -156,7 +181,7 @@ def exemplars(task: Task, query: Example, k: int, rng: np.random.Generator) -> l
     if task.sample is None:
         pool = [ex for ex in task.examples if ex != query]
         if len(pool) < k:
-            raise ConfigError(
+            raise TaskError(
                 "eval.shots",
                 f"task {task.name} has {len(pool)} other examples, fewer than {k} shots",
                 f"use at most {len(pool)} shots for this task",
@@ -168,7 +193,7 @@ def exemplars(task: Task, query: Example, k: int, rng: np.random.Generator) -> l
         chosen.setdefault(ex.input, ex)
         if len(chosen) == k:
             return list(chosen.values())
-    raise ConfigError(
+    raise TaskError(
         "eval.shots", f"task {task.name} has fewer than {k} distinct exemplars", "use fewer shots"
     )
 
@@ -200,7 +225,7 @@ def prompt(
 ) -> str:
     """The k-shot prompt for `query`: instruction, k solved exemplars, the query's input."""
     if cot and not task.has_rationales:
-        raise ConfigError(
+        raise TaskError(
             "eval.chain_of_thought",
             f"task {task.name} has no rationales for chain-of-thought exemplars",
             "leave it out of the chain-of-thought tasks",
@@ -261,10 +286,10 @@ def _type_error(fields: dict, types: dict) -> tuple[str, str] | None:
 
 
 def from_bigbench(spec: dict, source: str) -> Task:
-    """A Task from a parsed task.json; ConfigError naming the task, example and field."""
+    """A Task from a parsed task.json; TaskError naming the task, example and field."""
 
     def bad(where: str, problem: str, fix: str):
-        return ConfigError(f"task {source}: {where}", problem, fix)
+        return TaskError(f"task {source}: {where}", problem, fix)
 
     if not isinstance(spec, dict):
         raise bad("file", "does not hold a JSON object", "write a BIG-bench task.json object")
@@ -349,8 +374,8 @@ def load_task_file(path: str | Path) -> Task:
     """A task.json, or a directory holding one, as a Task."""
     path = Path(path)
     file = path / "task.json" if path.is_dir() else path
-    if not file.exists():
-        raise ConfigError(
+    if not file.is_file():  # missing, or a socket or device that reading would block on
+        raise TaskError(
             "eval.tasks", f"no task.json at {path}", "give a built-in name or a task.json path"
         )
     return from_bigbench(load_json(file, "eval.tasks"), str(file))
@@ -379,14 +404,3 @@ def to_bigbench(task: Task, n: int, seed: int) -> dict:
         **fields,
         "examples": examples,
     }
-
-
-def resolve(name: str) -> Task:
-    """A built-in task by name, or a BIG-bench task.json (file or directory) by path."""
-    from scaling.task_suite import TASKS  # the suite imports the format from here
-
-    if name in TASKS:
-        return TASKS[name]
-    if name.endswith(".json") or "/" in name or Path(name).is_dir():
-        return load_task_file(name)
-    raise ConfigError("eval.tasks", f"unknown task {name!r}", f"choose from {sorted(TASKS)}")

@@ -9,7 +9,7 @@ generation time.
 Who judges. Whatever runs in the completion's interpreter, the completion controls: it can read
 the program's source (and any marker in it), print, exit with status 0 before the tests run,
 replace `check`, `AssertionError` or builtins, and return an object whose __eq__ always says
-True. So no part of the verdict is reached there. The sandbox (scaling.sandbox) runs prompt +
+True. So no part of the verdict is reached there. The sandbox (evaluation.sandbox) runs prompt +
 completion followed by a small server that calls the entry point with the arguments it reads
 from stdin and writes back repr() of each result, or the name of the exception raised, to a
 descriptor of its own. The test is the problem file's code, which we trust; it runs here, in a
@@ -26,19 +26,17 @@ from __future__ import annotations
 import ast
 import builtins
 import functools
-import json
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
-from pathlib import Path
+from dataclasses import dataclass
 from types import CodeType
 from typing import BinaryIO
 
 import numpy as np
 
-from scaling.config import ConfigError
-from scaling.sandbox import TALK_FD, Limits, run_many
+from evaluation.problems import Problem
+from evaluation.sandbox import TALK_FD, Limits, run_many
+from evaluation.tasks import TaskError
 
-PROBLEMS_PATH = Path(__file__).parent / "task_data" / "python_functions.json"
 # Codex's stop sequences: a new top-level statement ends the function body.
 STOP_SEQUENCES = ("\nclass", "\ndef", "\n#", "\nif", "\nprint")
 CODE_LIMITS = Limits(timeout_s=3.0)  # the 3 s per program of Chen et al.
@@ -62,24 +60,12 @@ def __serve(function):
 
 
 @dataclass(frozen=True)
-class Problem:
-    task_id: str
-    prompt: str
-    entry_point: str
-    canonical_solution: str
-    test: str
-
-
-FIELDS = tuple(f.name for f in fields(Problem))
-
-
-@dataclass(frozen=True)
 class ProblemScore:
     """The samples of one problem: which passed, and how each program ended."""
 
     task_id: str
     passed: tuple[bool, ...]
-    statuses: tuple[str, ...]  # scaling.sandbox.STATUSES; "failed" also when a test failed
+    statuses: tuple[str, ...]  # evaluation.sandbox.STATUSES; "failed" also when a test failed
 
     @property
     def n(self) -> int:
@@ -88,64 +74,6 @@ class ProblemScore:
     @property
     def c(self) -> int:
         return sum(self.passed)
-
-
-def load_problems(path: str | Path = PROBLEMS_PATH) -> list[Problem]:
-    """The problems of a JSON file: a list of objects with exactly the fields of Problem."""
-    path = Path(path)
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(str(path), "no such file", "give the path of a problem file") from None
-    except json.JSONDecodeError as e:
-        raise ConfigError(str(path), f"not valid JSON ({e})", "fix the JSON syntax") from None
-    return parse_problems(raw, str(path))
-
-
-def parse_problems(raw, where: str) -> list[Problem]:
-    """Problems from decoded JSON; ConfigError names the problem and field at fault."""
-    if not isinstance(raw, list) or not raw:
-        raise ConfigError(where, "not a non-empty list", "write a JSON list of problem objects")
-    problems = [_problem(item, i, where) for i, item in enumerate(raw)]
-    seen = set()
-    for p in problems:
-        if p.task_id in seen:
-            raise ConfigError(
-                f"{where}: {p.task_id}.task_id", "appears twice", "give each problem its own id"
-            )
-        seen.add(p.task_id)
-    return problems
-
-
-def _problem(item, index: int, where: str) -> Problem:
-    named = isinstance(item, dict) and isinstance(item.get("task_id"), str)
-    name = f"{where}: {item['task_id'] if named else f'problem #{index}'}"
-    if not isinstance(item, dict):
-        raise ConfigError(name, "not a JSON object", f"give the fields {', '.join(FIELDS)}")
-    for key in item:
-        if key not in FIELDS:
-            raise ConfigError(f"{name}.{key}", "unknown field", f"use only {', '.join(FIELDS)}")
-    for key in FIELDS:
-        if not isinstance(item.get(key), str) or not item[key].strip():
-            raise ConfigError(f"{name}.{key}", "missing or empty", "give it as a non-empty string")
-    problem = Problem(**item)
-    if not problem.entry_point.isidentifier():
-        raise ConfigError(
-            f"{name}.entry_point",
-            f"{problem.entry_point!r} is not a Python name",
-            "name the function the prompt defines",
-        )
-    if f"def {problem.entry_point}(" not in problem.prompt:
-        raise ConfigError(
-            f"{name}.prompt",
-            f"does not define {problem.entry_point}()",
-            "end the prompt with the function's signature and docstring",
-        )
-    if "def check(candidate)" not in problem.test:
-        raise ConfigError(
-            f"{name}.test", "does not define check(candidate)", "define check(candidate)"
-        )
-    return problem
 
 
 def program(problem: Problem, completion: str) -> str:
@@ -159,7 +87,7 @@ class CandidateError(Exception):
 
 @dataclass
 class Judge:
-    """Runs check() of one problem on one sandboxed completion (a scaling.sandbox talk)."""
+    """Runs check() of one problem on one sandboxed completion (a evaluation.sandbox talk)."""
 
     problem: Problem
     test: CodeType  # the problem's test, compiled
@@ -171,7 +99,7 @@ class Judge:
         candidate = functools.partial(_call, self.problem.task_id, to_program, answers)
         try:
             namespace["check"](candidate)
-        except ConfigError:
+        except TaskError:
             raise
         except Exception:  # a failed assertion, an exception of the candidate, no answer
             return
@@ -186,7 +114,7 @@ def _call(task_id: str, to_program: BinaryIO, answers: BinaryIO, *args, **kwargs
     except (ValueError, SyntaxError):
         literal = False
     if not literal:
-        raise ConfigError(
+        raise TaskError(
             f"{task_id}.test",
             f"calls the candidate with {request[:80]}, which is not a Python literal",
             "pass only None, booleans, numbers, strings, bytes and containers of them",
@@ -223,7 +151,7 @@ def score_completions(
     """Run every completion of every problem (completions[i] belongs to problems[i], already
     truncated) in the sandbox, `workers` at a time, and say which passed."""
     if len(completions) != len(problems):
-        raise ConfigError(
+        raise TaskError(
             "completions",
             f"{len(completions)} lists of completions for {len(problems)} problems",
             "give one list of completions per problem, in the order of the problems",
@@ -248,7 +176,7 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     """Chen et al.'s unbiased pass@k from n samples of which c pass, as the stable product
     1 - prod_{i=n-c+1}^{n} (1 - k/i), which equals 1 - C(n-c, k)/C(n, k)."""
     if not 0 <= c <= n or not 1 <= k <= n:
-        raise ConfigError(
+        raise TaskError(
             "pass_at_k",
             f"needs 0 <= c <= n and 1 <= k <= n, got n={n}, c={c}, k={k}",
             "draw at least k samples per problem",
@@ -269,7 +197,7 @@ def pick_by_mean_logprob(mean_logprobs: Sequence[float]) -> int:
     the first; NaN counts as the lowest)."""
     scores = np.asarray(mean_logprobs, float)
     if scores.ndim != 1 or not len(scores):
-        raise ConfigError(
+        raise TaskError(
             "mean_logprobs", f"shape {scores.shape} is not a non-empty list", "give one per sample"
         )
     return int(np.argmax(np.where(np.isnan(scores), -np.inf, scores)))
@@ -284,7 +212,7 @@ def ranked_passes(
         or len(mean_logprobs) != len(scores)
         or any(len(lp) != s.n for lp, s in zip(mean_logprobs, scores))
     ):
-        raise ConfigError(
+        raise TaskError(
             "mean_logprobs",
             "does not match the samples scored (or nothing was scored)",
             "give one list per scored problem, one value per sample",

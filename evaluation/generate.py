@@ -172,7 +172,7 @@ def generate(
     of the `stop` strings (one string or several; () for none) or by EOS. `row_ids` name the
     random stream of each row (default: its index); give the same id to get the same sample.
     A prompt longer than cfg.seq_len - max_new_tokens loses tokens from the left (lm-eval's
-    truncation; scaling.evaluate instead refuses prompts that do not fit, naming the task)."""
+    truncation; evaluation.evaluate instead refuses prompts that do not fit, naming the task)."""
     stops = (stop,) if isinstance(stop, str) else tuple(stop)
     if "" in stops:
         raise ValueError("an empty stop string would end every sample at once")

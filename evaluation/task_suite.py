@@ -1,7 +1,7 @@
 """The built-in task suite: GPT-3's synthetic tasks, BIG-bench-style tasks, chain-of-thought
 tasks, multiple choice and Python function writing, each item drawn from a seeded generator.
 
-Every task is a `scaling.tasks.Task` (BIG-bench JSON fields) and exports to task.json. Items
+Every task is a `evaluation.tasks.Task` (BIG-bench JSON fields) and exports to task.json. Items
 are compact lines, the format of the training corpus's demonstrations:
 
     57+38=95                         add2..add5      GPT-3 (Brown et al. 2020) §3.9.1
@@ -29,11 +29,20 @@ from __future__ import annotations
 
 import string
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
-from scaling import code_eval
-from scaling.tasks import CODE, GENERATE, MULTIPLE_CHOICE, Example, Task
+from evaluation import problems
+from evaluation.tasks import (
+    CODE,
+    GENERATE,
+    MULTIPLE_CHOICE,
+    Example,
+    Task,
+    TaskError,
+    load_task_file,
+)
 
 # Common English words (4-8 letters) for word tasks and the synthetic prose.
 WORDS = tuple(
@@ -235,10 +244,10 @@ def _arithmetic() -> list[Task]:
 
 
 def _python_functions() -> Task:
-    """The project's HumanEval-style problems (scaling/task_data), zero-shot, pass@k."""
+    """The project's HumanEval-style problems (evaluation/task_data), zero-shot, pass@k."""
     examples = tuple(
         Example(p.prompt, (p.canonical_solution,), test=p.test, entry_point=p.entry_point)
-        for p in code_eval.load_problems()
+        for p in problems.load_problems()
     )
     return Task(
         name="python_functions",
@@ -352,3 +361,12 @@ TASKS: dict[str, Task] = {
         _python_functions(),
     )
 }
+
+
+def resolve(name: str) -> Task:
+    """A built-in task by name, or a BIG-bench task.json (file or directory) by path."""
+    if name in TASKS:
+        return TASKS[name]
+    if name.endswith(".json") or "/" in name or Path(name).is_dir():
+        return load_task_file(name)
+    raise TaskError("eval.tasks", f"unknown task {name!r}", f"choose from {sorted(TASKS)}")

@@ -1,4 +1,4 @@
-"""Which operating-system layers of the sandbox (scaling.sandbox) this machine allows, found once
+"""Which operating-system layers of the sandbox (evaluation.sandbox) this machine allows, found once
 per process: user, network, pid and mount namespaces through `unshare`, the kernel's Landlock
 filesystem allow-list, and, when the harness runs as root, a dedicated uid per program from a
 pool of slots, with an interpreter that uid may execute.

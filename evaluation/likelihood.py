@@ -26,8 +26,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from evaluation.generate import PROMPT_BUCKET
 from scaling.config import ModelConfig
-from scaling.generate import PROMPT_BUCKET
 from scaling.model import apply
 from scaling.tokenizer import Tokenizer
 

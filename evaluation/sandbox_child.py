@@ -1,4 +1,4 @@
-"""The program that runs inside the sandbox (scaling.sandbox), as source text: a supervisor that
+"""The program that runs inside the sandbox (evaluation.sandbox), as source text: a supervisor that
 fences itself in with Landlock, forks the candidate and reports its wait status, and the
 candidate's own hardening, its lowered rlimits and the audit hook (the `landlock`, `rlimits` and
 `audit-hook` layers).
@@ -8,7 +8,7 @@ sandbox and may import nothing but the standard library, so it is kept as text, 
 """
 
 DENIED_EXIT = 86  # exit code of a program the audit hook stopped
-TALK_FD = 3  # where a program that is talked to (scaling.sandbox.run_program's talk) answers
+TALK_FD = 3  # where a program that is talked to (evaluation.sandbox.run_program's talk) answers
 
 # The program inside the sandbox: a supervisor that applies Landlock (inherited by all it forks),
 # forks the candidate, waits for it and writes its wait status to a descriptor the candidate never

@@ -6,7 +6,7 @@ into the context. Scores and metrics are on text or its bytes, comparable across
 
 Multiple choice (lm-evaluation-harness definitions): `acc` picks the choice of highest total
 log-probability (summed over its tokens, split from the prompt's as lm-eval does:
-scaling.likelihood), `acc_norm` the highest log-probability per UTF-8 byte of the continuation
+evaluation.likelihood), `acc_norm` the highest log-probability per UTF-8 byte of the continuation
 (lm-eval divides by its length in characters), `brier_score` is
 Σ_i (p_i − y_i)² with p the softmax over the choices' log-probabilities and y the target scores
 normalised to sum 1 (BIG-bench's calibration_multiple_choice_brier_score), and `logprob` is the
@@ -21,7 +21,7 @@ is read after the last "So the answer is"; self-consistency (`exact_match:self_c
 Wang et al. 2023) takes a majority vote over sampled chains.
 
 Code (Codex, Chen et al. 2021): zero-shot completions of a signature and docstring, cut at the
-end of the function body and unit-tested in the sandbox (scaling.sandbox). `pass@1:greedy`;
+end of the function body and unit-tested in the sandbox (evaluation.sandbox). `pass@1:greedy`;
 with eval.samples = n, `pass@k:t{T}` by the unbiased estimator 1 − C(n−c, k)/C(n, k) at each
 temperature T, `pass@k` at the best temperature for that k (Codex's reporting; optimistic by
 the choice), and `pass@1:ranked_t{T}`, the pass rate of the one sample of highest mean token
@@ -37,9 +37,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from scaling import code_eval
-from scaling.config import ConfigError, EvalConfig, ModelConfig
-from scaling.eval_metrics import (
+from evaluation import code_eval
+from evaluation.generate import generate
+from evaluation.likelihood import continuation_logprobs, encode_pairs
+from evaluation.metrics import (
     byte_edit_distance,
     choice_metrics,
     exact_match,
@@ -47,18 +48,18 @@ from scaling.eval_metrics import (
     summary,
     uniform_brier,
 )
-from scaling.generate import generate
-from scaling.likelihood import continuation_logprobs, encode_pairs
-from scaling.tasks import (
+from evaluation.problems import Problem
+from evaluation.task_suite import resolve
+from evaluation.tasks import (
     CODE,
     MULTIPLE_CHOICE,
     Example,
     Task,
     cot_answer,
     eval_examples,
-    resolve,
 )
-from scaling.tasks import prompt as build_prompt
+from evaluation.tasks import prompt as build_prompt
+from scaling.config import ConfigError, EvalConfig, ModelConfig
 from scaling.tokenizer import Tokenizer
 
 PACK_LIMIT = 64  # the most shots pack_shots tries
@@ -259,7 +260,7 @@ def _score_cot(params, cfg: ModelConfig, tok: Tokenizer, ps: PromptSet, ecfg) ->
 def _passes(ps: PromptSet, samples: list, n: int) -> list[code_eval.ProblemScore]:
     """Sandboxed unit tests of n truncated samples per problem (samples problem-major)."""
     problems = [
-        code_eval.Problem(str(i), ex.input, ex.entry_point, ex.answer, ex.test)
+        Problem(str(i), ex.input, ex.entry_point, ex.answer, ex.test)
         for i, ex in enumerate(ps.examples)
     ]
     completions = [

@@ -1,4 +1,5 @@
-"""The axes of a sweep design: grid, zip and IsoFLOP profiles, and the learning-rate rule.
+"""The axes of a sweep design: grid, zip, IsoFLOP profiles and repeated data, and the
+learning-rate rule.
 
 Each axis is a list of points; a point is a label (its part of the run name) and the dotted
 field paths it sets. experiments.sweep takes the product of the axes. The syntax of each
@@ -15,9 +16,11 @@ from scaling.families import label as model_label
 from scaling.flops import param_counts
 
 ISOFLOP_KEYS = {"budgets", "models", "sizes", "flops"}
+REPEAT_KEYS = {"unique_tokens", "epochs"}
 LR_RULES = ("constant", "inverse_width", "mup")
 # Pseudo-fields of an axis, resolved into train.tokens once the model is known.
 TOKENS_PER_PARAM, FLOPS_BUDGET = "tokens_per_param", "flops_budget"
+EPOCHS = "planned_epochs"  # the design's; the results table's `epochs` is what the run trained
 CHINCHILLA_TOKENS_PER_PARAM = 20  # Hoffmann et al. 2022: D_opt ≈ 20 N
 
 
@@ -132,6 +135,51 @@ def isoflop_axes(spec: dict, base: dict) -> list[list[Point]]:
             name = f"{label('model', model)}-C{budget:.3g}"
             points.append((name, (("model", model), (FLOPS_BUDGET, (float(budget), convention)))))
     return [points]
+
+
+def repeat_axes(spec: dict) -> list[list[Point]]:
+    """One axis of (unique tokens U, epochs) points, the data-constrained design of Muennighoff
+    et al. 2023: each run trains on the first U tokens of the train split in epoch-exact order
+    (data.sampling: epochs, no window repeated within an epoch) for the given number of
+    passes; train.tokens follows once seq_len is known (see experiments.sweep)."""
+    if "repeat" not in spec:
+        return []
+    rep = spec["repeat"]
+    if not isinstance(rep, dict) or set(rep) != REPEAT_KEYS:
+        raise ConfigError(
+            "sweep.repeat",
+            f"must give exactly {sorted(REPEAT_KEYS)}",
+            "write e.g. `repeat: {unique_tokens: [1e6, 4e6], epochs: [1, 2, 4, 8]}`",
+        )
+    for key, minimum in (("unique_tokens", 2), ("epochs", 0)):
+        values = rep[key]
+        if (
+            not isinstance(values, list)
+            or not values
+            or not all(
+                isinstance(v, int | float) and not isinstance(v, bool) and minimum < v < math.inf
+                for v in values
+            )
+        ):
+            raise ConfigError(
+                f"sweep.repeat.{key}",
+                f"must be a non-empty list of finite numbers > {minimum}",
+                "write e.g. [1e6, 4e6]" if key == "unique_tokens" else "write e.g. [1, 2, 4, 8]",
+            )
+    return [
+        [
+            (
+                f"U{unique:.3g}-ep{epochs:g}",
+                (
+                    ("data.unique_tokens", int(unique)),
+                    ("data.sampling", "epochs"),
+                    (EPOCHS, float(epochs)),
+                ),
+            )
+            for unique in rep["unique_tokens"]
+            for epochs in rep["epochs"]
+        ]
+    ]
 
 
 def _around_optimum(budget: float, k, base: dict) -> list[str]:

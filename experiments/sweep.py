@@ -1,7 +1,7 @@
 """Sweep files and their expansion into run specs.
 
 A sweep file is YAML: a run config shared by all runs (`base`) and a design, the product of its
-axes (any of grid, zip, isoflop, each one axis or more):
+axes (any of grid, zip, repeat, isoflop, each one axis or more):
 
     name: demo                       # runs go to <runs_dir>/<name>/<label>-<run_id>/
     description: free text
@@ -15,6 +15,9 @@ axes (any of grid, zip, isoflop, each one axis or more):
     zip:                             # lists of equal length, taken element by element
       model: [s2, s3]
       train.learning_rate: [3e-3, 2e-3]
+    repeat:                          # repeated data (Muennighoff et al. 2023): the first U
+      unique_tokens: [1e6, 4e6]      # train tokens, epoch-exact, for each number of epochs;
+      epochs: [1, 2, 4, 8]           # train.tokens = epochs × the tokens of U's windows
     isoflop:                         # IsoFLOP profiles (Hoffmann et al. 2022, approach 2)
       budgets: [1e12, 3e12]          # compute budgets C in FLOPs
       models: [s1, s2, s3]           # sizes per budget, or `sizes: 5`: the 5 ladder rungs
@@ -43,15 +46,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from experiments import designs, store
-from experiments.designs import FLOPS_BUDGET, TOKENS_PER_PARAM
+from experiments.designs import EPOCHS, FLOPS_BUDGET, TOKENS_PER_PARAM
 from experiments.launch_config import LaunchConfig
 from scaling.config import ConfigError, RunConfig, build, run_config
 from scaling.config_io import load_yaml, parse_override, set_path
+from scaling.data import epoch_windows
 from scaling.flops import flops_per_token, param_counts
 from scaling.schedules import decay_start
 
 SWEEP_KEYS = {
-    "name", "description", "base", "grid", "zip", "isoflop", "lr_rule", "cooldown", "launch"
+    "name", "description", "base", "grid", "zip", "repeat", "isoflop", "lr_rule", "cooldown",
+    "launch",
 }  # fmt: skip
 MAX_RUNS = 256
 
@@ -164,10 +169,15 @@ def expand(spec: dict, yes: bool = False) -> Sweep:
             f"expected a mapping, got {type(base).__name__}",
             "write base as a run config: model/data/train/eval sections",
         )
-    axes = designs.grid_axes(spec) + designs.zip_axes(spec) + designs.isoflop_axes(spec, base)
+    axes = [
+        *designs.grid_axes(spec),
+        *designs.zip_axes(spec),
+        *designs.repeat_axes(spec),
+        *designs.isoflop_axes(spec, base),
+    ]
     if not axes:
         raise ConfigError(
-            "sweep", "the design is empty", "give a non-empty grid, zip or isoflop section"
+            "sweep", "the design is empty", "give a non-empty grid, zip, repeat or isoflop section"
         )
     n_runs = math.prod(len(a) for a in axes)
     if n_runs > MAX_RUNS and not yes:
@@ -198,7 +208,7 @@ def _run(base: dict, points: tuple[designs.Point, ...], rule: tuple[str, int]) -
     try:
         for _, assignments in points:
             for key, value in assignments:
-                if key in (TOKENS_PER_PARAM, FLOPS_BUDGET):
+                if key in (TOKENS_PER_PARAM, FLOPS_BUDGET, EPOCHS):
                     design[key] = value
                 else:
                     set_path(resolved, key, value)
@@ -233,6 +243,11 @@ def _resolve_tokens(cfg: RunConfig, design: dict) -> RunConfig:
         budget, convention = design[FLOPS_BUDGET]
         per_token = flops_per_token(cfg.model)
         tokens = budget / (per_token.six_n if convention == "6n" else per_token.detailed)
+    elif EPOCHS in design:  # passes over the windows of the first unique_tokens tokens,
+        # to the nearest whole step: exact when the windows of those epochs fill whole batches
+        per_epoch = epoch_windows(cfg.data.unique_tokens, cfg.model.seq_len) * cfg.model.seq_len
+        per_step = cfg.train.batch_size * cfg.model.seq_len
+        tokens = round(design[EPOCHS] * per_epoch / per_step) * per_step
     else:
         return cfg
     return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, tokens=int(tokens)))

@@ -71,11 +71,34 @@ def test_grid_expansion_and_stable_ids():
             "sweep: the design expands to 300 runs .*; fix: .* pass --yes",
         ),
         ({"name": "t", "grid": {"model": ["s0"]}, "lr_rule": {"rule": "x"}}, "sweep.lr_rule"),
+        ({"name": "t", "repeat": {"epochs": [1]}}, "sweep.repeat: must give exactly"),
+        (
+            {"name": "t", "repeat": {"unique_tokens": [1e4], "epochs": [0]}},
+            "sweep.repeat.epochs: must be a non-empty list of finite numbers > 0",
+        ),
     ],
 )
 def test_bad_sweeps_name_the_field(spec, message):
     with pytest.raises(ConfigError, match=message):
         expand(spec)
+
+
+def test_repeat_design_trains_whole_epochs_of_the_first_unique_tokens():
+    spec = {
+        "name": "r",
+        "base": {**BASE, "model": {"seq_len": 32}, "train": {"batch_size": 2}},
+        "grid": {"model": ["s0", "s1"]},
+        "repeat": {"unique_tokens": [4e3, 1.6e4], "epochs": [1, 4]},
+    }
+    runs = expand(spec).runs
+    assert len(runs) == 8 and runs[1].name == "s0-U4e+03-ep4"
+    for r in runs:
+        unique = r.config.data.unique_tokens
+        assert r.config.data.sampling == "epochs" and unique in (4000, 16000)
+        per_epoch = (unique - 1) // 32 * 32  # the tokens the whole windows predict
+        planned = r.design["planned_epochs"] * per_epoch
+        assert abs(r.config.tokens_trained - planned) <= 32  # within half a step (2 windows)
+        assert r.config.tokens_trained == planned or unique == 16000  # 124 windows: whole steps
 
 
 def test_zip_isoflop_ratios_and_width_rule():

@@ -1,0 +1,1 @@
+"""Few-shot evaluation of trained models: tasks, prompts, generation, scoring, sandboxed code."""

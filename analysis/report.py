@@ -18,6 +18,13 @@ import pandas as pd
 
 from analysis.emergence_report import write_emergence
 from analysis.emergence_stats import Settings
+from analysis.family_report import (
+    FIGURE,
+    compare_families,
+    families_json,
+    families_markdown,
+    plot_families,
+)
 from analysis.fit_plots import plot_allocation, plot_isoflop
 from analysis.fits.base import FitRequest
 from analysis.fits.bootstrap import Bootstrap
@@ -328,6 +335,10 @@ def write_report(
         if fit is not None
     }
     plot_allocation(allocations, path=out / "allocation.png")
+    families = compare_families(curves, runs, flops_col, **boot)
+    if families is not None:
+        plot_families(families, runs, flops_col, out / FIGURE)
+        drawn.append(FIGURE)
 
     emergence = write_emergence(
         resolve_baselines(from_project(results, flops_col)),
@@ -350,6 +361,7 @@ def write_report(
         },
         "loss_vs_params": [{"tokens": t, **f.to_dict()} for t, f in n_fits.items()],
         **fit_dicts,
+        "families": families_json(families) if families else None,
         "skipped": skipped,
     }
     (out / "fits.json").write_text(json.dumps(json_safe(fits), indent=2, allow_nan=False) + "\n")
@@ -358,7 +370,10 @@ def write_report(
     (out / "fits.tex").write_text(latex_table(header, rows, caption="Scaling-law fits"))
 
     sweep = ", ".join(map(str, results["sweep"].unique())) or str(out.name)
-    (out / "report.md").write_text(_report_markdown(sweep, runs, fits, emergence))
+    report = _report_markdown(sweep, runs, fits, emergence)
+    if families is not None:  # before the emergence section: it is about the loss fits
+        report = report.replace("## Emergence", families_markdown(families) + "\n## Emergence", 1)
+    (out / "report.md").write_text(report)
     return {
         "out_dir": str(out),
         "files": [str(out / f) for f in (*FILES, *drawn)],

@@ -198,3 +198,27 @@ def test_isoflop_sweep_report_gives_approaches_1_to_3(tmp_path):
     assert "approach 2 (IsoFLOP): a = " in (tmp_path / "report.md").read_text()
     table = pd.read_csv(tmp_path / "emergence.csv")
     assert set(table["family"]) == {"synthetic, compute-optimal"}  # one run per budget
+
+
+def test_two_families_get_their_own_laws_and_a_compute_multiplier(tmp_path):
+    """llama's runs reach gpt2's losses at half the compute: its multiplier against gpt2 is 2."""
+    parts = []
+    for family, scale in (("gpt2", 1.0), ("llama", 0.5)):
+        results, curves = synthetic_sweep(FULL)
+        for t in (results, curves):
+            t["family"] = family
+            t["run_id"] = family + "-" + t["run_id"]
+            t["flops_6n"] *= scale
+            t["flops_detailed"] *= scale
+        parts.append((results, curves))
+    results = pd.concat([p[0] for p in parts], ignore_index=True)
+    curves = pd.concat([p[1] for p in parts], ignore_index=True)
+    summary = write_report(results, curves, tmp_path, n_boot=10)
+    assert str(tmp_path / "families_loss_vs_flops.png") in summary["files"]
+    families = json.loads((tmp_path / "fits.json").read_text())["families"]
+    assert families["reference"] == "gpt2"
+    assert families["fits"]["gpt2"]["alpha"] == pytest.approx(families["fits"]["llama"]["alpha"])
+    for row in families["multipliers"]:
+        assert row["family"] == "llama" and row["multiplier"] == pytest.approx(2.0, rel=1e-3)
+        assert row["lo"] <= 2.0 + 1e-6 and row["hi"] >= 2.0 - 1e-6
+    assert "compute multiplier vs gpt2" in (tmp_path / "report.md").read_text()

@@ -223,6 +223,7 @@ def write_emergence(
     holdout_largest: int = 0,
     x_scale: str | None = None,
     missing_x: str = "error",
+    groups: str = "subtasks",
     settings: Settings | None = None,
     plot: bool = True,
 ) -> dict:
@@ -240,6 +241,7 @@ def write_emergence(
         pooled=pooled,
         x_scale=x_scale,
         missing_x=missing_x,
+        groups=groups,
         settings=settings,
     )
     table = emergence_table(c, forecast(c))

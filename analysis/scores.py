@@ -56,6 +56,9 @@ SCHEMA = [
     "higher_is_better",
 ]
 REQUIRED = ["model", "task", "metric", "value", "shots"]
+# Columns the importers and resolvers add beside SCHEMA (never a user's look-alike of a field)
+DERIVED = ["model_name", "revision", "step", "group", "aggregate", "n_choices", "source",
+           "baseline_source", "n_source"]  # fmt: skip
 NUMERIC = ["params", "non_embedding_params", "tokens", "flops", "value", "stderr", "n_examples"]
 
 # Direction of the metrics we know; a metric not listed here needs a higher_is_better column.

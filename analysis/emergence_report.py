@@ -233,7 +233,6 @@ def write_emergence(
     (also written as emergence.json)."""
     settings = settings or Settings()
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     c = classify(
         scores,
         x=x,
@@ -244,6 +243,7 @@ def write_emergence(
         groups=groups,
         settings=settings,
     )
+    out.mkdir(parents=True, exist_ok=True)  # after classify: bad input writes nothing
     table = emergence_table(c, forecast(c))
     counts = class_counts(c.curves)
     sensitivity = metric_sensitivity(c.curves)

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.inputs import json_document, json_section, read_table, require_columns
-from analysis.lm_eval_results import checkpoint_families, newest_first, read_lm_eval
+from analysis.lm_eval_results import checkpoint_families, keep_newest, read_lm_eval
 from analysis.project_scores import from_project
 from analysis.scores import NUMERIC, fill_n_examples, numeric, resolve_baselines, tidy
 from scaling.config import ConfigError
@@ -182,7 +182,7 @@ def load_scores(
         else:
             frames.append(frame)
     if lm_eval:
-        frames.append(newest_first(lm_eval, lm_paths))
+        frames.append(keep_newest(lm_eval, lm_paths))
     scores = pd.concat(frames, ignore_index=True)
     if models is not None:
         scores = attach_models(scores, models)

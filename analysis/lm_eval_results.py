@@ -85,29 +85,19 @@ def model_identity(d: dict, path: Path | None, where: str) -> dict:
     }
 
 
-def _tree(d: dict, where: str) -> tuple[set, dict, callable]:
-    """(group names, parent of each child, root(name)) from group_subtasks and groups."""
-    subtasks = json_section(d, "group_subtasks", where)
-    parent = {}
-    for g in subtasks:
-        for child in json_section(subtasks, g, f"{where}.group_subtasks", list):
-            parent.setdefault(child, g)
-    groups = {g for g in subtasks if subtasks[g]} | set(json_section(d, "groups", where))
-
-    def root(name: str) -> str:
-        seen = {name}
-        while name in parent:
-            name = parent[name]
-            if name in seen:
-                raise ConfigError(
-                    f"{where}.group_subtasks",
-                    f"{name!r} is its own ancestor",
-                    "give the file as the harness wrote it",
-                )
-            seen.add(name)
-        return name
-
-    return groups, parent, root
+def _lineage(name: str, parent: dict, where: str) -> list[str]:
+    """name's groups, innermost first (a task in two groups counts in the first listed)."""
+    out = []
+    while name in parent:
+        name = parent[name]
+        if name in out:
+            raise ConfigError(
+                f"{where}.group_subtasks",
+                f"{name!r} is its own ancestor",
+                "give the file as the harness wrote it",
+            )
+        out.append(name)
+    return out
 
 
 def _count(name: str, metrics: dict, samples_of: dict, where: str) -> float:
@@ -145,8 +135,45 @@ def _stderr(se, metric: str, p: float, n: float) -> float:
     return np.nan
 
 
-def _leaf_values(names, of: dict):
-    """The one value `of` gives every name in `names`, else None (for a group's shots)."""
+def _layout(d: dict, where: str, entries: dict) -> dict[str, dict]:
+    """Where each results entry sits (task, subtask, group, aggregate) and what it was scored
+    on (shots, n_examples, n_choices); a group takes its leaves' shots and choices when they
+    agree, and their summed count when it has none of its own."""
+    subtasks = json_section(d, "group_subtasks", where)
+    parent = {}
+    for g in subtasks:
+        for child in json_section(subtasks, g, f"{where}.group_subtasks", list):
+            parent.setdefault(child, g)
+    groups = {g for g in subtasks if subtasks[g]} | set(json_section(d, "groups", where))
+    lineage = {n: _lineage(n, parent, where) for n in entries}
+    leaves = [n for n in entries if n not in groups]
+    configs, n_shot = json_section(d, "configs", where), json_section(d, "n-shot", where)
+    samples_of = json_section(d, "n-samples", where)
+    count = {n: _count(n, entries[n], samples_of, where) for n in entries}
+    config = {n: json_section(configs, n, f"{where}.configs") for n in leaves}
+    shots = {n: n_shot.get(n, config[n].get("num_fewshot")) for n in leaves}
+    choices = {n: c.get("doc_to_choice") for n, c in config.items()}
+    choices = {n: len(c) for n, c in choices.items() if isinstance(c, list)}
+    default_shots = json_section(d, "config", where).get("num_fewshot")
+    out = {}
+    for name in entries:
+        below = [n for n in leaves if name in lineage[n]] if name in groups else [name]
+        n = count[name] if count[name] > 0 else float(np.nansum([count[c] for c in below]))
+        k = _one_value(below, shots)
+        out[name] = {
+            "task": (lineage[name] or [name])[-1],
+            "subtask": name if lineage[name] else "",
+            "group": (lineage[name] or [""])[0],
+            "aggregate": name in groups,
+            "shots": next(s for s in (k, default_shots, 0) if s is not None),
+            "n_examples": n if n > 0 else np.nan,
+            "n_choices": _one_value(below, choices) or np.nan,
+        }
+    return out
+
+
+def _one_value(names, of: dict):
+    """The one value `of` gives the names in `names`, else None."""
     values = {of[n] for n in names if n in of}
     return values.pop() if len(values) == 1 else None
 
@@ -159,62 +186,25 @@ def read_lm_eval(source, *, model: str | None = None) -> pd.DataFrame:
     if not results:
         raise ConfigError(f"{where}.results", "missing or empty", "give an lm-eval results JSON")
     who = model_identity(d, path, where) | ({"model": model} if model else {})
-    groups, parent, root = _tree(d, where)
-    configs, n_shot = json_section(d, "configs", where), json_section(d, "n-shot", where)
-    samples_of, better = (
-        json_section(d, "n-samples", where),
-        json_section(d, "higher_is_better", where),
-    )
-    default_shots = json_section(d, "config", where).get("num_fewshot")
+    who["source"] = str(path) if path else ""
+    better = json_section(d, "higher_is_better", where)
     entries = {name: json_section(results, name, f"{where}.results") for name in results}
     v04 = any("," in k for m in entries.values() for k in m)
-    leaves = [n for n in entries if n not in groups]
-    counts = {n: _count(n, entries[n], samples_of, where) for n in entries}
-    shots = {n: n_shot.get(n, json_section(configs, n, f"{where}.configs").get("num_fewshot"))
-             for n in leaves}  # fmt: skip
-    choices = {n: json_section(configs, n, where).get("doc_to_choice") for n in leaves}
-    choices = {n: len(c) for n, c in choices.items() if isinstance(c, list)}
-
-    def under(g):  # the leaves below group g
-        return [n for n in leaves if g in _ancestors(n, parent)]
-
     rows = []
-    for name, metrics in entries.items():
-        is_group = name in groups
-        below = under(name) if is_group else [name]
-        k = shots.get(name) if not is_group else _leaf_values(below, shots)
-        n = counts[name]
-        if is_group and not n > 0:
-            n = float(np.nansum([counts[c] for c in below])) or np.nan
+    for name, place in _layout(d, where, entries).items():
         hib = json_section(better, name, f"{where}.higher_is_better")
-        top = root(name)
-        for metric, filt, value, se in _metrics(metrics, v04):
+        for metric, filt, value, se in _metrics(entries[name], v04):
             rows.append(
                 who
+                | place
                 | {
-                    "task": top,
-                    "subtask": "" if name == top else name,
-                    "group": parent.get(name, ""),
-                    "aggregate": is_group,
-                    "shots": next(s for s in (k, default_shots, 0) if s is not None),
                     "metric": metric if filt in ("", "none") else f"{metric}:{filt}",
                     "value": float(value),
-                    "stderr": _stderr(se, metric, value, n),
-                    "n_examples": n,
-                    "n_choices": _leaf_values(below, choices) or np.nan,
+                    "stderr": _stderr(se, metric, value, place["n_examples"]),
                     "higher_is_better": hib.get(metric, np.nan),
-                    "source": str(path) if path else "",
                 }
             )
     return tidy(pd.DataFrame(rows), where)
-
-
-def _ancestors(name: str, parent: dict) -> set:
-    out = set()
-    while name in parent and parent[name] not in out:
-        name = parent[name]
-        out.add(name)
-    return out
 
 
 def written_at(path: Path) -> float:
@@ -228,7 +218,7 @@ def written_at(path: Path) -> float:
     return float(date) if isinstance(date, int | float) and not isinstance(date, bool) else -np.inf
 
 
-def newest_first(frames: list[pd.DataFrame], paths: list[Path]) -> pd.DataFrame:
+def keep_newest(frames: list[pd.DataFrame], paths: list[Path]) -> pd.DataFrame:
     """Concatenate files' scores; where several files score the same model on the same task
     and shots (a re-run), the newest file's rows are kept, all of them and nothing older."""
     order = sorted(range(len(paths)), key=lambda i: (written_at(paths[i]), str(paths[i])))
@@ -248,12 +238,12 @@ def checkpoint_families(scores: pd.DataFrame) -> pd.DataFrame:
     if "revision" not in scores or not (scores["revision"].fillna("") != "").any():
         return scores
     rev = scores["revision"].fillna("").astype(str)
-    name = scores["model_name"].astype(str)
+    name = scores.get("model_name", scores["model"]).astype(str)
     has = rev != ""
-    if scores[has].groupby(rev[has])["model_name"].nunique().max() >= 2:
+    if name[has].groupby(rev[has]).nunique().max() >= 2:
         curve, on = rev, has
     else:
-        series = scores[has].groupby(name[has])["revision"].nunique()
+        series = rev[has].groupby(name[has]).nunique()
         curve, on = name, has & name.isin(series.index[series >= 2])
     family = scores["family"].astype(str)
     named = np.where(family == "all", curve, family + ", " + curve)

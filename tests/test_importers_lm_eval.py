@@ -230,6 +230,21 @@ def test_a_group_without_counts_takes_its_subtasks():
     assert one(s, subtask="a")["n_examples"] == 200  # effective (a --limit), not original
 
 
+def test_a_known_task_keeps_its_baseline_inside_a_group(tmp_path):
+    doc = v04(
+        {
+            "ai2_arc": {"acc,none": 0.4},
+            "arc_easy": {"acc,none": 0.5},
+            "arc_challenge": {"acc,none": 0.3},
+        },
+        group_subtasks={"ai2_arc": ["arc_easy", "arc_challenge"]},
+    )
+    (tmp_path / "results.json").write_text(json.dumps(doc))
+    s = load_scores([tmp_path])
+    assert one(s, subtask="arc_challenge")["random_baseline"] == 0.25
+    assert one(s, subtask="arc_challenge")["baseline_source"] == "known:arc_challenge"
+
+
 def test_a_group_cycle_is_refused():
     doc = v04({"a": {"acc,none": 0.5}}, group_subtasks={"a": ["b"], "b": ["a"]})
     with pytest.raises(ConfigError, match="group_subtasks.*own ancestor"):

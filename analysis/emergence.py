@@ -62,12 +62,13 @@ def _skip(rows: list, frame: pd.DataFrame, reason: str, model: bool = False) -> 
 
 
 def _hint(scores: pd.DataFrame, field: str) -> str:
-    """ " (did you mean column 'baseline'? --map baseline=random_baseline)" or ""."""
+    """The hint for a missing field: " (did you mean column 'baseline'? rename it or --map
+    baseline=random_baseline)", or "" when no column looks like it."""
     known = {*SCHEMA, *DERIVED}
     col = lookalike(
         field, [c for c in scores.columns if c not in known and scores[c].notna().any()]
     )
-    return f" (did you mean column {col!r}? --map {col}={field})" if col else ""
+    return f" (did you mean column {col!r}? rename it or --map {col}={field})" if col else ""
 
 
 def _count_once(d: pd.DataFrame, groups: str, skipped: list) -> pd.DataFrame:

@@ -167,22 +167,19 @@ def load_scores(
     concatenate (lm-eval files re-run on the same model, task and shots: the newest wins),
     attach model metadata, give checkpoint series their curves, resolve baselines and fill
     n_examples: the frame `analysis.emergence.classify` takes."""
-    frames, lm_eval, lm_paths = [], [], []
+    readers = {"lm_eval": read_lm_eval, "bigbench": read_bigbench}
+    frames, lm_eval = [], {}
     for p in result_files(paths):
         fmt = detect_format(p)
-        if fmt == "lm_eval":
-            frame = read_lm_eval(p)
-        else:
-            frame = read_bigbench(p) if fmt == "bigbench" else read_csv(p, mapping, defaults)
+        frame = readers[fmt](p) if fmt in readers else read_csv(p, mapping, defaults)
         if frame.empty:
             raise ConfigError(str(p), "holds no scores", "give a file with at least one row")
         if fmt == "lm_eval":
-            lm_eval.append(frame)
-            lm_paths.append(p)
+            lm_eval[p] = frame
         else:
             frames.append(frame)
     if lm_eval:
-        frames.append(keep_newest(lm_eval, lm_paths))
+        frames.append(keep_newest(lm_eval))
     scores = pd.concat(frames, ignore_index=True)
     if models is not None:
         scores = attach_models(scores, models)

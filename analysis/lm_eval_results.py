@@ -218,11 +218,12 @@ def written_at(path: Path) -> float:
     return float(date) if isinstance(date, int | float) and not isinstance(date, bool) else -np.inf
 
 
-def keep_newest(frames: list[pd.DataFrame], paths: list[Path]) -> pd.DataFrame:
-    """Concatenate files' scores; where several files score the same model on the same task
-    and shots (a re-run), the newest file's rows are kept, all of them and nothing older."""
-    order = sorted(range(len(paths)), key=lambda i: (written_at(paths[i]), str(paths[i])))
-    scores = pd.concat([frames[i].assign(_file=rank) for rank, i in enumerate(order)])
+def keep_newest(frames: dict[Path, pd.DataFrame]) -> pd.DataFrame:
+    """Concatenate files' scores ({path: scores}); where several files score the same model on
+    the same task and shots (a re-run), the newest file's rows are kept, all of them and
+    nothing older."""
+    order = sorted(frames, key=lambda p: (written_at(p), str(p)))
+    scores = pd.concat([frames[p].assign(_file=rank) for rank, p in enumerate(order)])
     keys = ["model", "task", "subtask", "shots"]
     newest = scores.groupby(keys, dropna=False)["_file"].transform("max")
     return scores[scores["_file"] == newest].drop(columns="_file").reset_index(drop=True)

@@ -276,11 +276,15 @@ def _scores_csv(path, **rename):
 
 def test_a_field_under_another_name_is_named(tmp_path):
     s = load_scores([_scores_csv(tmp_path / "a.csv", params="n_params")])
-    with pytest.raises(ConfigError, match=r"did you mean column 'n_params'\? --map n_params="):
+    with pytest.raises(
+        ConfigError, match=r"did you mean column 'n_params'\? rename it or --map n_params="
+    ):
         classify(s, x="params", settings=QUICK)
     s = load_scores([_scores_csv(tmp_path / "b.csv", random_baseline="baseline")])
     reason = classify(s, x="params", settings=QUICK).skipped["reason"].iloc[0]
-    assert reason.endswith("(did you mean column 'baseline'? --map baseline=random_baseline)")
+    assert reason.endswith(
+        "(did you mean column 'baseline'? rename it or --map baseline=random_baseline)"
+    )
     with pytest.raises(ConfigError, match="value.*did you mean 'score'"):
         read_csv(_scores_csv(tmp_path / "c.csv", value="score"))
 

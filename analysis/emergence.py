@@ -6,10 +6,14 @@ the x axis (training FLOPs, parameters, or a loss column read right to left). Sc
 metric is lower-is-better are negated first, so "better" is always "higher".
 
 Rows that cannot be classified (no usable x, baseline, metric direction or sampling
-uncertainty; NaN scores; mixed shot counts; fewer than `min_points` models) are listed with the
-reason, never dropped silently. The method itself (the tests, the classes, the threshold, the
-bootstrap confidence, linearity and breakthroughness, and why each setting has its default) is
-in analysis.emergence_stats, on arrays of curves.
+uncertainty; NaN scores; mixed shot counts; several models at one x; fewer than `min_points`
+models) are listed with the reason, never dropped silently. Each datum is counted once: a
+group's average (an `aggregate` row, as lm-eval and BIG-bench report them) is not classified
+beside its subtasks, or with groups="aggregates" the top-level group instead of them.
+
+The method itself (the tests, the classes, the threshold, the bootstrap confidence, linearity
+and breakthroughness, and why each setting has its default) is in analysis.emergence_stats, on
+arrays of curves.
 """
 
 from __future__ import annotations
@@ -20,8 +24,8 @@ import numpy as np
 import pandas as pd
 
 from analysis.emergence_stats import Settings, classify_arrays
-from analysis.inputs import require_columns
-from analysis.scores import PROPORTION_METRICS, metric_name
+from analysis.inputs import lookalike, require_columns
+from analysis.scores import DERIVED, PROPORTION_METRICS, SCHEMA, metric_name
 from scaling.config import ConfigError
 
 KEYS = ["family", "task", "subtask", "metric", "shots"]
@@ -57,7 +61,37 @@ def _skip(rows: list, frame: pd.DataFrame, reason: str, model: bool = False) -> 
         rows.append({**r, "model": r.get("model", ""), "reason": reason})
 
 
-def _prepare(scores, x, scale, family, pooled, st, missing_x, skipped):
+def _hint(scores: pd.DataFrame, field: str) -> str:
+    """The hint for a missing field: " (did you mean column 'baseline'? rename it or --map
+    baseline=random_baseline)", or "" when no column looks like it."""
+    known = {*SCHEMA, *DERIVED}
+    col = lookalike(
+        field, [c for c in scores.columns if c not in known and scores[c].notna().any()]
+    )
+    return f" (did you mean column {col!r}? rename it or --map {col}={field})" if col else ""
+
+
+def _count_once(d: pd.DataFrame, groups: str, skipped: list) -> pd.DataFrame:
+    """d without rows whose data other rows already count (module docstring): aggregates of
+    subtasks present for the same (task, metric, shots), or with groups="aggregates" those
+    subtasks (and inner groups) where a top-level aggregate is present."""
+    if groups not in ("subtasks", "aggregates"):
+        raise ConfigError("groups", f"unknown {groups!r}", "use 'subtasks' or 'aggregates'")
+    if "aggregate" not in d.columns:
+        return d
+    agg = d["aggregate"].fillna(False).astype(bool)
+    key = d["task"] + "\0" + d["metric"] + "\0" + d["shots"].astype(str)
+    if groups == "subtasks":
+        drop = agg & key.isin(key[~agg & (d["subtask"] != "")])
+        reason = "group average: its subtasks are classified (--groups aggregates: the group)"
+    else:
+        drop = (d["subtask"] != "") & key.isin(key[agg & (d["subtask"] == "")])
+        reason = "in a group classified as a whole (--groups subtasks: each part)"
+    _skip(skipped, d[drop], reason)
+    return d[~drop]
+
+
+def _prepare(scores, x, scale, family, pooled, st, missing_x, groups, skipped):
     """Rows that can be classified, one curve per KEYS group; everything else into skipped."""
     require_columns(scores, ["model", "task", "subtask", "metric", "shots", "value", x], "scores")
     for col in ("random_baseline", "higher_is_better", "stderr", "n_examples"):
@@ -79,7 +113,8 @@ def _prepare(scores, x, scale, family, pooled, st, missing_x, skipped):
             raise ConfigError(
                 f"scores.{x}",
                 f"missing or non-positive for {len(models)} model(s): {', '.join(models)}",
-                "attach model sizes/FLOPs (--models FILE), choose another --x, or drop them",
+                "attach model sizes/FLOPs (--models FILE), choose another --x, or drop them "
+                "(--skip-missing-x)" + _hint(scores, x),
             )
         _skip(skipped, d[bad_x], f"no {x}: point dropped", model=True)
         d = d[~bad_x]
@@ -94,6 +129,16 @@ def _prepare(scores, x, scale, family, pooled, st, missing_x, skipped):
             f"{r['family']}/{r['task']}/{r['subtask']}/{r['metric']}/{r['shots']}-shot",
             "give each (model, task, subtask, metric, shots) one row",
         )
+    # Points of one family at one x (checkpoints of one model along --x params): no order to
+    # classify. Pooled families may share sizes: that is what pooling is for.
+    shared = d.duplicated([*KEYS, "x"], keep=False) & (not pooled)
+    shared = shared.groupby([d[c] for c in KEYS]).transform("any")
+    _skip(
+        skipped,
+        d[shared],
+        f"several models at one {x}: choose an --x (step, tokens) or --family that separates them",
+    )
+    d = _count_once(d[~shared], groups, skipped)
 
     # Mixed shots: several shot settings for one curve, but no model evaluated in two of them.
     base = ["family", "task", "subtask", "metric"]
@@ -108,6 +153,7 @@ def _prepare(scores, x, scale, family, pooled, st, missing_x, skipped):
         ("higher_is_better", "unknown metric direction: add higher_is_better"),
         ("random_baseline", "no random baseline: give one in a task_info file"),
     ):
+        reason += _hint(scores, col)
         bad = d[col].isna().groupby([d[c] for c in KEYS]).transform("any")
         _skip(skipped, d[bad], reason)
         d = d[~bad]
@@ -124,7 +170,12 @@ def _prepare(scores, x, scale, family, pooled, st, missing_x, skipped):
     )
     no_sd = ~d["binomial"] & ~(d["stderr"] > 0)
     bad = no_sd.groupby([d[c] for c in KEYS]).transform("any")
-    _skip(skipped, d[bad], "no stderr or n_examples: sampling uncertainty unknown")
+    _skip(
+        skipped,
+        d[bad],
+        "no stderr or n_examples: sampling uncertainty unknown"
+        + (_hint(scores, "stderr") or _hint(scores, "n_examples")),
+    )
     d = d[~bad]
     size = d.groupby(KEYS)["model"].transform("size")
     few = size < st.min_points
@@ -141,10 +192,12 @@ def classify(
     pooled: bool = False,
     x_scale: str | None = None,
     missing_x: str = "error",
+    groups: str = "subtasks",
     settings: Settings | None = None,
 ) -> Classification:
     """Classify every (family, task, subtask, metric, shots) curve of tidy `scores`
-    (analysis.scores) along column `x`; per family (column `family`) or pooled.
+    (analysis.scores) along column `x`; per family (column `family`) or pooled; a group's
+    subtasks, or with groups="aggregates" the group's average (module docstring).
 
     Models without a usable x raise ConfigError naming them (missing_x="skip": named skips).
     Curves without baseline, direction or uncertainty, with NaN scores, mixed shots or fewer
@@ -152,7 +205,7 @@ def classify(
     settings = settings or Settings()
     scale, to_t, _ = x_transform(x, x_scale)
     skipped: list[dict] = []
-    d = _prepare(scores, x, scale, family, pooled, settings, missing_x, skipped)
+    d = _prepare(scores, x, scale, family, pooled, settings, missing_x, groups, skipped)
     d = d.assign(t=to_t(d["x"].to_numpy(float)))
     d = d.sort_values([*KEYS, "t", "model"], kind="stable").reset_index(drop=True)
     curve_id = d.groupby(KEYS, sort=False).ngroup().to_numpy()

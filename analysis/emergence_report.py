@@ -223,6 +223,7 @@ def write_emergence(
     holdout_largest: int = 0,
     x_scale: str | None = None,
     missing_x: str = "error",
+    groups: str = "subtasks",
     settings: Settings | None = None,
     plot: bool = True,
 ) -> dict:
@@ -232,7 +233,6 @@ def write_emergence(
     (also written as emergence.json)."""
     settings = settings or Settings()
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     c = classify(
         scores,
         x=x,
@@ -240,8 +240,10 @@ def write_emergence(
         pooled=pooled,
         x_scale=x_scale,
         missing_x=missing_x,
+        groups=groups,
         settings=settings,
     )
+    out.mkdir(parents=True, exist_ok=True)  # after classify: bad input writes nothing
     table = emergence_table(c, forecast(c))
     counts = class_counts(c.curves)
     sensitivity = metric_sensitivity(c.curves)

@@ -1,6 +1,7 @@
 """Importers of published and project results into the tidy score table (analysis.scores):
-lm-evaluation-harness JSON (v0.3 and v0.4), BIG-bench score files, ad-hoc CSVs, and this
-project's results table (analysis.project_scores); `load_scores` detects the format."""
+lm-evaluation-harness JSON (v0.3 and v0.4, analysis.lm_eval_results), BIG-bench score files,
+ad-hoc CSVs, and this project's results table (analysis.project_scores); `load_scores` detects
+the format and takes files or directories of them."""
 
 from __future__ import annotations
 
@@ -9,96 +10,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.inputs import read_table, require_columns
+from analysis.inputs import json_document, json_section, read_table, require_columns
+from analysis.lm_eval_results import checkpoint_families, keep_newest, read_lm_eval
 from analysis.project_scores import from_project
 from analysis.scores import NUMERIC, fill_n_examples, numeric, resolve_baselines, tidy
 from scaling.config import ConfigError
-from scaling.config_io import json_type, load_json
+from scaling.config_io import json_type
 
-
-def _document(source, kind: str) -> tuple[dict, Path | None, str]:
-    """(the JSON object, its path or None, the name errors give it) of a path or a dict."""
-    path = None if isinstance(source, dict) else Path(source)
-    where = str(path) if path else kind
-    d = source if path is None else load_json(path, "INPUT")
-    if not isinstance(d, dict):
-        raise ConfigError(where, f"holds a JSON {json_type(d)}, not an object", f"give {kind}")
-    return d, path, where
-
-
-def _section(d: dict, key, where: str, kind: type = dict):
-    """d[key] when it is a JSON object (or list); absent or null is an empty one. Anything else
-    is a ConfigError naming the field: the file is not what the harness or BIG-bench writes."""
-    value = d.get(key)
-    if value is None:
-        return kind()
-    if not isinstance(value, kind):
-        raise ConfigError(
-            f"{where}.{key}",
-            f"is a JSON {json_type(value)}, not {'an object' if kind is dict else 'a list'}",
-            "give the file as the harness or BIG-bench wrote it",
-        )
-    return value
-
-
-def _lm_eval_model(d: dict, path: Path | None, where: str) -> str:
-    """Model name from config.model_args 'pretrained=org/name,...' (or model_name, file stem)."""
-    args = _section(d, "config", where).get("model_args") or ""
-    if isinstance(args, dict):
-        args = ",".join(f"{k}={v}" for k, v in args.items())
-    for part in str(args).split(","):
-        key, _, val = part.partition("=")
-        if key.strip() == "pretrained" and val:
-            return val.strip().rstrip("/").split("/")[-1]
-    return str(d.get("model_name") or (path.stem if path else "model"))
-
-
-def read_lm_eval(source, *, model: str | None = None) -> pd.DataFrame:
-    """lm-evaluation-harness results JSON (path or dict) -> tidy scores.
-
-    v0.3: {"results": {task: {metric: v, metric_stderr: se}}, "versions", "config":
-    {"num_fewshot", "model_args"}}. v0.4 adds "n-shot", "configs" (num_fewshot, doc_to_choice),
-    "higher_is_better", "n-samples" and "group_subtasks"; metric keys are "metric,filter".
-    A subtask listed under a group in group_subtasks becomes (task=group, subtask=name).
-    Model size, tokens and FLOPs are not in these files: add them with `attach_models`."""
-    d, path, where = _document(source, "an lm-eval results JSON")
-    results = _section(d, "results", where)
-    if not results:
-        raise ConfigError(f"{where}.results", "missing or empty", "give an lm-eval results JSON")
-    model = model or _lm_eval_model(d, path, where)
-    groups = _section(d, "group_subtasks", where)
-    parent = {s: g for g in groups for s in _section(groups, g, f"{where}.group_subtasks", list)}
-    configs, n_shot = _section(d, "configs", where), _section(d, "n-shot", where)
-    samples_of, better = _section(d, "n-samples", where), _section(d, "higher_is_better", where)
-    default_shots = _section(d, "config", where).get("num_fewshot")
-    rows = []
-    for name in results:
-        metrics = _section(results, name, f"{where}.results")
-        cfg = _section(configs, name, f"{where}.configs")
-        shots = n_shot.get(name, cfg.get("num_fewshot", default_shots))
-        choices = cfg.get("doc_to_choice")
-        samples = _section(samples_of, name, f"{where}.n-samples")
-        hib = _section(better, name, f"{where}.higher_is_better")
-        for key, value in metrics.items():
-            metric, _, filt = key.partition(",")
-            if metric.endswith("_stderr") or not isinstance(value, (int, float)):
-                continue
-            se = metrics.get(f"{metric}_stderr" + (f",{filt}" if filt else ""))
-            rows.append(
-                {
-                    "model": model,
-                    "task": parent.get(name, name),
-                    "subtask": name if name in parent else "",
-                    "shots": 0 if shots is None else shots,
-                    "metric": metric if filt in ("", "none") else f"{metric}:{filt}",
-                    "value": float(value),
-                    "stderr": float(se) if isinstance(se, (int, float)) else np.nan,
-                    "n_examples": samples.get("effective", np.nan),
-                    "n_choices": len(choices) if isinstance(choices, list) else np.nan,
-                    "higher_is_better": hib.get(metric, np.nan),
-                }
-            )
-    return tidy(pd.DataFrame(rows), where)
+__all__ = ["attach_models", "load_scores", "read_bigbench", "read_csv", "read_lm_eval"]
+# The result files a directory contributes: lm-eval's results_<timestamp>.json (results.json
+# in v0.3) and BIG-bench's scores_<family>_<size>.json, at any depth.
+RESULT_FILES = ("results*.json", "scores_*.json")
 
 
 def read_bigbench(source) -> pd.DataFrame:
@@ -108,23 +30,24 @@ def read_bigbench(source) -> pd.DataFrame:
     splits into task and subtask. The preferred score's low_score is BIG-bench's chance level
     (its normalised score is 100·(s - low)/(high - low)) and becomes its random_baseline;
     other metrics get theirs from task info. model: total_params -> params, non_embedding_params,
-    flop_matched_non_embedding_params (kept as a column)."""
-    d, path, where = _document(source, "a BIG-bench scores_*.json")
+    flop_matched_non_embedding_params (kept as a column). A task's own entry beside entries of
+    its subtasks is their mean (BIG-bench's aggregate): marked aggregate=True."""
+    d, path, where = json_document(source, "a BIG-bench scores_*.json")
     if "scores" not in d or "model" not in d:
         raise ConfigError(where, "no 'scores'/'model' keys", "give a BIG-bench scores_*.json")
-    m = _section(d, "model", where)
+    m = json_section(d, "model", where)
     stem = path.stem.split("_") if path else []
     family = m.get("model_family") or (stem[1] if len(stem) > 2 else "bigbench")
     size = m.get("model_name") or (stem[-1] if stem else "model")
-    task_name = _section(d, "task", where).get("task_name")
+    task_name = json_section(d, "task", where).get("task_name")
     rows = []
-    for i, s in enumerate(_section(d, "scores", where, list)):
+    for i, s in enumerate(json_section(d, "scores", where, list)):
         at = f"{where}.scores[{i}]"
         if not isinstance(s, dict):
             raise ConfigError(at, f"is a JSON {json_type(s)}, not an object", "fix the file")
         task, _, sub = str(s.get("subtask_description") or task_name).partition(":")
         preferred = s.get("preferred_score")
-        scores = _section(s, "score_dict", at)
+        scores = json_section(s, "score_dict", at)
         if not scores or (preferred in scores and not _chance_levels(s)):
             raise ConfigError(
                 at,
@@ -151,7 +74,12 @@ def read_bigbench(source) -> pd.DataFrame:
                     else np.nan,
                 }
             )
-    return tidy(pd.DataFrame(rows), where)
+    df = pd.DataFrame(rows)
+    if len(df):
+        df["aggregate"] = (df["subtask"] == "") & df["task"].isin(
+            df.loc[df["subtask"] != "", "task"]
+        )
+    return tidy(df, where)
 
 
 def _chance_levels(s: dict) -> bool:
@@ -176,14 +104,16 @@ def read_csv(path, mapping: dict[str, str] | None = None, defaults: dict | None 
 
 def attach_models(scores: pd.DataFrame, models: pd.DataFrame) -> pd.DataFrame:
     """Fill family/params/non_embedding_params/tokens/flops (and any other column of `models`)
-    from a per-model table keyed by `model`; values already in `scores` win."""
+    from a per-model table keyed by `model`: a score row's model, else its model_name (so one
+    line gives every checkpoint of a model its size); values already in `scores` win."""
     require_columns(models, ["model"], "models")
     models = numeric(models, NUMERIC, "models")
     info = models.assign(model=models["model"].astype(str)).drop_duplicates("model")
     info = info.set_index("model")
     out = scores.copy()
+    names = out["model_name"] if "model_name" in out else pd.Series(np.nan, index=out.index)
     for col in info.columns:
-        looked_up = out["model"].map(info[col])
+        looked_up = out["model"].map(info[col]).fillna(names.map(info[col]))
         if col not in out.columns:
             out[col] = looked_up
         elif col == "family":
@@ -193,12 +123,31 @@ def attach_models(scores: pd.DataFrame, models: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def result_files(paths) -> list[Path]:
+    """The inputs as files: a directory stands for every RESULT_FILES match below it, sorted
+    (a directory of lm-eval output: <out>/<model>/results_<timestamp>.json)."""
+    files = []
+    for p in map(Path, paths):
+        if not p.is_dir():
+            files.append(p)
+            continue
+        found = sorted({f for pattern in RESULT_FILES for f in p.rglob(pattern) if f.is_file()})
+        if not found:
+            raise ConfigError(
+                str(p),
+                f"a directory with no result files ({' or '.join(RESULT_FILES)}) below it",
+                "give lm-eval or BIG-bench result files, or a directory holding them",
+            )
+        files += found
+    return files
+
+
 def detect_format(path) -> str:
     """'lm_eval' | 'bigbench' | 'table' from a file's suffix and top-level JSON keys."""
     path = Path(path)
     if path.suffix != ".json":
         return "table"
-    keys = _document(path, "an lm-eval or BIG-bench JSON")[0].keys()
+    keys = json_document(path, "an lm-eval or BIG-bench JSON")[0].keys()
     if {"scores", "model"} <= keys:
         return "bigbench"
     if "results" in keys:
@@ -214,17 +163,24 @@ def load_scores(
     models: pd.DataFrame | None = None,
     task_info: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
-    """Read every input (format by detect_format), concatenate, attach model metadata, resolve
-    baselines and fill n_examples: the frame `analysis.emergence.classify` takes."""
+    """Read every input (a file, or a directory of result files; format by detect_format),
+    concatenate (lm-eval files re-run on the same model, task and shots: the newest wins),
+    attach model metadata, give checkpoint series their curves, resolve baselines and fill
+    n_examples: the frame `analysis.emergence.classify` takes."""
     readers = {"lm_eval": read_lm_eval, "bigbench": read_bigbench}
-    frames = []
-    for p in paths:
+    frames, lm_eval = [], {}
+    for p in result_files(paths):
         fmt = detect_format(p)
         frame = readers[fmt](p) if fmt in readers else read_csv(p, mapping, defaults)
         if frame.empty:
             raise ConfigError(str(p), "holds no scores", "give a file with at least one row")
-        frames.append(frame)
+        if fmt == "lm_eval":
+            lm_eval[p] = frame
+        else:
+            frames.append(frame)
+    if lm_eval:
+        frames.append(keep_newest(lm_eval))
     scores = pd.concat(frames, ignore_index=True)
     if models is not None:
         scores = attach_models(scores, models)
-    return fill_n_examples(resolve_baselines(scores, task_info))
+    return fill_n_examples(resolve_baselines(checkpoint_families(scores), task_info))

@@ -14,15 +14,81 @@ import numpy as np
 import pandas as pd
 
 from scaling.config import ConfigError
-from scaling.config_io import read_input
+from scaling.config_io import json_type, load_json, read_input
 
 __all__ = [
     "ConfigError",
+    "json_document",
+    "json_section",
+    "lookalike",
     "read_table",
     "require_columns",
     "require_positive_finite",
     "require_min_rows",
 ]
+
+# Names under which tables commonly carry a field of the score schema (analysis.scores) or of
+# the fits' inputs: a missing field whose look-alike is present is named in the error.
+ALIASES = {
+    "params": ["n_params", "num_params", "nparams", "parameters", "num_parameters",
+               "n_parameters", "model_num_parameters", "total_params", "params_total",
+               "model_size", "size"],
+    "non_embedding_params": ["non_embedding", "params_non_embedding", "nonembedding_params",
+                             "n_params_non_embedding"],
+    "tokens": ["n_tokens", "num_tokens", "train_tokens", "training_tokens", "tokens_seen",
+               "data_size"],
+    "flops": ["compute", "train_flops", "training_flops", "flop", "total_flops"],
+    "random_baseline": ["baseline", "chance", "random", "chance_level", "random_chance",
+                        "random_score", "low_score"],
+    "n_examples": ["n", "n_samples", "num_samples", "num_examples", "sample_len", "samples",
+                   "count", "n_items"],
+    "stderr": ["se", "std_err", "standard_error", "sem", "stderror", "acc_stderr"],
+    "value": ["score", "accuracy", "acc", "result"],
+    "shots": ["k", "num_fewshot", "n_shot", "n_shots", "fewshot", "k_shot", "nshot"],
+    "task": ["benchmark", "dataset", "task_name"],
+    "model": ["model_name", "name", "checkpoint"],
+    "metric": ["metric_name", "measure"],
+    "higher_is_better": ["higher_better", "direction", "hib"],
+    "subtask": ["subset", "part", "subtask_name"],
+    "family": ["model_family", "series"],
+}  # fmt: skip
+
+
+def lookalike(name: str, columns) -> str | None:
+    """A column of `columns` that looks like field `name` under another name: one of its
+    ALIASES (case-insensitive), else the closest spelling (difflib); None if none."""
+    columns = [str(c) for c in columns if str(c) != name]
+    lower = {c.lower(): c for c in columns}
+    for alias in ALIASES.get(name, []):
+        if alias in lower:
+            return lower[alias]
+    close = difflib.get_close_matches(name, columns, n=1)
+    return close[0] if close else None
+
+
+def json_document(source, kind: str) -> tuple[dict, Path | None, str]:
+    """(the JSON object, its path or None, the name errors give it) of a path or a dict."""
+    path = None if isinstance(source, dict) else Path(source)
+    where = str(path) if path else kind
+    d = source if path is None else load_json(path, "INPUT")
+    if not isinstance(d, dict):
+        raise ConfigError(where, f"holds a JSON {json_type(d)}, not an object", f"give {kind}")
+    return d, path, where
+
+
+def json_section(d: dict, key, where: str, kind: type = dict):
+    """d[key] when it is a JSON object (or list); absent or null is an empty one. Anything else
+    is a ConfigError naming the field: the file is not what its tool writes."""
+    value = d.get(key)
+    if value is None:
+        return kind()
+    if not isinstance(value, kind):
+        raise ConfigError(
+            f"{where}.{key}",
+            f"is a JSON {json_type(value)}, not {'an object' if kind is dict else 'a list'}",
+            "give the file as the harness or BIG-bench wrote it",
+        )
+    return value
 
 
 def read_table(path, where: str = "INPUT") -> pd.DataFrame:
@@ -46,8 +112,8 @@ def require_columns(df: pd.DataFrame, columns, where: str = "input") -> None:
         raise ConfigError(where, "the table has no columns", "give a table with a header row")
     for col in columns:
         if col not in df.columns:
-            close = difflib.get_close_matches(str(col), map(str, df.columns), n=1)
-            hint = f"did you mean {close[0]!r}? " if close else ""
+            close = lookalike(str(col), df.columns)
+            hint = f"did you mean {close!r}? " if close else ""
             raise ConfigError(
                 f"{where}.{col}",
                 f"no column {col!r}",

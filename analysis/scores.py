@@ -17,7 +17,8 @@ Random baselines are resolved in this order, and the source is kept in `baseline
 the row's own value; a user file (`task_info`: task[, subtask][, metric], random_baseline
 and/or n_choices); task metadata on the row (`n_choices` -> 1/n_choices; BIG-bench
 `target_scores` via `baseline_from_target_scores`); the nominal choice counts of well-known
-tasks in KNOWN_BASELINES. Only accuracy-like metrics (PROPORTION_METRICS) get a baseline from
+tasks in KNOWN_BASELINES (matched on the task or the subtask: arc_easy in lm-eval's group
+ai2_arc). Only accuracy-like metrics (PROPORTION_METRICS) get a baseline from
 choice counts: the chance level of a perplexity or a Brier score is not 1/#choices.
 
 Sampling uncertainty. lm-evaluation-harness reports the standard error of an accuracy,
@@ -56,6 +57,9 @@ SCHEMA = [
     "higher_is_better",
 ]
 REQUIRED = ["model", "task", "metric", "value", "shots"]
+# Columns the importers and resolvers add beside SCHEMA (never a user's look-alike of a field)
+DERIVED = ["model_name", "revision", "step", "group", "aggregate", "n_choices", "source",
+           "baseline_source", "n_source"]  # fmt: skip
 NUMERIC = ["params", "non_embedding_params", "tokens", "flops", "value", "stderr", "n_examples"]
 
 # Direction of the metrics we know; a metric not listed here needs a higher_is_better column.
@@ -118,6 +122,7 @@ KNOWN_BASELINES = {
     "copa": 1 / 2,
     "arc_easy": 1 / 4,
     "arc_challenge": 1 / 4,
+    "ai2_arc": 1 / 4,
     "sciq": 1 / 4,
     "logiqa": 1 / 4,
     "hellaswag": 1 / 4,
@@ -257,7 +262,8 @@ def resolve_baselines(scores: pd.DataFrame, task_info: pd.DataFrame | None = Non
     if "n_choices" in out.columns:
         fill(1 / pd.to_numeric(out["n_choices"], errors="coerce"), "n_choices", is_prop)
     for pattern, baseline in KNOWN_BASELINES.items():
-        hit = out["task"].map(lambda t, p=pattern: fnmatch.fnmatchcase(t, p))
+        hit = out[["task", "subtask"]].map(lambda t, p=pattern: fnmatch.fnmatchcase(t, p))
+        hit = hit.any(axis=1)
         fill(pd.Series(baseline, index=out.index), f"known:{pattern}", is_prop & hit)
     out["baseline_source"] = source
     return out

@@ -3,11 +3,14 @@
     scaling emergence INPUT... --out DIR [--x flops|params|non_embedding_params|tokens|COL]
         [--family COL] [--pooled] [--holdout-largest K] [--map SRC=DST ...] [--set COL=VALUE ...]
         [--models FILE] [--task-info FILE] [--task NAME ...] [--metric NAME ...]
+        [--groups subtasks|aggregates]
 
-INPUT: lm-evaluation-harness JSON (v0.3/v0.4), BIG-bench scores_*.json, this project's
-results.csv, or any CSV/parquet (tidy, or with --map renaming its columns to the schema of
-analysis/importers.py). --models adds family/params/tokens/flops per model; --task-info adds
-random baselines (or n_choices), n_examples and higher_is_better per task.
+INPUT: lm-evaluation-harness JSON (v0.3/v0.4), BIG-bench scores_*.json, a directory of them
+(lm-eval's output directory: every results*.json below it, the newest of re-runs), this
+project's results.csv, or any CSV/parquet (tidy, or with --map renaming its columns to the
+schema of analysis/scores.py). lm-eval v0.4 files give params (config.model_num_parameters)
+and checkpoints (revision, step: --x step). --models adds family/params/tokens/flops per model;
+--task-info adds random baselines (or n_choices), n_examples and higher_is_better per task.
 """
 
 from __future__ import annotations
@@ -76,6 +79,7 @@ def cmd_emergence(args) -> int:
         pooled=args.pooled,
         holdout_largest=args.holdout_largest,
         missing_x="skip" if args.skip_missing_x else "error",
+        groups=args.groups,
         settings=Settings(**tuned),
         plot=not args.no_plot,
     )
@@ -90,13 +94,15 @@ def add_parser(subparsers) -> None:
     e = subparsers.add_parser(
         "emergence", help="classify score-vs-scale curves (flat/smooth/emergent/inverse/U)"
     )
-    e.add_argument("inputs", nargs="+", metavar="INPUT", help="score files (JSON, CSV, parquet)")
+    e.add_argument(
+        "inputs", nargs="+", metavar="INPUT", help="score files (JSON, CSV, parquet) or directories"
+    )
     e.add_argument("--out", required=True, help="output directory")
     e.add_argument(
         "--x",
         default="flops",
-        help="x axis: flops, params, non_embedding_params, tokens, or any column (a column "
-        "named *loss* is read right to left)",
+        help="x axis: flops, params, non_embedding_params, tokens, step (a checkpoint series), "
+        "or any column (a column named *loss* is read right to left)",
     )
     e.add_argument("--family", default="family", help="column that names the model family")
     e.add_argument("--pooled", action="store_true", help="one curve across all families")
@@ -109,6 +115,12 @@ def add_parser(subparsers) -> None:
     e.add_argument("--task-info", help="CSV: task[, subtask][, metric], random_baseline, ...")
     e.add_argument("--task", action="append", help="only this task (repeatable)")
     e.add_argument("--metric", action="append", help="only this metric (repeatable)")
+    e.add_argument(
+        "--groups",
+        choices=["subtasks", "aggregates"],
+        default="subtasks",
+        help="a task group (mmlu): classify its subtasks, or only its average",
+    )
     e.add_argument(
         "--skip-missing-x", action="store_true", help="skip models without x (else an error)"
     )

@@ -263,6 +263,7 @@ def score_cases() -> list[Case]:
         "value-text": SCORES_CSV.replace("0.2,", "high,"),
         "missing-column": SCORES_CSV.replace("metric", "measure"),
         "ragged": SCORES_CSV + "m9,add,acc,0.1,0,1e9,extra,cells\n",
+        "params-under-another-name": SCORES_CSV.replace(",params\n", ",n_params\n", 1),
     }
     cases += [
         Case(f"scores-{k}", emergence("scores.csv"), {"scores.csv": v}) for k, v in csvs.items()
@@ -281,6 +282,8 @@ def score_cases() -> list[Case]:
         "n-samples-number": json.dumps({**LM_EVAL, "n-samples": 5}),
         "higher-is-better-list": json.dumps({**LM_EVAL, "higher_is_better": [True]}),
         "num-fewshot-text": changed(LM_EVAL, "config.num_fewshot", "few"),
+        "group-cycle": json.dumps({**LM_EVAL, "group_subtasks": {"arc": ["x"], "x": ["arc"]}}),
+        "n-samples-task-list": json.dumps({**LM_EVAL, "n-samples": {"arc": [5]}}),
     }
     cases += [Case(f"lm-eval-{k}", emergence("lm.json"), {"lm.json": v}) for k, v in lm.items()]
     bb = {

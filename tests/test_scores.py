@@ -36,7 +36,9 @@ def row(df, **match):
 def test_lm_eval_v03():
     s = read_lm_eval(DATA / "lm_eval_v03.json")
     assert list(s.columns[: len(SCHEMA)]) == SCHEMA
-    assert set(s["model"]) == {"pythia-70m"}  # from model_args pretrained=org/name
+    # from model_args pretrained=org/name,revision=step143000: a checkpoint keeps its revision
+    assert set(s["model"]) == {"pythia-70m@step143000"}
+    assert set(s["model_name"]) == {"pythia-70m"} and set(s["step"]) == {143000}
     assert set(s["shots"]) == {5.0}  # config.num_fewshot
     assert len(s) == 6  # 2 + 2 + 2 metrics, stderr keys are not metrics
     acc = row(s, task="lambada_openai", metric="acc")
@@ -56,7 +58,9 @@ def test_lm_eval_v04_subtasks_shots_filters():
         0,
     )
     assert astro["n_choices"] == 4
-    assert np.isnan(row(s, subtask="mmlu_virology")["stderr"])  # "N/A"
+    # "N/A": lm-eval's own binomial stderr from the 166 examples n-samples gives
+    virology = row(s, subtask="mmlu_virology")
+    assert virology["stderr"] == pytest.approx(np.sqrt(0.2771 * (1 - 0.2771) / 165))
     assert row(s, task="mmlu", subtask="")["value"] == 0.262  # the group's own row
     gsm = s[s["task"] == "gsm8k"]
     assert set(gsm["metric"]) == {"exact_match:strict-match", "exact_match:flexible-extract"}
@@ -219,13 +223,13 @@ def test_load_scores_attaches_models(tmp_path):
     s = load_scores([DATA / "lm_eval_v03.json", DATA / "lm_eval_v04.json"], models=models)
     assert set(s["family"]) == {"pythia"}
     assert row(s, model="pythia-1b", subtask="mmlu_astronomy")["params"] == 1e9
-    assert row(s, model="pythia-70m", task="piqa", metric="acc")["random_baseline"] == 0.5
+    # the models file names pythia-70m; its checkpoint pythia-70m@step143000 gets its size
+    piqa = row(s, model_name="pythia-70m", task="piqa", metric="acc")
+    assert piqa["params"] == 7e7 and piqa["random_baseline"] == 0.5
     # n_examples from stderr where the file has none (v0.3): the median of acc's and acc_norm's
     # estimates (same examples); as reported where the file has them (v0.4).
     n_est = [p * (1 - p) / se**2 + 1 for p, se in ((0.5958, 0.0114), (0.5941, 0.0115))]
-    assert row(s, model="pythia-70m", task="piqa", metric="acc")["n_examples"] == round(
-        np.median(n_est)
-    )
+    assert piqa["n_examples"] == round(np.median(n_est))
     assert row(s, subtask="mmlu_astronomy")["n_examples"] == 152
     with pytest.raises(ConfigError, match="file not found"):
         load_scores([tmp_path / "missing.json"])

@@ -81,8 +81,13 @@ def run_record(run_dir: Path, cfg: RunConfig, step: int) -> dict:
     tokens = step * cfg.train.batch_size * m.seq_len
     per_token = flops_per_token(m)
     heldout = [r for r in read_metrics(run_dir) if r["split"] == "heldout" and r["step"] == step]
+    keep = ("task", "shots", "metric", "value", "stderr", "n_examples")
+    scores = [
+        {k: r.get(k) for k in keep} for r in store.read_eval(run_dir) if r.get("step") == step
+    ]
     return {
         "run": run_dir.name,
+        "git_commit": store.status(run_dir).get("provenance", {}).get("git_commit"),
         "step": step,
         "steps": cfg.steps,
         "tokens": tokens,
@@ -91,6 +96,7 @@ def run_record(run_dir: Path, cfg: RunConfig, step: int) -> dict:
         "params": vars(param_counts(m)),
         "flops_6n": per_token.six_n * tokens,
         "flops_detailed": per_token.detailed * tokens,
+        "few_shot": scores,
         "config": cfg.to_dict(),
     }
 
@@ -148,18 +154,29 @@ def model_card(record: dict, cfg: RunConfig, tok, fmt: str) -> str:
         ("held-out loss", loss_text),
     ]
     table = "".join(f"| {k} | {v} |\n" for k, v in rows)
+    scores = "".join(
+        f"| {r['task']} | {r['shots']} | {r['metric']} | {r['value']:.4g} ± {r['stderr']:.2g} "
+        f"| {r['n_examples']} |\n"
+        for r in record["few_shot"]
+    )
+    if scores:
+        scores = (
+            "## Few-shot scores at this step\n\n| task | shots | metric | value ± stderr | n |\n"
+            f"|---|---|---|---|---|\n{scores}\n"
+        )
     config = json.dumps(record["config"], indent=2)
     return (
         "---\nlibrary_name: transformers\ntags: [scaling-laws, jax]\n---\n\n"
         f"# {record['run']} at step {record['step']}\n\n"
-        f"Trained with `scaling` (JAX/Flax), exported as `{fmt}`.\n\n"
+        f"Trained with `scaling` (JAX/Flax, commit {record['git_commit'] or 'unknown'}), "
+        f"exported as `{fmt}`.\n\n"
         f"| | |\n|---|---|\n{table}\n"
         + "".join(f"- {n}\n" for n in notes)
         + "\nParameters: non-embedding excludes the token and position embeddings and an "
         "untied output layer (Kaplan et al. 2020). FLOPs: 6·N_active·D, and the detailed count "
         "with attention, embeddings and logits, backward = 2× forward, the causal mask not "
         "halving attention (scaling/flops.py).\n\n"
-        f"## Load\n\n{load}\n## Run config\n\n```json\n{config}\n```\n"
+        f"{scores}## Load\n\n{load}\n## Run config\n\n```json\n{config}\n```\n"
     )
 
 

@@ -16,6 +16,7 @@ folded), beside our own config.json.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 from dataclasses import dataclass
@@ -169,8 +170,9 @@ def write_hf(out: Path, params, m: ModelConfig, tok: tokenizer.Tokenizer) -> lis
     the files written."""
     config, tensors = to_hf(params, m, tok)
     out.mkdir(parents=True, exist_ok=True)
-    safetensors.numpy.save_file(tensors, out / WEIGHTS, metadata={"format": "pt"})
     _write_json(out / CONFIG, config)
+    safetensors.numpy.save_file(tensors, out / WEIGHTS, metadata={"format": "pt"})
+    os.chmod(out / WEIGHTS, (out / CONFIG).stat().st_mode)  # safetensors writes it private
     return [CONFIG, WEIGHTS, *write_tokenizer(out, tok, m.seq_len)]
 
 

@@ -15,7 +15,7 @@ import safetensors.numpy
 from conftest import TINY, tiny_run
 from tokenizers import Tokenizer
 
-from experiments import store
+from experiments import export_run, store
 from experiments.cli import main
 from scaling import export
 from scaling.config import ModelConfig, run_config
@@ -201,12 +201,31 @@ def test_byte_tokenizer_json_encodes_to_our_ids(tmp_path, bpe):
     assert special["eos_token"] == "<|endoftext|>" and bpe.eos_id is not None
 
 
+def test_a_subword_model_imports_with_its_tokenizer_and_a_shorter_context(bpe, tmp_path):
+    m = ModelConfig(**TINY | {"vocab_size": 512})
+    params = _params(m)
+    hf_dir = tmp_path / "hf"
+    export.write_hf(hf_dir, params, m, bpe)
+    assert json.loads((hf_dir / export.CONFIG).read_text())["eos_token_id"] == bpe.eos_id
+    run = tmp_path / "imported" / "bpe"
+    argv = ["import-hf", str(hf_dir), str(run), "--seq-len", "32", "--tokens", "6400"]
+    assert main(argv) == 0
+    cfg, params2 = _restored(run)
+    assert (cfg.model.seq_len, cfg.steps, cfg.train.batch_size) == (32, 200, 1)
+    assert cfg.data.run_tokenizer().sha256 == bpe.sha256  # the run's own copy
+    assert Path(cfg.data.tokenizer).parent == run.absolute()
+    assert np.array_equal(params2["wpe"], params["wpe"][:32])  # the first 32 positions
+    longer = ["import-hf", str(hf_dir), str(tmp_path / "imported" / "x"), "--seq-len", "65"]
+    assert main(longer) == 2
+
+
 # ---------------------------------------------------------------------------------------------
 # The commands, as a user runs them
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
+    # slow: compiling a train step and generation costs 40 s on a cold cache
     """A tiny gpt2 run trained for 4 steps, as `scaling train` leaves it (config.json too)."""
     run_dir = tmp_path_factory.mktemp("runs") / "tiny-0123456789ab"
     raw = tiny_run(4) | {"data": {"synthetic_chars": 20_000}}
@@ -229,6 +248,7 @@ def _restored(run_dir):
         manager.close()
 
 
+@pytest.mark.slow
 def test_export_import_and_evaluate_a_trained_run(trained, tmp_path, capsys):
     run_dir, cfg, result = trained
     out = tmp_path / "hf"
@@ -257,15 +277,27 @@ def test_export_import_and_evaluate_a_trained_run(trained, tmp_path, capsys):
     assert (again / export.WEIGHTS).read_bytes() == (out / export.WEIGHTS).read_bytes()
 
 
-def test_npz_export_is_the_parameters_as_trained(trained, tmp_path):
-    run_dir, cfg, result = trained
-    assert main(["export", str(run_dir), str(tmp_path), "--format", "npz", "--step", "2"]) == 0
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """A run directory without training: a random llama imported (its checkpoint at step 1)."""
+    m = dataclasses.replace(MODELS["llama"], mup_base_width=0)
+    hf_dir = tmp_path_factory.mktemp("hf")
+    export.write_hf(hf_dir, _params(m), m, BYTES)
+    run = tmp_path_factory.mktemp("runs") / "llama"
+    export_run.import_hf(hf_dir, run)
+    return run
+
+
+def test_npz_export_is_the_parameters_as_trained(run_dir, tmp_path):
+    assert main(["export", str(run_dir), str(tmp_path), "--format", "npz", "--step", "1"]) == 0
+    cfg, params = _restored(run_dir)
     arrays = np.load(tmp_path / export.NPZ)
-    assert sorted(arrays.files) == sorted(export.flatten(result.params))
-    assert json.loads((tmp_path / export.CONFIG).read_text()) == json.loads(
-        json.dumps(cfg.to_dict())
-    )
-    assert json.loads((tmp_path / export.RUN_RECORD).read_text())["step"] == 2
+    assert sorted(arrays.files) == sorted(export.flatten(params))
+    assert all(np.array_equal(arrays[k], v) for k, v in export.flatten(params).items())
+    config = json.loads((tmp_path / export.CONFIG).read_text())
+    assert run_config(config) == cfg
+    assert json.loads((tmp_path / export.RUN_RECORD).read_text())["step"] == 1
+    assert "not measured at this step" in (tmp_path / "README.md").read_text()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -341,14 +373,16 @@ def test_llama_settings_we_cannot_compute_are_refused(tmp_path):
         assert named in e.value.field
 
 
-def test_export_refusals(trained, tmp_path, capsys):
-    run_dir, cfg, _ = trained
+def test_export_refusals(run_dir, tmp_path, capsys):
     moe = tmp_path / "moe"
     raw = tiny_run(4) | {"model": TINY | {"family": "moe", "n_expert": 2}}
     store.claim_config(str(moe), run_config(raw).to_dict())
     for argv, named in [
         (["export", str(moe), str(tmp_path / "o1")], "--format: family moe"),
-        (["export", str(run_dir), str(tmp_path / "o2"), "--step", "3"], "--step: no checkpoint"),
+        (
+            ["export", str(run_dir), str(tmp_path / "o2"), "--step", "3"],
+            "--step: no checkpoint at step 3",
+        ),
         (["export", str(tmp_path), str(tmp_path / "o3")], "RUN_DIR: no config.json"),
     ]:
         assert main(argv) == 2

@@ -9,6 +9,14 @@ from __future__ import annotations
 from pathlib import Path
 
 
+def count(text: str) -> int:
+    """A whole number written as papers write it: 3e11 or 300000000000."""
+    value = float(text)
+    if value != int(value) or value < 0:
+        raise ValueError(text)
+    return int(value)
+
+
 def cmd_export(args) -> int:
     from experiments.export_run import export_run
 
@@ -35,5 +43,5 @@ def add_parser(sub) -> None:
     i.add_argument("hf_dir", help="config.json, model.safetensors, tokenizer.json or .model")
     i.add_argument("out_run_dir", help="the run directory to write (evaluate its parent)")
     i.add_argument("--seq-len", type=int, default=0, help="a shorter context than the model's")
-    i.add_argument("--tokens", type=int, default=0, help="tokens the model was trained on")
+    i.add_argument("--tokens", type=count, default=0, help="tokens it was trained on (3e11)")
     i.set_defaults(func=cmd_import_hf)

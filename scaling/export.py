@@ -40,6 +40,7 @@ WEIGHTS_INDEX = "model.safetensors.index.json"  # a checkpoint split over severa
 TOKENIZER_JSON, TOKENIZER_MODEL = "tokenizer.json", "tokenizer.model"
 TOKENIZER_CONFIG = "tokenizer_config.json"
 NPZ = "params.npz"
+IDS_SET_BY = ("added_tokens", "normalizer", "pre_tokenizer", "model")  # of a tokenizer.json
 RUN_RECORD = "scaling_run.json"  # the run an export came from: its config, step, tokens, loss
 
 
@@ -98,7 +99,8 @@ def to_hf(params, m: ModelConfig, tok: tokenizer.Tokenizer) -> tuple[dict, dict]
     config = family.hf_config(m) | {
         "bos_token_id": tok.bos_id,
         "eos_token_id": tok.eos_id,
-        "torch_dtype": "float32",
+        "dtype": "float32",
+        "torch_dtype": "float32",  # dtype's name before transformers 4.56
     }
     return config, tensors
 
@@ -241,7 +243,7 @@ def read_hf(directory: Path) -> HFCheckpoint:
             raise ConfigError(str(path), problem, "re-save it") from None
     record = directory / RUN_RECORD
     run = _read_json(record, "the run record of an export") if record.is_file() else None
-    return HFCheckpoint(config, tensors, _tokenizer_of(directory), run)
+    return HFCheckpoint(config, tensors, tokenizer_of(directory), run)
 
 
 def _weight_files(directory: Path) -> list[Path]:
@@ -260,13 +262,15 @@ def _weight_files(directory: Path) -> list[Path]:
     )
 
 
-def _tokenizer_of(directory: Path) -> str:
-    """`bytes` for our byte tokenizer's tokenizer.json, else the tokenizer file's path."""
+def tokenizer_of(directory: Path) -> str:
+    """`bytes` for our byte tokenizer's tokenizer.json (what sets its ids as ours, whatever a
+    library that re-saved it added, such as a post-processor), else the tokenizer file's path."""
     path = directory / TOKENIZER_JSON
     if path.is_file():
         theirs = _read_json(path, "a tokenizers file")
         ours = json.loads(tokenizer.byte_tokenizers_object().to_str())
-        return tokenizer.BYTES if theirs == ours else str(path)
+        same = isinstance(theirs, dict) and all(theirs.get(k) == ours[k] for k in IDS_SET_BY)
+        return tokenizer.BYTES if same else str(path)
     if (directory / TOKENIZER_MODEL).is_file():
         return str(directory / TOKENIZER_MODEL)
     raise ConfigError(

@@ -193,6 +193,11 @@ def test_byte_tokenizer_json_encodes_to_our_ids(tmp_path, bpe):
         assert ids == BYTES.encode(text).tolist()
         assert theirs.decode(ids) == text
     assert json.loads((tmp_path / export.TOKENIZER_CONFIG).read_text())["eos_token"] is None
+    # re-saved by transformers, it gains a post-processor: still our byte tokenizer on import
+    saved = json.loads((tmp_path / export.TOKENIZER_JSON).read_text())
+    saved["post_processor"] = {"type": "TemplateProcessing", "single": [], "pair": []}
+    (tmp_path / export.TOKENIZER_JSON).write_text(json.dumps(saved))
+    assert export.tokenizer_of(tmp_path) == "bytes"
     # a tokenizers file is the run's own, its special tokens named
     export.write_tokenizer(tmp_path, bpe, 64)
     copied = (tmp_path / export.TOKENIZER_JSON).read_bytes()

@@ -185,6 +185,15 @@ def test_published_layout_variants_import(tmp_path):
     assert np.array_equal(params["lm_head"], tensors["model.embed_tokens.weight"].T)
 
 
+def test_rope_theta_is_read_as_transformers_4_and_5_write_it():
+    m = dataclasses.replace(MODELS["llama"], mup_base_width=0)
+    config, tensors = export.to_hf(_params(m), m, BYTES)
+    v4 = {k: v for k, v in config.items() if k != "rope_parameters"}
+    v5 = {k: v for k, v in config.items() if k not in ("rope_theta", "rope_scaling")}
+    for written in (v4, v5):
+        assert export.from_hf(written, tensors, "config.json")[0].rope_theta == 500.0
+
+
 def test_byte_tokenizer_json_encodes_to_our_ids(tmp_path, bpe):
     export.write_tokenizer(tmp_path, BYTES, 64)
     theirs = Tokenizer.from_file(str(tmp_path / export.TOKENIZER_JSON))
@@ -369,8 +378,11 @@ def test_llama_settings_we_cannot_compute_are_refused(tmp_path):
     config, tensors = export.to_hf(_params(m), m, BYTES)
     for fields, named in [
         ({"rope_scaling": {"rope_type": "llama3", "factor": 8.0}}, "rope_scaling"),
+        ({"rope_parameters": {"rope_type": "yarn", "rope_theta": 1e4}}, "rope_parameters"),
         ({"intermediate_size": 30}, "intermediate_size"),
         ({"attention_bias": True}, "attention_bias"),
+        ({"mlp_bias": True}, "mlp_bias"),
+        ({"hidden_act": "gelu"}, "hidden_act"),
         ({"rms_norm_eps": 1e-6}, "rms_norm_eps"),
     ]:
         with pytest.raises(export.ConfigError) as e:

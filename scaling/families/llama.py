@@ -284,8 +284,9 @@ def hf_config(m: ModelConfig) -> dict:
         "head_dim": m.head_dim,
         "hidden_act": "silu",
         "rms_norm_eps": RMS_EPS,
-        "rope_theta": m.rope_theta,
+        "rope_theta": m.rope_theta,  # transformers 4; 5 reads rope_parameters
         "rope_scaling": None,
+        "rope_parameters": {"rope_type": "default", "rope_theta": m.rope_theta},
         "attention_bias": False,
         "attention_dropout": 0.0,
         "mlp_bias": False,
@@ -293,17 +294,28 @@ def hf_config(m: ModelConfig) -> dict:
     }
 
 
+def _rope_theta(hf: dict, where: str) -> float:
+    """θ of plain RoPE: transformers 5's rope_parameters, or 4's rope_theta with rope_scaling
+    null (which wins where both are given, as in transformers 5). Scaled variants (linear,
+    dynamic, YaRN, llama3) are refused."""
+    key = "rope_scaling" if hf.get("rope_scaling") else "rope_parameters"
+    rope = hf.get(key) or {}
+    kind = rope.get("rope_type", rope.get("type", "default")) if isinstance(rope, dict) else rope
+    if kind != "default" or set(rope) - {"rope_type", "type", "rope_theta"}:
+        raise ConfigError(
+            f"{where}: {key}",
+            f"{rope!r} cannot be represented (plain RoPE only)",
+            "only rope_type 'default' without scaling can be imported",
+        )
+    theta = {"rope_theta": rope.get("rope_theta") or hf.get("rope_theta")}
+    return number(theta, "rope_theta", where, default=10_000.0, kind=float)
+
+
 def model_fields(hf: dict, where: str) -> dict:
     """Our fields of a LlamaConfig (transformers' defaults where a key is absent). A tied
     output layer is imported as an untied copy of the embedding (scaling.export)."""
     expect(hf, "hidden_act", ("silu",), where, "silu", "our SwiGLU gates with SiLU")
     expect(hf, "rms_norm_eps", (RMS_EPS,), where, 1e-6, f"our RMSNorm has eps {RMS_EPS}")
-    if hf.get("rope_scaling") is not None:
-        raise ConfigError(
-            f"{where}: rope_scaling",
-            f"{hf['rope_scaling']!r} cannot be represented (plain RoPE only)",
-            "only rope_scaling: null can be imported",
-        )
     expect(hf, "attention_bias", (False,), where, False, "no biases")
     expect(hf, "mlp_bias", (False,), where, False, "no biases")
     d_model, n_head = number(hf, "hidden_size", where), number(hf, "num_attention_heads", where)
@@ -318,7 +330,7 @@ def model_fields(hf: dict, where: str) -> dict:
         "d_ff": width * 3 // 2,
         "vocab_size": number(hf, "vocab_size", where),
         "seq_len": number(hf, "max_position_embeddings", where),
-        "rope_theta": number(hf, "rope_theta", where, default=10_000.0, kind=float),
+        "rope_theta": _rope_theta(hf, where),
     }
     if swiglu_width(ModelConfig(**fields)) != width:
         raise ConfigError(

@@ -190,8 +190,7 @@ def import_hf(hf_dir: Path, out: Path, seq_len: int = 0, tokens: int = 0) -> str
     if (out / store.CONFIG).exists():
         raise ConfigError("OUT_RUN_DIR", f"{out} holds a run already", "give a new directory")
     checkpoint = export.read_hf(hf_dir)
-    where = str(hf_dir / export.CONFIG)
-    m, params = export.from_hf(checkpoint.config, checkpoint.tensors, where, seq_len)
+    m, params = export.from_hf(checkpoint.config, checkpoint.tensors, str(hf_dir), seq_len)
     out.mkdir(parents=True, exist_ok=True)
     spec = checkpoint.tokenizer
     if spec != BYTES:  # the run's own copy, named by absolute path (configs name files so)

@@ -56,6 +56,7 @@ def flatten(params) -> dict[str, np.ndarray]:
 
 
 def unflatten(flat: dict[str, np.ndarray]) -> dict:
+    """The parameter tree of flatten's paths."""
     tree: dict = {}
     for path, x in flat.items():
         *parents, leaf = path.split("/")
@@ -106,8 +107,10 @@ def to_hf(params, m: ModelConfig, tok: tokenizer.Tokenizer) -> tuple[dict, dict]
 
 
 def from_hf(config: dict, tensors: dict, where: str, seq_len: int = 0) -> tuple[ModelConfig, dict]:
-    """(ModelConfig, our parameter tree) of a transformers config.json and its tensors; a
-    context of seq_len (0: the checkpoint's own) when a shorter one is wanted."""
+    """(ModelConfig, our parameter tree) of a transformers config.json and its tensors, read
+    from the checkpoint directory `where` (named in errors); a context of seq_len (0: the
+    checkpoint's own) when a shorter one is wanted."""
+    where, weights = f"{where}/{CONFIG}", f"{where}/{WEIGHTS}"
     kind = config.get("model_type")
     if kind not in MODEL_TYPES:
         raise ConfigError(
@@ -130,20 +133,22 @@ def from_hf(config: dict, tensors: dict, where: str, seq_len: int = 0) -> tuple[
     params = {}
     for path, name, transform in layer_rows(family.HF_EXPORT, m.n_layer):
         if name not in tensors:
-            raise ConfigError(where, f"the weights have no tensor {name}", "export it whole")
+            raise ConfigError(weights, f"no tensor {name}", "save the model whole")
         y = tensors.pop(name)
         if name == family.HF_POSITIONS:
             y = y[: m.seq_len]
         want = to_theirs(np.zeros(shapes[path], np.int8), transform).shape
         if y.shape != want:
             raise ConfigError(
-                f"{where}: {name}", f"shape {y.shape}, its config says {want}", "fix either"
+                f"{weights}: {name}",
+                f"shape {y.shape}, config.json says {want}",
+                "save the weights and config.json together",
             )
         params[path] = to_ours(np.asarray(y, np.float32), transform, shapes[path])
     extra = sorted(k for k in tensors if not re.search(family.HF_IGNORED, k))
     if extra:
         raise ConfigError(
-            where,
+            weights,
             f"tensor {extra[0]} is not part of a {kind} model ({len(extra)} unknown)",
             "import a checkpoint of the plain architecture",
         )

@@ -150,7 +150,7 @@ def test_import_gives_back_the_exported_parameters_bit_for_bit(family, tmp_path)
     export.write_hf(tmp_path, params, m, BYTES)
     checkpoint = export.read_hf(tmp_path)
     assert checkpoint.tokenizer == "bytes"  # our byte tokenizer's file is recognised
-    m2, params2 = export.from_hf(checkpoint.config, checkpoint.tensors, "config.json")
+    m2, params2 = export.from_hf(checkpoint.config, checkpoint.tensors, "hf")
     assert export.same_model(m2, m)  # a llama's d_ff is known only up to its SwiGLU width
     mine, theirs = export.flatten(params), export.flatten(params2)
     assert mine.keys() == theirs.keys()
@@ -162,7 +162,7 @@ def test_a_mup_model_comes_back_as_the_standard_model_with_its_logits(tmp_path):
     params = _params(m)
     export.write_hf(tmp_path, params, m, BYTES)
     checkpoint = export.read_hf(tmp_path)
-    m2, params2 = export.from_hf(checkpoint.config, checkpoint.tensors, "config.json")
+    m2, params2 = export.from_hf(checkpoint.config, checkpoint.tensors, "hf")
     assert m2.mup_base_width == 0 and export.same_model(m2, m)
     ids = np.arange(20)[None]
     np.testing.assert_allclose(logits(params2, m2, ids), logits(params, m, ids), atol=1e-5)
@@ -175,13 +175,13 @@ def test_published_layout_variants_import(tmp_path):
     config, tensors = export.to_hf(_params(gpt2), gpt2, BYTES)
     base = {k.removeprefix("transformer."): v for k, v in tensors.items()}
     base["h.0.attn.bias"] = np.tril(np.ones((1, 1, 64, 64), np.float32))
-    m, params = export.from_hf(config, base, "config.json")
+    m, params = export.from_hf(config, base, "hf")
     assert np.array_equal(params["wte"]["embedding"], tensors["transformer.wte.weight"])
 
     llama = dataclasses.replace(MODELS["llama"], mup_base_width=0)
     config, tensors = export.to_hf(_params(llama), llama, BYTES)
     del tensors["lm_head.weight"]
-    _, params = export.from_hf(config | {"tie_word_embeddings": True}, tensors, "config.json")
+    _, params = export.from_hf(config | {"tie_word_embeddings": True}, tensors, "hf")
     assert np.array_equal(params["lm_head"], tensors["model.embed_tokens.weight"].T)
 
 
@@ -191,7 +191,7 @@ def test_rope_theta_is_read_as_transformers_4_and_5_write_it():
     v4 = {k: v for k, v in config.items() if k != "rope_parameters"}
     v5 = {k: v for k, v in config.items() if k not in ("rope_theta", "rope_scaling")}
     for written in (v4, v5):
-        assert export.from_hf(written, tensors, "config.json")[0].rope_theta == 500.0
+        assert export.from_hf(written, tensors, "hf")[0].rope_theta == 500.0
 
 
 def test_byte_tokenizer_json_encodes_to_our_ids(tmp_path, bpe):
@@ -386,7 +386,7 @@ def test_llama_settings_we_cannot_compute_are_refused(tmp_path):
         ({"rms_norm_eps": 1e-6}, "rms_norm_eps"),
     ]:
         with pytest.raises(export.ConfigError) as e:
-            export.from_hf(config | fields, tensors, "config.json")
+            export.from_hf(config | fields, tensors, "hf")
         assert named in e.value.field
 
 

@@ -165,9 +165,9 @@ def model_card(record: dict, cfg: RunConfig, tok, fmt: str) -> str:
             f"|---|---|---|---|---|\n{scores}\n"
         )
     config = json.dumps(record["config"], indent=2)
+    front = "---\nlibrary_name: transformers\ntags: [scaling-laws, jax]\n---\n\n"  # the Hub's
     return (
-        "---\nlibrary_name: transformers\ntags: [scaling-laws, jax]\n---\n\n"
-        f"# {record['run']} at step {record['step']}\n\n"
+        (front if fmt == "hf" else "") + f"# {record['run']} at step {record['step']}\n\n"
         f"Trained with `scaling` (JAX/Flax, commit {record['git_commit'] or 'unknown'}), "
         f"exported as `{fmt}`.\n\n"
         f"| | |\n|---|---|\n{table}\n"

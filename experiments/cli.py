@@ -9,6 +9,8 @@
     scaling fit chinchilla|isoflop|envelope|kaplan INPUT [--n COL --d COL | --c COL ...] --out DIR
     scaling emergence INPUT... [--x flops|params|...] [--family COL] --out DIR
     scaling prepare SOURCES... --out DIR [--tokenizer T] [--val FILES... | --val-fraction F]
+    scaling export RUN_DIR OUT [--step N] [--format hf|npz]
+    scaling import-hf HF_DIR OUT_RUN_DIR [--seq-len N] [--tokens N]
 
 Bad input (unknown keys, wrong types, impossible shapes, missing files) is reported on one line
 naming the field and the fix, with exit code 2, before anything is compiled. Overrides are
@@ -25,7 +27,15 @@ import time
 from pathlib import Path
 
 from evaluation.tasks import TaskError
-from experiments import cli_config, cli_emergence, cli_eval, cli_fit, cli_prepare, launch_config
+from experiments import (
+    cli_config,
+    cli_emergence,
+    cli_eval,
+    cli_export,
+    cli_fit,
+    cli_prepare,
+    launch_config,
+)
 from experiments.executors import check_packages
 from experiments.launch_config import LaunchConfig
 from scaling.config import ConfigError
@@ -285,6 +295,7 @@ def parser(fit_forms: bool = True) -> argparse.ArgumentParser:
     cli_fit.add_parser(sub, fit_forms)
     cli_emergence.add_parser(sub)
     cli_prepare.add_parser(sub)
+    cli_export.add_parser(sub)
     return p
 
 

@@ -237,3 +237,17 @@ def train_bpe(texts: Iterable[str], vocab_size: int, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     inner.save(str(path))
     return path
+
+
+def byte_tokenizers_object():
+    """The byte tokenizer as a `tokenizers` object, for a Hugging Face export: ids are the UTF-8
+    byte values, as ByteTokenizer's. A BPE with no merges whose vocabulary is the 256 byte
+    tokens `<0x00>`..`<0xFF>` (LLaMA's byte-fallback names): every character falls back to its
+    bytes; no pre-tokenizer or normalizer, so spaces and newlines are bytes like any other."""
+    from tokenizers import Tokenizer as Inner
+    from tokenizers import decoders, models
+
+    vocab = {f"<0x{b:02X}>": b for b in range(256)}
+    inner = Inner(models.BPE(vocab=vocab, merges=[], byte_fallback=True))
+    inner.decoder = decoders.Sequence([decoders.ByteFallback(), decoders.Fuse()])
+    return inner

@@ -16,6 +16,7 @@ from experiments.sweep import expand, run_id
 from scaling import zoo
 from scaling.config import ConfigError, ModelConfig, run_config
 from scaling.families import FIELDS, get_family, label, moe
+from scaling.families.hf import to_theirs
 from scaling.flops import forward_flops_per_sequence, param_counts
 from scaling.model import apply, decode, init_cache, init_params, logical_axes
 from scaling.train import loss_fn, lr_multipliers
@@ -157,17 +158,6 @@ def test_every_rung_gives_llama_the_non_embedding_parameters_of_gpt2():
         assert llama == pytest.approx(gpt2, rel=0.10 if name == "s0" else 0.03), name
 
 
-def _hf(x: np.ndarray, transform: str) -> np.ndarray:
-    """Our array in the Hugging Face layout (the transforms of scaling.families)."""
-    base = transform.removesuffix("_T")
-    x = {
-        "rows": lambda: x.reshape(x.shape[0], -1),
-        "cols": lambda: x.reshape(-1, x.shape[-1]),
-        "flat": lambda: x.reshape(-1),
-    }.get(base, lambda: x)()
-    return x.T if transform.endswith("T") else x
-
-
 HF_SHAPES = {  # a few tensors of each layout, as transformers shapes them for MODELS
     "gpt2": {
         "transformer.h.0.attn.c_attn.weight": (32, 96),
@@ -196,7 +186,7 @@ def test_export_mapping_names_every_parameter_once(family):
     exported = {}
     for path, name, transform in get_family(family).HF_EXPORT:
         for i in range(m.n_layer) if "{i}" in path else [0]:
-            exported[name.format(i=i)] = _hf(ours.pop(path.format(i=i)), transform).shape
+            exported[name.format(i=i)] = to_theirs(ours.pop(path.format(i=i)), transform).shape
     assert not ours  # every parameter has a name there
     assert {k: exported[k] for k in HF_SHAPES[family]} == HF_SHAPES[family]
 

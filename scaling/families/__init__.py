@@ -13,22 +13,14 @@ one is one new file plus a line here (Levanter's model registry, nanoGPT's one-f
                                        backward pass, by the logical axis that splits them
                                        (scaling.memory)
     label(cfg)                         the readable name of a shape (`s3`, `llama-s3`)
-    HF_EXPORT                          the Hugging Face layout as data (see below), or None
+    HF_EXPORT, hf_config, ...          the Hugging Face layout (scaling.families.hf), or
+                                       HF_EXPORT = None where no layout computes the family
 
 scaling.model, scaling.flops and scaling.memory dispatch on cfg.family; nothing else needs to.
 
 This module imports no JAX, so configs can be validated without it: `FIELDS` names the model
 fields each family reads (the others must keep their defaults), and `get_family` imports a
 family's module only when asked for it.
-
-An export mapping (HF_EXPORT) is a tuple of rows (our parameter path, Hugging Face tensor name,
-transform); `{i}` stands for the layer index in both. A transform turns our array into theirs:
-  copy     as it is
-  rows     reshape to (shape[0], -1): a kernel's input axis first, its outputs flattened
-  cols     reshape to (-1, shape[-1]): its inputs flattened, the output axis last
-  flat     reshape to (-1,): a bias over several axes
-  T        the transpose of a 2-D array (torch's nn.Linear stores (out, in))
-  rows_T, cols_T   rows or cols, then T
 """
 
 from __future__ import annotations
@@ -47,7 +39,6 @@ FIELDS: dict[str, tuple[str, ...]] = {  # the model fields beyond the shared sha
     "llama": ROPE,
     "moe": ROPE + ROUTED,
 }
-TRANSFORMS = ("copy", "rows", "cols", "flat", "T", "rows_T", "cols_T")
 
 
 def get_family(name: str) -> ModuleType:

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 
 from scaling import zoo
 from scaling.config import ModelConfig
+from scaling.families.hf import expect, number
 from scaling.families.layers import (
     attend,
     block_class,
@@ -26,10 +27,12 @@ from scaling.families.layers import (
 from scaling.flops import ParamCounts
 from scaling.mesh import constrain
 
+LN_EPS = 1e-5
+
 
 def _layer_norm(name: str) -> nn.LayerNorm:
     return nn.LayerNorm(
-        epsilon=1e-5, scale_init=ones(("embed",)), bias_init=zeros(("embed",)), name=name
+        epsilon=LN_EPS, scale_init=ones(("embed",)), bias_init=zeros(("embed",)), name=name
     )
 
 
@@ -187,9 +190,10 @@ def label(m: ModelConfig) -> str:
     return zoo.label(m.n_layer, m.d_model, m.n_head, m.d_ff)
 
 
-# GPT2LMHeadModel (transformers): Conv1D weights are stored (in, out), so nothing is transposed;
-# c_attn holds q, k, v side by side, as our (d, 3, heads, head_dim) kernel flattened. The output
-# layer is tied to wte (tie_word_embeddings). HF's GPT-2 GELU is the tanh one, as flax's.
+# ---------------------------------------------------------------------------------------------
+# Hugging Face layout (scaling.families.hf): GPT2LMHeadModel. Its Conv1D weights are stored
+# (in, out), so nothing is transposed; c_attn holds q, k, v side by side, as our
+# (d, 3, heads, head_dim) kernel flattened. The output layer is tied to wte.
 HF_EXPORT = (
     ("wte/embedding", "transformer.wte.weight", "copy"),
     ("wpe", "transformer.wpe.weight", "copy"),
@@ -208,3 +212,54 @@ HF_EXPORT = (
     ("ln_f/scale", "transformer.ln_f.weight", "copy"),
     ("ln_f/bias", "transformer.ln_f.bias", "copy"),
 )
+HF_PREFIX = "transformer."
+HF_POSITIONS = "transformer.wpe.weight"
+HF_OUTPUT = ("ln_f/scale", "ln_f/bias")
+HF_TIED: dict[str, str] = {}  # our output layer is the embedding already
+HF_IGNORED = r"\.attn\.(masked_)?bias$|^lm_head\.weight$"
+# transformers' names of the tanh approximation of GELU, flax's nn.gelu default (ours)
+TANH_GELU = ("gelu_new", "gelu_pytorch_tanh")
+
+
+def hf_config(m: ModelConfig) -> dict:
+    """GPT2Config of m: attention scaled by 1/√head_dim as ours (scale_attn_weights), no
+    dropout (we train without)."""
+    return {
+        "architectures": ["GPT2LMHeadModel"],
+        "model_type": "gpt2",
+        "vocab_size": m.vocab_size,
+        "n_positions": m.seq_len,
+        "n_ctx": m.seq_len,
+        "n_embd": m.d_model,
+        "n_layer": m.n_layer,
+        "n_head": m.n_head,
+        "n_inner": m.d_ff,
+        "activation_function": TANH_GELU[0],
+        "layer_norm_epsilon": LN_EPS,
+        "resid_pdrop": 0.0,
+        "embd_pdrop": 0.0,
+        "attn_pdrop": 0.0,
+        "scale_attn_weights": True,
+        "scale_attn_by_inverse_layer_idx": False,
+        "reorder_and_upcast_attn": False,
+        "tie_word_embeddings": True,
+    }
+
+
+def model_fields(hf: dict, where: str) -> dict:
+    """Our fields of a GPT2Config (transformers' defaults where a key is absent)."""
+    expect(hf, "activation_function", TANH_GELU, where, "gelu_new", "our GELU is the tanh one")
+    expect(hf, "layer_norm_epsilon", (LN_EPS,), where, 1e-5, f"our LayerNorm has eps {LN_EPS}")
+    expect(hf, "scale_attn_weights", (True,), where, True, "we scale by 1/sqrt(head_dim)")
+    expect(hf, "scale_attn_by_inverse_layer_idx", (False,), where, False, "no per-layer scale")
+    expect(hf, "add_cross_attention", (False,), where, False, "a decoder only")
+    expect(hf, "tie_word_embeddings", (True,), where, True, "gpt2 ties its output layer")
+    d_model = number(hf, "n_embd", where)
+    return {
+        "n_layer": number(hf, "n_layer", where),
+        "d_model": d_model,
+        "n_head": number(hf, "n_head", where),
+        "d_ff": number(hf, "n_inner", where, default=4 * d_model),
+        "vocab_size": number(hf, "vocab_size", where),
+        "seq_len": number(hf, "n_positions", where),
+    }

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 
 from scaling import zoo
 from scaling.config import ModelConfig
+from scaling.families.hf import expect, number
 from scaling.families.layers import (
     attend,
     block_class,
@@ -32,6 +33,7 @@ from scaling.families.layers import (
 )
 from scaling.flops import ParamCounts
 from scaling.mesh import constrain
+from scaling.typed import ConfigError
 
 
 def swiglu_width(m: ModelConfig) -> int:
@@ -39,8 +41,11 @@ def swiglu_width(m: ModelConfig) -> int:
     return max(8, int(2 * m.d_ff / 3 / 8 + 0.5) * 8)
 
 
+RMS_EPS = 1e-5
+
+
 def rms_norm(name: str) -> nn.RMSNorm:
-    return nn.RMSNorm(epsilon=1e-5, scale_init=ones(("embed",)), name=name)
+    return nn.RMSNorm(epsilon=RMS_EPS, scale_init=ones(("embed",)), name=name)
 
 
 def rope(x, positions, theta: float):
@@ -238,10 +243,10 @@ def label(m: ModelConfig) -> str:
     return f"{m.family}-{zoo.label(m.n_layer, m.d_model, m.n_head, m.d_ff)}{kv}"
 
 
-# LlamaForCausalLM (transformers): nn.Linear stores (out, in), so kernels are flattened and
-# transposed. Our rotate-half RoPE is Hugging Face's own, so q and k need no permutation.
-# Its config: intermediate_size = swiglu_width, num_key_value_heads = kv_heads, rms_norm_eps
-# 1e-5, rope_theta, tie_word_embeddings false, attention_bias and mlp_bias false.
+# ---------------------------------------------------------------------------------------------
+# Hugging Face layout (scaling.families.hf): LlamaForCausalLM. nn.Linear stores (out, in), so
+# kernels are flattened and transposed. Our rotate-half RoPE is transformers' own (q·cos +
+# rotate_half(q)·sin, inverse frequencies θ^(-2i/head_dim)), so q and k need no permutation.
 HF_EXPORT = (
     ("wte/embedding", "model.embed_tokens.weight", "copy"),
     ("block_{i}/ln_attn/scale", "model.layers.{i}.input_layernorm.weight", "copy"),
@@ -256,3 +261,81 @@ HF_EXPORT = (
     ("ln_f/scale", "model.norm.weight", "copy"),
     ("lm_head", "lm_head.weight", "T"),
 )
+HF_PREFIX = "model."
+HF_POSITIONS = None
+HF_OUTPUT = ("lm_head",)
+HF_TIED = {"lm_head.weight": "model.embed_tokens.weight"}
+HF_IGNORED = r"\.rotary_emb\.inv_freq$"
+
+
+def hf_config(m: ModelConfig) -> dict:
+    """LlamaConfig of m: SwiGLU of swiglu_width, grouped-query attention, no biases, no RoPE
+    scaling, an untied output layer."""
+    return {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "vocab_size": m.vocab_size,
+        "max_position_embeddings": m.seq_len,
+        "hidden_size": m.d_model,
+        "intermediate_size": swiglu_width(m),
+        "num_hidden_layers": m.n_layer,
+        "num_attention_heads": m.n_head,
+        "num_key_value_heads": m.kv_heads,
+        "head_dim": m.head_dim,
+        "hidden_act": "silu",
+        "rms_norm_eps": RMS_EPS,
+        "rope_theta": m.rope_theta,  # transformers 4; 5 reads rope_parameters
+        "rope_scaling": None,
+        "rope_parameters": {"rope_type": "default", "rope_theta": m.rope_theta},
+        "attention_bias": False,
+        "attention_dropout": 0.0,
+        "mlp_bias": False,
+        "tie_word_embeddings": False,
+    }
+
+
+def _rope_theta(hf: dict, where: str) -> float:
+    """θ of plain RoPE: transformers 5's rope_parameters, or 4's rope_theta with rope_scaling
+    null (which wins where both are given, as in transformers 5). Scaled variants (linear,
+    dynamic, YaRN, llama3) are refused."""
+    key = "rope_scaling" if hf.get("rope_scaling") else "rope_parameters"
+    rope = hf.get(key) or {}
+    kind = rope.get("rope_type", rope.get("type", "default")) if isinstance(rope, dict) else rope
+    if kind != "default" or set(rope) - {"rope_type", "type", "rope_theta"}:
+        raise ConfigError(
+            f"{where}: {key}",
+            f"{rope!r} cannot be represented (plain RoPE only)",
+            "only rope_type 'default' without scaling can be imported",
+        )
+    theta = {"rope_theta": rope.get("rope_theta") or hf.get("rope_theta")}
+    return number(theta, "rope_theta", where, default=10_000.0, kind=float)
+
+
+def model_fields(hf: dict, where: str) -> dict:
+    """Our fields of a LlamaConfig (transformers' defaults where a key is absent). A tied
+    output layer is imported as an untied copy of the embedding (scaling.export)."""
+    expect(hf, "hidden_act", ("silu",), where, "silu", "our SwiGLU gates with SiLU")
+    expect(hf, "rms_norm_eps", (RMS_EPS,), where, 1e-6, f"our RMSNorm has eps {RMS_EPS}")
+    expect(hf, "attention_bias", (False,), where, False, "no biases")
+    expect(hf, "mlp_bias", (False,), where, False, "no biases")
+    d_model, n_head = number(hf, "hidden_size", where), number(hf, "num_attention_heads", where)
+    expect(hf, "head_dim", (d_model // n_head,), where, d_model // n_head, "head_dim = d/heads")
+    width = number(hf, "intermediate_size", where)
+    fields = {
+        "family": "llama",
+        "n_layer": number(hf, "num_hidden_layers", where),
+        "d_model": d_model,
+        "n_head": n_head,
+        "n_kv_head": number(hf, "num_key_value_heads", where, default=n_head),
+        "d_ff": width * 3 // 2,
+        "vocab_size": number(hf, "vocab_size", where),
+        "seq_len": number(hf, "max_position_embeddings", where),
+        "rope_theta": _rope_theta(hf, where),
+    }
+    if swiglu_width(ModelConfig(**fields)) != width:
+        raise ConfigError(
+            f"{where}: intermediate_size",
+            f"{width} is not 2/3 of any d_ff rounded to a multiple of 8 (our SwiGLU width)",
+            "only a multiple of 8 can be imported",
+        )
+    return fields

@@ -122,7 +122,8 @@ def cmd_fit(args) -> int:
         args.drop_highest_loss,
     )  # fmt: skip
     path = Path(args.input)
-    tables = fp.load_tables(path, form.tables(options))
+    load = form.load or (lambda p, o: fp.load_tables(p, form.tables(o)))
+    tables = load(path, options)
     run = fp.fit_table(
         form, tables, fp.given_columns(args), selection, options,
         Bootstrap(args.n_boot, args.ci, args.seed), holdout,

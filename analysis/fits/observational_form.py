@@ -135,6 +135,8 @@ def _matrix(table: pd.DataFrame, r: FitRequest):
         keys = sorted(_task_keys(table).unique())
         y, n = _long_scores(table, model_col, target, metric, "--target")
         own = set(_matching(keys, target.partition(":")[0], "--target"))
+        if metric and "metric" in table.columns:  # default: the other tasks with that metric
+            keys = sorted(_task_keys(table)[table["metric"].astype(str) == metric].unique())
         specs = _specs(o.get("benchmarks")) or [k for k in keys if k not in own]
         X = {s: _long_scores(table, model_col, s, metric, "--benchmarks")[0] for s in specs}
     else:

@@ -20,7 +20,7 @@ baseline, as small models often score below it: ARC-Challenge, LogiQA), by least
 from the logit-OLS start (scipy least_squares, Levenberg-Marquardt with the analytic Jacobian;
 b = chance sigmoid(u) keeps the bounds). Models scatter around the link by more than the
 target's sampling noise; that extra scatter is a normal tau in eta, estimated by moments from
-residuals r_i (analysis.fits.observational takes them out of sample, leaving each model out):
+residuals r_i, taken out of sample (out_of_sample: each model left out of a refit):
 E r_i^2 ~ g_i^2 tau^2 + v_i, g_i = dy/deta, v_i = p_i (1 - p_i) / n_i the binomial variance,
 so tau^2 = max(0, sum(r^2 - v) / sum g^2); without example counts (v = 0) tau absorbs the
 sampling noise too.
@@ -37,6 +37,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import least_squares
 from scipy.special import expit, logit
+
+from analysis.fits.bootstrap import percentile_interval, resample_counts
 
 IMPUTE_STEPS, IMPUTE_TOL = 500, 1e-6  # iterations and max change (in sd units) of imputation
 LOGIT_CLIP = 0.02  # the logit-OLS start clips (y - b) / (1 - b) into [clip, 1 - clip]
@@ -233,3 +235,33 @@ def fit_model(X, y, x, family, *, k: int, standardize: bool, rank: int, chance: 
     has_y = np.isfinite(y)
     link = fit_link(S[has_y], y[has_y], chance)
     return None if link is None else Model(pca, link, fit_lines(S, x, family))
+
+
+@dataclass(frozen=True)
+class OutOfSample:
+    """Leave-one-model-out check of the link (each fitted model predicted by a refit without
+    it: imputation, PCA, link): the extra scatter tau with an interval over resampled models,
+    and R^2 against predicting each model by the others' mean."""
+
+    tau: float
+    tau_ci: tuple
+    r2: float
+
+
+def out_of_sample(fit_rows, X, y, n, rows, n_boot: int, ci: float, seed: int) -> OutOfSample:
+    """OutOfSample of the models `rows` (those with a finite y), fit_rows(rows) -> Model."""
+    terms, sq, sq_mean = [], [], []
+    for i in rows[np.isfinite(y[rows])]:
+        others = rows[rows != i]
+        m = fit_rows(others)
+        if m is not None:
+            S = m.pca.transform(X[i : i + 1])
+            mu = link_mean(m.link.params, S)
+            terms.append(scatter_terms(y[i : i + 1], mu, m.link.slope(S), n[i : i + 1]))
+            sq.append(float(y[i] - mu[0]) ** 2)
+            sq_mean.append(float(y[i] - np.nanmean(y[others])) ** 2)
+    a, g2 = (np.concatenate(t) for t in zip(*terms))
+    tau = lambda w: np.sqrt(np.maximum(0.0, (w @ a) / np.maximum(w @ g2, 1e-300)))  # noqa: E731
+    counts = resample_counts(np.random.default_rng([seed, 3]), len(a), n_boot)
+    r2 = 1 - sum(sq) / max(sum(sq_mean), 1e-300)
+    return OutOfSample(float(tau(np.ones(len(a)))), percentile_interval(tau(counts), ci), r2)

@@ -80,16 +80,24 @@ def _link_band(fit, grid) -> tuple[np.ndarray, np.ndarray]:
 
 
 def plot_link(fit, path=None) -> Figure:
-    """The target against eta = alpha + beta . S: the fitted sigmoid with its bootstrap band,
-    the models, and the held-out models' forecasts with prediction intervals."""
+    """The target against eta = alpha + beta . S: the fitted sigmoid with its bootstrap band
+    (for a flat fit, the models' mean with its band), the models, and the held-out models'
+    forecasts with prediction intervals."""
     sc, p = fit.scores, fit.full.link.params
     eta, colors = fit.eta(), _colors(sc.family)
     fig = Figure(figsize=(7.5, 5), layout="constrained")
     ax = fig.add_subplot()
     grid = np.linspace(np.nanmin(eta) - 0.3, np.nanmax(eta) + 0.3, 200)
-    ax.plot(grid, p[-1] + (1 - p[-1]) * expit(grid), color="k", lw=1.5, label="link")
-    ax.fill_between(grid, *_link_band(fit, grid), color="k", alpha=0.12, lw=0,
-                    label=f"{fit.ci:.0%} band of the link")  # fmt: skip
+    title = f"{sc.target}: y = b + (1 - b) sigmoid(eta), b = {p[-1]:.3g}"
+    if fit.kind == "flat":  # forecasts are the fitted models' mean: draw that, not the link
+        band = percentile_band(np.repeat(fit.boot_means[:, None], len(grid), 1), fit.ci)
+        curve, label = fit.predict()[0] + 0 * grid, "flat forecast (the models' mean)"
+        title = f"{sc.target}: flat, the link does not beat the mean (LOO R² {fit.loo.r2:.2f})"
+    else:
+        band = _link_band(fit, grid)
+        curve, label = p[-1] + (1 - p[-1]) * expit(grid), "link"
+    ax.plot(grid, curve, color="k", lw=1.5, label=label)
+    ax.fill_between(grid, *band, color="k", alpha=0.12, lw=0, label=f"{fit.ci:.0%} band")
     if fit.heldout.any():
         (plo, phi), h = fit.prediction_interval(), fit.heldout
         pred = fit.predict()[h]
@@ -97,8 +105,7 @@ def plot_link(fit, path=None) -> Figure:
                     color="C3", capsize=3, zorder=3,
                     label=f"held out: forecast, {fit.ci:.0%} prediction interval")  # fmt: skip
     _points(ax, eta, sc.y, fit, colors)
-    ax.set(xlabel="eta = alpha + beta . S (capability measures)", ylabel=sc.target,
-           title=f"{sc.target}: y = b + (1 - b) sigmoid(eta), b = {p[-1]:.3g}")  # fmt: skip
+    ax.set(xlabel="eta = alpha + beta . S (capability measures)", ylabel=sc.target, title=title)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     return save_figure(fig, path)
@@ -121,9 +128,9 @@ def plot_backtest(fit, path=None) -> Figure:
         )  # fmt: skip
     lims = [np.nanmin(pts[["actual"]].to_numpy()) - 0.05, np.nanmax(pts["actual"]) + 0.05]
     ax.plot(lims, lims, color="k", lw=0.8, ls="--")
-    for _, row in pts.iterrows():
+    for i, row in pts.iterrows():  # staggered: forecasts of a flat fit coincide
         ax.annotate(row["model"], (row["actual"], row["benchmarks_predicted"]), fontsize=7,
-                    xytext=(4, -8), textcoords="offset points")  # fmt: skip
+                    xytext=(4, -8 - 9 * (i % 4)), textcoords="offset points")  # fmt: skip
     title = f"Backtest: {len(pts)} held-out models, {fit.ci:.0%} prediction intervals"
     ax.set(xlabel=f"{fit.scores.target} (held out, measured)", ylabel="forecast", title=title)
     ax.legend(fontsize=8)

@@ -262,7 +262,10 @@ FORM = FitForm(
     "y = b + (1 - b) sigmoid(alpha + beta . S) to --target (b up to its chance level). "
     "--holdout backtests: it forecasts the held-out models' target from their benchmarks and "
     "from their compute, with prediction intervals (bootstrap over models within families, "
-    "link scatter, binomial noise of the target's examples), and reports coverage and MAE "
+    "link scatter, binomial noise of the target's examples), and reports coverage and MAE; "
+    "a target the link predicts no better than the mean, leaving each model out, is forecast "
+    "flat (the models' mean). INPUT may also be lm-eval JSON, a file or a directory (--models "
+    "adds family and size), or a wide table (a column per benchmark, named by --benchmarks) "
     "(analysis/fits/observational.py). Writes observational_capabilities.png, "
     "observational_link.png and, with --holdout, observational_backtest.png.",
     roles=lambda o: {_scale_role(o)},

@@ -1,7 +1,7 @@
 """`scaling fit`: compute-optimal and loss-law fits on this project's results or on any CSV.
 
-    scaling fit chinchilla|isoflop|envelope|kaplan|overtraining|downstream_error|data_constrained
-        INPUT [--out DIR]
+    scaling fit chinchilla|isoflop|envelope|kaplan|overtraining|downstream_error|data_constrained|
+        observational INPUT [--out DIR]
         [--n COL] [--d COL] [--c COL] [--loss COL]
         [--filter COL=VALUE ...] [--group COL[,COL...]]
         [--min-c C] [--max-c C] [--drop-highest-loss K]
@@ -18,6 +18,10 @@
     data_constrained: [--unique COL] [--max-epochs-base E] [--tie-exponents]
                 [--base E,A,B,ALPHA,BETA] [--delta H] [--holdout-by compute|epochs]
                 [--holdout-above X | --holdout-frac F] [--tolerance T]
+    observational: --target TASK[:METRIC] [--benchmarks A,B,...] [--family COL] [--metric M]
+                [--model-col COL] [--models FILE] [--pcs K] [--no-standardize]
+                [--impute-rank R] [--max-missing K] [--baseline B] [--n-examples N]
+                [--holdout largest[:K]|above:C|pc1:F]  (INPUT may be lm-eval JSON)
 
 A thin adapter: the fits, their registry and the pipeline are in analysis/fits.
 """
@@ -122,7 +126,8 @@ def cmd_fit(args) -> int:
         args.drop_highest_loss,
     )  # fmt: skip
     path = Path(args.input)
-    tables = fp.load_tables(path, form.tables(options))
+    load = form.load or (lambda p, o: fp.load_tables(p, form.tables(o)))
+    tables = load(path, options)
     run = fp.fit_table(
         form, tables, fp.given_columns(args), selection, options,
         Bootstrap(args.n_boot, args.ci, args.seed), holdout,

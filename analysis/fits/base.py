@@ -90,6 +90,9 @@ class FitForm:
     fitted on the cheaper runs with its band, and the held-out runs), besides the generic one.
     holdout_split(table, request): (name, values per row) to hold out the largest values of
     instead of C (the most-repeated runs), or None for C.
+    load(path, options): the Tables a form reads from INPUT, for a form that reads more than
+    tables (lm-evaluation-harness JSON); default analysis.fits.pipeline.load_tables.
+    reads_loss: False for a form with no loss column (its fits read scores).
     """
 
     name: str
@@ -105,3 +108,5 @@ class FitForm:
     target: Callable[[FitRequest], Target] | None = None
     plot_holdout: Callable[..., None] | None = None
     holdout_split: Callable[[pd.DataFrame, FitRequest], tuple | None] | None = None
+    load: Callable[[Path, dict], object] | None = None
+    reads_loss: bool = True

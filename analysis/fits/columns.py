@@ -48,7 +48,7 @@ class Columns:
     """The column of each role (None: not used); c and d may name derived columns."""
 
     n: str | None
-    loss: str
+    loss: str | None
     c: str | None = None
     d: str | None = None
     run: str | None = None
@@ -85,14 +85,17 @@ class Columns:
         return {"flop_convention": flops, "tokens_convention": tokens, "params_convention": params}
 
 
-def resolve_columns(table: pd.DataFrame, given: dict, roles: set[str]) -> Columns:
+def resolve_columns(
+    table: pd.DataFrame, given: dict, roles: set[str], loss: bool = True
+) -> Columns:
     """Columns for the roles a fit needs ("n", "d", "c", "loss", "run"), from the user's
     choices `given` (role -> column or None) and the project defaults; C or D that is needed
-    but not given is derived (C = 6 N D), which needs N and the other one."""
+    but not given is derived (C = 6 N D), which needs N and the other one. The loss is a role
+    of every fit but those that read no loss (loss=False: its column is None)."""
     c, d = given.get("c"), given.get("d")
     if c is None and d is None:
         c, d = DEFAULT_C, DEFAULT_D if DEFAULT_D in table.columns else None
-    roles = set(roles) | {"loss"}
+    roles = set(roles) | ({"loss"} if loss else set())
     if ("c" in roles and c is None) or ("d" in roles and d is None):
         roles |= {"n", "c", "d"}
     cols = {
@@ -108,7 +111,7 @@ def resolve_columns(table: pd.DataFrame, given: dict, roles: set[str]) -> Column
     # C and D are kept beyond the roles for the selection (--min-c), where the table has them.
     optional = lambda role: role in ("c", "d") and cols[role] in table.columns
     keep = lambda role: cols[role] if role in roles or optional(role) else None
-    return Columns(n=keep("n"), loss=cols["loss"], c=keep("c"), d=keep("d"), run=keep("run"))
+    return Columns(n=keep("n"), loss=keep("loss"), c=keep("c"), d=keep("d"), run=keep("run"))
 
 
 def derive_columns(table: pd.DataFrame, cols: Columns, roles: set[str]):

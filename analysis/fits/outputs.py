@@ -72,10 +72,11 @@ def write_json(path: Path, doc: dict) -> None:
 def summary_line(run: FitRun) -> str:
     m, cm = run.meta, run.meta["column_mapping"]
     conv = m["flop_convention"]
+    names = {"n": "N", "c": "C", "d": "D", "loss": "loss"}
+    roles = ", ".join(f"{v} = {cm[k]!r}" for k, v in names.items() if cm[k] or k != "loss")
     return (
         f"{run.form.name} fit on {m['n_points_used']} of {m['selection']['n_rows_input']} rows "
-        f"of {m['input']} (N = {cm['n']!r}, C = {cm['c']!r}, D = {cm['d']!r}, loss = "
-        f"{cm['loss']!r})" + (f"; {conv}" if conv else "")
+        f"of {m['input']} ({roles})" + (f"; {conv}" if conv else "")
     )
 
 

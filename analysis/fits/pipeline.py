@@ -144,7 +144,7 @@ def _prepared(form, tables: Tables, given: dict, options: dict, holdout):
     table = getattr(tables, main_kind)
     table = final_rows(table) if main_kind == "runs" else table
     roles = form.roles(options) | ({"n", "d", "c"} if holdout else set())
-    cols = resolve_columns(table, given, roles)
+    cols = resolve_columns(table, given, roles, loss=form.reads_loss)
     table, cols = derive_columns(table, cols, roles)
     if main_kind == "curves":
         table = after_step_0(table, cols.c)
@@ -168,6 +168,10 @@ def fit_table(
     if holdout is not None and (fix := form.holdout(options)):
         flag = "--holdout-above" if holdout.above is not None else "--holdout-frac"
         raise ConfigError(flag, "the check needs a law with predict(N, D)", fix)
+    if selection.drop_highest_loss and not form.reads_loss:
+        raise ConfigError(
+            "--drop-highest-loss", f"the {form.name} fit reads no loss", "drop the flag"
+        )
     table, curves, cols, kind = _prepared(form, tables, given, options, holdout)
     n_input = len(table)
     table = select_rows(table, cols.c, selection)

@@ -23,6 +23,7 @@ from analysis.fits.downstream import ErrorFromCompute, fit_downstream_error
 from analysis.fits.envelope import fit_envelope
 from analysis.fits.isoflop import METHODS, RESAMPLES, fit_isoflop
 from analysis.fits.kaplan_laws import LAW_NAMES, LAW_PARAMS, LAW_ROLES, fit_kaplan_laws
+from analysis.fits.observational_form import FORM as OBSERVATIONAL
 from analysis.fits.overtraining import fit_overtraining
 from analysis.fits.selection import DEFAULT_BUDGET_TOLERANCE
 from analysis.law_plots import plot_error_vs_loss, plot_law_vs_compute
@@ -295,6 +296,7 @@ FORMS = {
             plot_holdout=_plot_downstream_holdout,
         ),
         DATA_CONSTRAINED,
+        OBSERVATIONAL,
         FitForm(
             name="isoflop",
             summary="approach 2: IsoFLOP profiles, N_opt ∝ C^a from per-budget loss minima",

@@ -39,6 +39,7 @@ from analysis.tables import fmt, fmt_ci, json_safe, latex_table, markdown_table
 from scaling.config import ConfigError
 
 FLOPS_COLS = ("flops_6n", "flops_detailed")
+CURVE_COLUMNS = ("run_id", "params_non_embedding", "step", "tokens", *FLOPS_COLS, "loss")
 N_FRONTIER_BINS = 20
 FILES = (
     "loss_vs_flops.png",
@@ -292,6 +293,8 @@ def write_report(
     out.mkdir(parents=True, exist_ok=True)
     runs = final_rows(results)
     boot = {"n_boot": n_boot, "seed": seed, "ci": ci}
+    if curves.empty:  # runs without training curves (imported checkpoints): no frontier
+        curves = pd.DataFrame({c: pd.Series(dtype=float) for c in CURVE_COLUMNS})
 
     frontier, c_fit = fit_loss_vs_flops(curves, flops_col, N_FRONTIER_BINS, **boot)
     n_fits = fit_loss_vs_params(results, **boot)

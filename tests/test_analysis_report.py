@@ -222,3 +222,11 @@ def test_two_families_get_their_own_laws_and_a_compute_multiplier(tmp_path):
         assert row["family"] == "llama" and row["multiplier"] == pytest.approx(2.0, rel=1e-3)
         assert row["lo"] <= 2.0 + 1e-6 and row["hi"] >= 2.0 - 1e-6
     assert "compute multiplier vs gpt2" in (tmp_path / "report.md").read_text()
+
+
+def test_runs_without_training_curves_report_with_the_frontier_skipped(tmp_path):
+    """Imported checkpoints (scaling import-hf) have results but no metrics.jsonl."""
+    results, _ = synthetic_sweep(FULL[:6])
+    summary = write_report(results, pd.DataFrame(), tmp_path, n_boot=10)
+    reasons = {s["fit"]: s["reason"] for s in summary["skipped"]}
+    assert "got 0" in reasons["loss_vs_flops"] and (tmp_path / "report.md").exists()

@@ -90,6 +90,10 @@ class FitForm:
     fitted on the cheaper runs with its band, and the held-out runs), besides the generic one.
     holdout_split(table, request): (name, values per row) to hold out the largest values of
     instead of C (the most-repeated runs), or None for C.
+    resolve(table, options): for a form whose columns are not the N/D/C/loss roles (finetune:
+    size, examples, error from its own flags), the rows it fits from the table as read and the
+    Columns to record; the pipeline then leaves the role defaults, derivations, one-row-per-run
+    and the generic group checks to the form's fit.
     """
 
     name: str
@@ -105,3 +109,4 @@ class FitForm:
     target: Callable[[FitRequest], Target] | None = None
     plot_holdout: Callable[..., None] | None = None
     holdout_split: Callable[[pd.DataFrame, FitRequest], tuple | None] | None = None
+    resolve: Callable[[pd.DataFrame, dict], tuple[pd.DataFrame, Columns]] | None = None

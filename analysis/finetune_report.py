@@ -233,11 +233,11 @@ def finetune_markdown(fit: FinetuneFit, heading: str = "#") -> str:
     ]
     for key, est in fit.size_estimates().items():
         d_max, e = fit.curves[key].examples.max(), est
+        ci = lambda k, e=e: fmt_ci(*e[k][:3], ".3g")  # noqa: E731
         lines.append(
-            f"- {fit.label(*key)}: doubling the examples from {d_max:g} to {2 * d_max:g} takes "
-            f"the error from {fmt_ci(*e['error_at_d_max'][:3], '.3g')} to "
-            f"{fmt_ci(*e['error_at_2d_max'][:3], '.3g')} (x{fmt_ci(*e['per_doubling'][:3], '.3g')}"
-            f"; the reducible part x{fmt_ci(*e['reducible_per_doubling'][:3], '.3g')}); "
+            f"- {fit.label(*key)}: error {ci('error_at_d_max')} at {d_max:g} examples (the "
+            f"largest run); doubling to {2 * d_max:g} gives {ci('error_at_2d_max')}, "
+            f"x{ci('per_doubling')} (the reducible part x{ci('reducible_per_doubling')}); "
             f"error {fit.target:.3g}: {fit.reach(key)}."
         )
     lines += [

@@ -1,7 +1,7 @@
 """`scaling fit`: compute-optimal and loss-law fits on this project's results or on any CSV.
 
     scaling fit chinchilla|isoflop|envelope|kaplan|overtraining|downstream_error|data_constrained
-        INPUT [--out DIR]
+        |finetune INPUT [--out DIR]
         [--n COL] [--d COL] [--c COL] [--loss COL]
         [--filter COL=VALUE ...] [--group COL[,COL...]]
         [--min-c C] [--max-c C] [--drop-highest-loss K]
@@ -18,6 +18,8 @@
     data_constrained: [--unique COL] [--max-epochs-base E] [--tie-exponents]
                 [--base E,A,B,ALPHA,BETA] [--delta H] [--holdout-by compute|epochs]
                 [--holdout-above X | --holdout-frac F] [--tolerance T]
+    finetune:   [--size COL] [--examples COL] [--error COL] [--run-seed COL] [--items COL]
+                [--correct COL] [--init COL] [--target ERR]
 
 A thin adapter: the fits, their registry and the pipeline are in analysis/fits.
 """

@@ -49,6 +49,15 @@ DESIGN_COLS = ("epochs", "learning_rate", "task", "metric")
 # Metrics that are a fraction of items right (scaling.evaluate): error = 1 - value.
 FRACTION_CORRECT = ("acc", "exact_match", "acc_norm", "pass@1:greedy")
 MIN_EXAMPLE_COUNTS = 3  # three parameters per size
+FLAGS = {
+    "size": "--size",
+    "examples": "--examples",
+    "error": "--error",
+    "seed": "--run-seed",
+    "items": "--items",
+    "correct": "--correct",
+    "init": "--init",
+}  # the CLI's, for errors
 
 
 @dataclass(frozen=True)
@@ -62,17 +71,6 @@ class FinetuneColumns:
     items: str = "n_items"
     correct: str | None = "correct"
     init: str | None = "init"
-
-    def flags(self) -> dict:
-        return {
-            "size": "--size",
-            "examples": "--examples",
-            "error": "--error",
-            "seed": "--run-seed",
-            "items": "--items",
-            "correct": "--correct",
-            "init": "--init",
-        }
 
 
 def finetune_rows(results: pd.DataFrame, examples: str = "examples") -> pd.DataFrame:
@@ -132,7 +130,7 @@ def _column(table, cols: FinetuneColumns, name: str) -> str:
     try:
         require_columns(table, [col], "input")
     except ConfigError as e:
-        raise ConfigError(f"{cols.flags()[name]} {col!r}", e.problem, e.fix) from None
+        raise ConfigError(f"{FLAGS[name]} {col!r}", e.problem, e.fix) from None
     return col
 
 
@@ -145,7 +143,7 @@ def _numbers(table, cols, name, lo, hi, what) -> np.ndarray:
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise ConfigError(
-            f"{cols.flags()[name]} {col!r}",
+            f"{FLAGS[name]} {col!r}",
             f"{int(bad.sum())} value(s) not {what} (first: row {table.index[i]!r} = "
             f"{table[col].iloc[i]!r})",
             "drop or correct those rows (e.g. with --filter)",
@@ -217,7 +215,7 @@ def check_sizes(cells: pd.DataFrame, cols: FinetuneColumns) -> None:
     if len(few):
         (init, size), n = few.index[0], int(few.iloc[0])
         raise ConfigError(
-            f"{cols.flags()['examples']} {cols.examples!r}",
+            f"{FLAGS['examples']} {cols.examples!r}",
             f"{n} example count(s) for {init} size {size:g}: error(D) = E + A D^-alpha has 3 "
             "parameters",
             f"fine-tune each size at >= {MIN_EXAMPLE_COUNTS} example counts (e.g. 16, 64, 256, "
@@ -241,7 +239,7 @@ def read_runs(table: pd.DataFrame, cols: FinetuneColumns = FinetuneColumns()) ->
     if keys.duplicated().any():
         i = int(np.flatnonzero(keys.duplicated().to_numpy())[0])
         raise ConfigError(
-            f"{cols.flags()['seed']} {cols.seed!r}",
+            f"{FLAGS['seed']} {cols.seed!r}",
             f"two rows for one run (size {size[i]:g}, {examples[i]:g} examples, seed {seed[i]})",
             "keep one metric per run (--filter metric=acc) or tell the runs' seeds apart",
         )

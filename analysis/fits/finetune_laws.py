@@ -214,8 +214,8 @@ class Transfer:
 
 
 def _log_law(log_dt, log_df, log_n, valid) -> np.ndarray:
-    """(B, 3) least-squares (log k, alpha, beta) of log D_T per row over the valid points;
-    beta NaN when the valid points hold one size; NaN rows with < 3 valid points."""
+    """(B, 3) unweighted least-squares (log k, alpha, beta) of log D_T per row over the valid
+    points; beta NaN with one model size; NaN rows with too few valid points to fit."""
     one_size = np.ptp(log_n) == 0
     X = np.column_stack([np.ones_like(log_df), log_df] + ([] if one_size else [log_n]))
     Wm = valid.astype(float)
@@ -248,7 +248,8 @@ def fit_transfer(runs: Runs, curves: dict, cell_means) -> Transfer:
         y = cell_means[:, at[cols]]
         with np.errstate(all="ignore"):
             inv = curve.d0 * (p[..., 1] / (y - p[..., 0])) ** (1 / p[..., 2])
-        d_e[:, cols] = np.where(y > p[..., 0], inv, np.inf)
+        floor = np.where(y > p[..., 0], inv, np.inf)  # at or below the floor: never reached
+        d_e[:, cols] = np.where(np.isnan(p[..., 0]), np.nan, floor)  # a failed resample
     d_t = d_e - d_f
     valid = np.isfinite(d_t) & (d_t > 0)
     with np.errstate(all="ignore"):

@@ -11,14 +11,14 @@ From it: the "per doubling" change at the largest D run, error(2 D_max) / error(
 target error, D* = (A / (target - E))^(1 / alpha), "unreachable" where target <= E.
 
 Jointly over the sizes, Zhang et al. 2024 ("When Scaling Meets LLM Finetuning: The Effect of
-Data, Model and Finetuning Method", ICLR 2024, arXiv:2402.17193, eq. 1), the multiplicative law
+Data, Model and Finetuning Method", ICLR 2024, arXiv:2402.17193), the multiplicative law
 
     L(X, D_f) = A (1 / X^alpha) (1 / D_f^beta) + E,   X = N here,
 
 whose paper fits it to the test loss; here to the error, by the same fit as the per-size law.
 
 Effective data transferred, Hernandez et al. 2021 ("Scaling Laws for Transfer",
-arXiv:2102.01293, eq. 1.1): with a from-scratch baseline of the same size trained on the task
+arXiv:2102.01293): with a from-scratch baseline of the same size trained on the task
 alone, D_E is the from-scratch data that reaches the fine-tuned error (the from-scratch law
 inverted), D_T = D_E - D_F, and D_T = k D_F^alpha N^beta is fitted by least squares in log D_T
 on the (N, D_F) whose D_T is finite and > 0 (a fine-tune below the from-scratch floor has no

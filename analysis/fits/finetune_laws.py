@@ -21,8 +21,8 @@ from analysis.fits.ols import ols
 from analysis.inputs import ConfigError
 
 LAW = "error(D) = E + A D^-alpha"
-JOINT_LAW = "L(N, D_f) = A (1 / N^alpha) (1 / D_f^beta) + E (Zhang et al. 2024, eq. 1)"
-TRANSFER_LAW = "D_T = k D_F^alpha N^beta, D_T = D_E - D_F (Hernandez et al. 2021, eq. 1.1)"
+JOINT_LAW = "L(N, D_f) = A (1 / N^alpha) (1 / D_f^beta) + E (Zhang et al. 2024)"
+TRANSFER_LAW = "D_T = k D_F^alpha N^beta, D_T = D_E - D_F (Hernandez et al. 2021)"
 EXPONENT = (0.01, 3.0)  # the data exponent; beyond these the data do not pin it (flagged)
 SIZE_EXPONENT = (-1.0, 3.0)  # the joint law's model-size exponent: larger may be worse
 GRID, ZOOM, LEVELS = 21, 9, 5  # grid points per exponent; zoom points; zooms (each 1/4)

@@ -7,6 +7,8 @@ the over-training law L(C, M) of Gadre et al. 2024 (when the runs span >= 2 toke
 multipliers M = D / N) and the data-constrained law of Muennighoff et al. 2023 (when the
 results carry unique_tokens and some runs repeat their data).
 A fit the sweep cannot support is listed under "skipped" with the reason; it never raises.
+Fine-tune rows (an `examples` count): the fine-tuning laws (analysis.finetune_report); the fits
+above use the other rows, and a sweep of fine-tunes alone gets only the fine-tuning section.
 Emergence: analysis.emergence_report on the sweep's task scores.
 """
 
@@ -25,6 +27,7 @@ from analysis.family_report import (
     families_markdown,
     plot_families,
 )
+from analysis.finetune_report import write_finetune
 from analysis.fit_plots import plot_allocation, plot_isoflop
 from analysis.fits.base import FitRequest
 from analysis.fits.bootstrap import Bootstrap
@@ -273,6 +276,21 @@ Per-task scores, thresholds, BIG-bench linearity and breakthroughness and foreca
 {run_table}"""
 
 
+def _finetune_only(results: pd.DataFrame, out: Path, finetune: dict) -> dict:
+    """The report of a sweep of fine-tunes alone: the fine-tuning laws."""
+    sweep = ", ".join(map(str, results.get("sweep", pd.Series([out.name])).unique()))
+    text = finetune["markdown"] or "No fine-tuning law could be fitted."
+    skips = "".join(f"\n- {s['fit']}: skipped ({s['reason']})" for s in finetune["skipped"])
+    (out / "report.md").write_text(f"# Fine-tuning report: {sweep}\n\n{text}{skips}\n")
+    files = [str(out / "report.md"), *map(str, finetune["files"])]
+    return {
+        "out_dir": str(out),
+        "files": files,
+        "n_runs": int(results["run_id"].nunique()) if "run_id" in results else len(results),
+        "skipped": finetune["skipped"],
+    }
+
+
 def write_report(
     results: pd.DataFrame,
     curves: pd.DataFrame,
@@ -291,10 +309,22 @@ def write_report(
         raise ValueError(f"flops_col must be one of {FLOPS_COLS}, got {flops_col!r}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    runs = final_rows(results)
     boot = {"n_boot": n_boot, "seed": seed, "ci": ci}
     if curves.empty:  # runs without training curves (imported checkpoints): no frontier
         curves = pd.DataFrame({c: pd.Series(dtype=float) for c in CURVE_COLUMNS})
+    # Fine-tune rows (an `examples` count) get the fine-tuning laws, not the pretraining fits.
+    fine = pd.Series(False, index=results.index)
+    if "examples" in results.columns:
+        fine = results["examples"].notna()
+    finetune = {"markdown": "", "files": [], "skipped": []}
+    if fine.any():
+        finetune = write_finetune(results[fine], out, **boot)
+        if fine.all():
+            return _finetune_only(results, out, finetune)
+        tuned = results.loc[fine, "run_id"] if "run_id" in results.columns else []
+        results = results[~fine]
+        curves = curves[~curves["run_id"].isin(tuned)] if "run_id" in curves.columns else curves
+    runs = final_rows(results)
 
     frontier, c_fit = fit_loss_vs_flops(curves, flops_col, N_FRONTIER_BINS, **boot)
     n_fits = fit_loss_vs_params(results, **boot)
@@ -367,6 +397,7 @@ def write_report(
         "families": families_json(families) if families else None,
         "skipped": skipped,
     }
+    skipped += finetune["skipped"]
     (out / "fits.json").write_text(json.dumps(json_safe(fits), indent=2, allow_nan=False) + "\n")
     header, rows = _estimates_rows(fits)
     (out / "fits.md").write_text(markdown_table(header, rows))
@@ -376,10 +407,12 @@ def write_report(
     report = _report_markdown(sweep, runs, fits, emergence)
     if families is not None:  # before the emergence section: it is about the loss fits
         report = report.replace("## Emergence", families_markdown(families) + "\n## Emergence", 1)
-    (out / "report.md").write_text(report)
+    (out / "report.md").write_text(
+        report + (f"\n{finetune['markdown']}" if finetune["markdown"] else "")
+    )
     return {
         "out_dir": str(out),
-        "files": [str(out / f) for f in (*FILES, *drawn)],
+        "files": [str(out / f) for f in (*FILES, *drawn)] + list(map(str, finetune["files"])),
         "n_runs": len(runs),
         "alpha": (c_fit.alpha, *c_fit.alpha_ci) if isinstance(c_fit, PowerLawFit) else None,
         "chinchilla": {k: fit_dicts["chinchilla"].get(k) for k in ESTIMATES},

@@ -1,7 +1,8 @@
-"""Speed of Gadre et al.'s and Muennighoff et al.'s laws with a full bootstrap: the
-over-training law L(C, M) and the downstream-error law Err(L) on Gadre et al.'s RedPajama runs
-(tests/data/gadre2024), the data-constrained law L(N, D, U) on Muennighoff et al.'s C4 runs
-(tests/data/muennighoff2023).
+"""Speed of Gadre et al.'s, Muennighoff et al.'s and the fine-tuning laws with a full bootstrap:
+the over-training law L(C, M) and the downstream-error law Err(L) on Gadre et al.'s RedPajama
+runs (tests/data/gadre2024), the data-constrained law L(N, D, U) on Muennighoff et al.'s C4 runs
+(tests/data/muennighoff2023), the fine-tuning laws on synthetic fine-tunes
+(tests/data/finetune/runs.csv).
 
     python bench/fit_laws.py [--n-boot 1000] [--boot-starts 25] [--repeats 3]
 
@@ -11,7 +12,10 @@ on the 35 runs (17-task average error vs C4 loss, --n-boot resamples), and one e
 task on the 17 tasks; the data-constrained law on the 182 runs of Muennighoff et al.'s fit with
 their base law given (25 starts of R_D*, R_N*, then --n-boot resamples x --boot-starts), and on
 all 295 runs with the base fitted too (alpha = beta, 900 starts, on the 62 runs of at most 2.5
-epochs; each resample refits both stages). Best of --repeats.
+epochs; each resample refits both stages); the fine-tuning laws on 108 runs (3 sizes x 6
+example counts x 3 seeds, fine-tuned and from scratch): the per-size laws, Zhang et al.'s joint
+law and Hernandez et al.'s transfer, resampling seeds and items --n-boot times. Best of
+--repeats.
 """
 
 from __future__ import annotations
@@ -25,10 +29,13 @@ import pandas as pd
 
 from analysis.fits.data_constrained import fit_data_constrained
 from analysis.fits.downstream import fit_downstream_error
+from analysis.fits.finetune import fit_finetune
+from analysis.fits.finetune_data import read_runs
 from analysis.fits.overtraining import fit_overtraining
 
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data" / "gadre2024"
 MUENNIGHOFF = DATA.parent / "muennighoff2023" / "runs.csv"
+FINETUNE = DATA.parent / "finetune" / "runs.csv"
 PAPER_BASE = np.array([6.255414, 7.3049974, 0.6254804, 0.3526596, 0.3526596])  # their C4 law
 
 
@@ -81,6 +88,7 @@ def main() -> None:
     task_s, _ = best_of(args.repeats, per_task)
     print(f"downstream_error per task, 17 fits + {args.n_boot} resamples each: {task_s:.2f} s")
     bench_data_constrained(args)
+    bench_finetune(args)
 
 
 def bench_data_constrained(args) -> None:
@@ -102,6 +110,18 @@ def bench_data_constrained(args) -> None:
             + ", ".join(f"{k} {est[k].value:.3g} [{est[k].lo:.3g}, {est[k].hi:.3g}]"
                         for k in ("R_D_star", "R_N_star"))
         )  # fmt: skip
+
+
+def bench_finetune(args) -> None:
+    runs = read_runs(pd.read_csv(FINETUNE))
+    boot_s, fit = best_of(args.repeats, lambda: fit_finetune(runs, n_boot=args.n_boot))
+    est = fit.estimates()
+    beta = est["joint (Zhang et al.) beta"]
+    print(
+        f"finetune, {len(runs.error)} runs: per-size, joint and transfer laws + {args.n_boot} "
+        f"resamples of seeds and items {boot_s:.2f} s; joint beta {beta.value:.3f} "
+        f"[{beta.lo:.3f}, {beta.hi:.3f}]"
+    )
 
 
 if __name__ == "__main__":

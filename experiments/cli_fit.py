@@ -1,7 +1,7 @@
 """`scaling fit`: compute-optimal and loss-law fits on this project's results or on any CSV.
 
     scaling fit chinchilla|isoflop|envelope|kaplan|overtraining|downstream_error|data_constrained|
-        observational INPUT [--out DIR]
+        observational|finetune INPUT [--out DIR]
         [--n COL] [--d COL] [--c COL] [--loss COL]
         [--filter COL=VALUE ...] [--group COL[,COL...]]
         [--min-c C] [--max-c C] [--drop-highest-loss K]
@@ -22,6 +22,8 @@
                 [--model-col COL] [--models FILE] [--pcs K] [--no-standardize]
                 [--impute-rank R] [--max-missing K] [--baseline B] [--n-examples N]
                 [--holdout largest[:K]|above:C|pc1:F]  (INPUT may be lm-eval JSON)
+    finetune:   [--size COL] [--examples COL] [--error COL] [--run-seed COL] [--items COL]
+                [--correct COL] [--init COL] [--target ERR]
 
 A thin adapter: the fits, their registry and the pipeline are in analysis/fits.
 """

@@ -93,6 +93,10 @@ class FitForm:
     load(path, options): the Tables a form reads from INPUT, for a form that reads more than
     tables (lm-evaluation-harness JSON); default analysis.fits.pipeline.load_tables.
     reads_loss: False for a form with no loss column (its fits read scores).
+    resolve(table, options): for a form whose columns are not the N/D/C/loss roles (finetune:
+    size, examples, error from its own flags), the rows it fits from the table as read and the
+    Columns to record; the pipeline then leaves the role defaults, derivations, one-row-per-run
+    and the generic group checks to the form's fit.
     """
 
     name: str
@@ -110,3 +114,4 @@ class FitForm:
     holdout_split: Callable[[pd.DataFrame, FitRequest], tuple | None] | None = None
     load: Callable[[Path, dict], object] | None = None
     reads_loss: bool = True
+    resolve: Callable[[pd.DataFrame, dict], tuple[pd.DataFrame, Columns]] | None = None

@@ -142,6 +142,9 @@ def _prepared(form, tables: Tables, given: dict, options: dict, holdout):
     kinds = form.tables(options)
     main_kind = kinds[0]
     table = getattr(tables, main_kind)
+    if form.resolve is not None:  # the form's own columns, on the table as read
+        table, cols = form.resolve(table, options)
+        return table, None, cols, main_kind
     table = final_rows(table) if main_kind == "runs" else table
     roles = form.roles(options) | ({"n", "d", "c"} if holdout else set())
     cols = resolve_columns(table, given, roles, loss=form.reads_loss)
@@ -189,7 +192,8 @@ def fit_table(
         sub, dropped = drop_highest_loss(sub, cols.loss, selection.drop_highest_loss)
         group_curves = None if curves is None else rows_of_group(curves, values)
         request = FitRequest(cols, options, boot, group_curves)
-        _check_group(form, sub, request, key)
+        if form.resolve is None:  # a form with its own columns checks them in its fit
+            _check_group(form, sub, request, key)
         dropped = [{"row": _label(i), cols.loss: float(table.loc[i, cols.loss])} for i in dropped]
         g = GroupFit(key, values, sub, request, form.fit(sub, request), dropped)
         if holdout is not None:
@@ -206,7 +210,9 @@ def fit_table(
         **cols.conventions(),
         "selection": {
             **selection.to_dict(),
-            "one_row_per_run_id": kind == "runs" and n_input != len(getattr(tables, kind)),
+            "one_row_per_run_id": kind == "runs"
+            and form.resolve is None
+            and n_input != len(getattr(tables, kind)),
             "n_rows_input": int(n_input),
             "n_rows_selected": int(len(table)),
         },

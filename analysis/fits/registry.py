@@ -21,6 +21,7 @@ from analysis.fits.columns import BUDGET_COL
 from analysis.fits.data_constrained_form import FORM as DATA_CONSTRAINED
 from analysis.fits.downstream import ErrorFromCompute, fit_downstream_error
 from analysis.fits.envelope import fit_envelope
+from analysis.fits.finetune_form import FORM as FINETUNE
 from analysis.fits.isoflop import METHODS, RESAMPLES, fit_isoflop
 from analysis.fits.kaplan_laws import LAW_NAMES, LAW_PARAMS, LAW_ROLES, fit_kaplan_laws
 from analysis.fits.observational_form import FORM as OBSERVATIONAL
@@ -297,6 +298,7 @@ FORMS = {
         ),
         DATA_CONSTRAINED,
         OBSERVATIONAL,
+        FINETUNE,
         FitForm(
             name="isoflop",
             summary="approach 2: IsoFLOP profiles, N_opt ∝ C^a from per-budget loss minima",

@@ -153,7 +153,7 @@ def _evaluate_task(lm, run_dir, step, task, shots, limit, manager) -> list[dict]
         log_samples=True,  # for the multiple-choice baselines; not written
     )
     baselines = _baselines(out.pop("samples", {}))
-    out["model_name"] = store.basename(str(run_dir))
+    out["model_name"] = str(run_dir)  # as lm_eval names a model given by path
     out["config"] |= {"model": "scaling", "model_args": f"path={run_dir},step={step}"}
     write_results(results_path(run_dir, step, shots), out)
     return eval_rows(out, baselines, task)

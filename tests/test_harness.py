@@ -4,6 +4,7 @@ and generation with stop sequences; its log-likelihoods are `scaling eval`'s; it
 back through `scaling eval --harness lm-eval` into eval.jsonl, the results table and the
 importers."""
 
+import dataclasses
 import json
 import math
 import os
@@ -313,3 +314,17 @@ def test_a_mesh_of_eight_devices_gives_one_devices_numbers(lm, sweep):
         np.testing.assert_allclose(got[0], want[0], atol=1e-5)
         np.testing.assert_allclose(got[1], want[1], atol=1e-4)
         assert got[2] == want[2]
+
+
+def test_a_subword_run_starts_documents_at_eos(bpe, lm):
+    """With a tokenizer that has EOS the document start is that one token, as lm-eval's prefix
+    token; rolling windows and an empty context agree."""
+    cfg = dataclasses.replace(lm.cfg, vocab_size=512)
+    sub = ScalingLM(init_params(cfg, 0), cfg, bpe, batch_size=8)
+    assert sub.prefix.tolist() == [bpe.eos_id]
+    [rolled] = sub.loglikelihood_rolling(_requests((TEXTS[2],)))  # 118 tokens: 2 windows
+    assert rolled == pytest.approx(_window_reference(sub, TEXTS[2]), abs=1e-4)
+    [(from_start, _)] = sub.loglikelihood(_requests(("", TEXTS[0])))
+    assert sub.loglikelihood_rolling(_requests((TEXTS[0],)))[0] == pytest.approx(
+        from_start, abs=1e-5
+    )

@@ -12,8 +12,9 @@ score is the same whichever harness asked for it.
   make_disjoint_window) over the model's context, every token scored once with as much context
   as fits; the first window conditions on that document start.
 - generate_until: KV-cached decoding, greedy unless the task asks to sample, cut at the first
-  of the `until` strings (or EOS), at most max_gen_toks new tokens; a prompt that does not fit
-  loses tokens from the left, as in lm-eval.
+  of the `until` strings (or EOS), at most max_gen_toks new tokens (a budget as long as the
+  context, such as lm-eval's default 256 on a small model, becomes half of it); a prompt that
+  does not fit loses tokens from the left, as in lm-eval.
 
 On a mesh (scaling.mesh) the rows of every batch are split over its batch axes (data·fsdp) and
 the parameters laid out as in training; the batch is rounded up to a multiple of those axes.
@@ -24,6 +25,7 @@ and registers it as `lm_eval --model scaling`.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 from collections import defaultdict
 
@@ -167,14 +169,14 @@ class ScalingLM(LM):
         until = gen_kwargs.get("until") or ()
         until = (until,) if isinstance(until, str) else tuple(until)
         budget = int(gen_kwargs.get("max_gen_toks", self.max_gen_toks))
-        if budget >= self.cfg.seq_len:
+        if budget >= self.cfg.seq_len:  # half the context for the prompt, half for the answer
             log.warning(
-                "max_gen_toks=%d does not fit seq_len=%d; generating %d tokens",
+                "max_gen_toks=%d does not fit seq_len=%d: %d new tokens at most",
                 budget,
                 self.cfg.seq_len,
-                self.cfg.seq_len - 1,
+                self.cfg.seq_len // 2,
             )
-            budget = self.cfg.seq_len - 1
+            budget = self.cfg.seq_len // 2
         # lm-eval's reading (HFLM): greedy unless do_sample, then temperature 1 unless given
         temperature = (
             float(gen_kwargs.get("temperature", 1.0)) if gen_kwargs.get("do_sample") else 0.0
@@ -182,9 +184,12 @@ class ScalingLM(LM):
         return until, budget, temperature, float(gen_kwargs.get("top_p", 1.0))
 
     def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
-        groups = defaultdict(list)  # requests that share settings are decoded together
+        kinds = defaultdict(list)  # requests with the same gen_kwargs (a task's: one kind)
         for i, request in enumerate(requests):
-            groups[self._settings(dict(request.args[1]))].append(i)
+            kinds[json.dumps(request.args[1], sort_keys=True, default=str)].append(i)
+        groups = defaultdict(list)  # requests that share settings are decoded together
+        for members in kinds.values():
+            groups[self._settings(dict(requests[members[0]].args[1]))] += members
         out: list = [None] * len(requests)
         for (until, budget, temperature, top_p), members in groups.items():
             prompts = [requests[i].args[0] for i in members]

@@ -1,7 +1,8 @@
 # The two set-up commands of the README: `make demo` and `make test`.
 # Both create (or reuse) the virtual environment .venv and install the project into it.
 # The demo needs only the core packages (about a minute to install); the tests add the cluster
-# executors, W&B, pytest and ruff.
+# executors, W&B, lm-evaluation-harness (with the start-up line that lets `lm_eval --model
+# scaling` find our model), pytest and ruff.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 CORE := $(VENV)/.installed-core
@@ -17,6 +18,7 @@ $(CORE): setup.cfg pyproject.toml
 
 $(INSTALLED): $(CORE)
 	$(PIP) -e '.[test]'
+	$(PY) -m experiments.lm_eval_plugin --install
 	touch $@
 
 demo: $(CORE)

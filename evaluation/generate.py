@@ -167,12 +167,14 @@ def generate(
     stop: str | Sequence[str] = ("\n",),
     row_ids: list[int] | None = None,
     batch: int = 50,
+    place=None,
 ) -> list[Sample]:
     """One continuation per prompt, in tokens of `tok` (the run's tokenizer), ended by the first
     of the `stop` strings (one string or several; () for none) or by EOS. `row_ids` name the
     random stream of each row (default: its index); give the same id to get the same sample.
     A prompt longer than cfg.seq_len - max_new_tokens loses tokens from the left (lm-eval's
-    truncation; evaluation.evaluate instead refuses prompts that do not fit, naming the task)."""
+    truncation; evaluation.evaluate instead refuses prompts that do not fit, naming the task).
+    `place(array)` puts each batch's per-row arrays on the devices (a mesh: split by row)."""
     stops = (stop,) if isinstance(stop, str) else tuple(stop)
     if "" in stops:
         raise ValueError("an empty stop string would end every sample at once")
@@ -192,19 +194,22 @@ def generate(
     keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(seed), i))(jnp.asarray(ids))
     active = np.arange(n_rows) < len(prompts)
     halts = jnp.asarray(_halting_ids(tok, cfg.vocab_size, stops))
+    put = place or (lambda x: x)
     outs, logps = [], []
     for s in range(0, n_rows, batch):
         r = slice(s, s + batch)
         rows = Rows(
-            keys[r],
-            pad[r],
+            put(keys[r]),
+            put(pad[r]),
             np.int32(width),
             np.float32(temperature),
             np.float32(top_p),
             np.int32(tok.vocab_size),
             halts,
         )
-        out, logp = _run(params, cfg, tok, tokens[r], rows, active[r], stops, max_new_tokens)
+        out, logp = _run(
+            params, cfg, tok, put(tokens[r]), rows, put(active[r]), stops, max_new_tokens
+        )
         outs.append(out)
         logps.append(logp)
     return [

@@ -70,7 +70,7 @@ def encode_pairs(tok: Tokenizer, pairs: list[tuple[str, str]]) -> list[tuple[np.
     return encoded
 
 
-def _fit(tokens: np.ndarray, n_context: int, seq_len: int) -> tuple[np.ndarray, int]:
+def fit_row(tokens: np.ndarray, n_context: int, seq_len: int) -> tuple[np.ndarray, int]:
     """At most seq_len + 1 tokens: context tokens go from the left, never scored ones."""
     cut = max(0, len(tokens) - (seq_len + 1))
     if cut >= max(n_context, 1):
@@ -80,10 +80,14 @@ def _fit(tokens: np.ndarray, n_context: int, seq_len: int) -> tuple[np.ndarray, 
 
 @partial(jax.jit, static_argnames=("cfg",))
 def _continuation_logprob(params, tokens, mask, cfg: ModelConfig):
-    """Sum of log p(token) over the positions where mask is 1 (mask aligned with tokens)."""
-    logp = jax.nn.log_softmax(apply(params, cfg, tokens[:, :-1]))
+    """Per row: the sum of log p(token) over the positions where mask is 1 (mask aligned with
+    tokens), and whether each of those tokens is the model's most likely one (lm-eval's
+    is_greedy)."""
+    logits = apply(params, cfg, tokens[:, :-1])
+    logp = jax.nn.log_softmax(logits)
     token_logp = jnp.take_along_axis(logp, tokens[:, 1:, None], axis=-1)[..., 0]
-    return (token_logp * mask[:, 1:]).sum(-1)
+    greedy = (jnp.argmax(logits, axis=-1) == tokens[:, 1:]) | (mask[:, 1:] == 0)
+    return (token_logp * mask[:, 1:]).sum(-1), greedy.all(-1)
 
 
 def _pad_rows(arrays: list[np.ndarray], width: int, batch: int) -> np.ndarray:
@@ -93,25 +97,38 @@ def _pad_rows(arrays: list[np.ndarray], width: int, batch: int) -> np.ndarray:
     return out
 
 
+def score_rows(
+    params, cfg: ModelConfig, rows: list[tuple[np.ndarray, int]], batch: int = 50, place=None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(log-probability, is_greedy) of tokens[n_context:] for each (tokens, n_context) row of at
+    most seq_len + 1 tokens, the model reading tokens[:-1]. Rows go longest first into batches,
+    each as wide as its longest row (rounded up to a bucket, to bound the number of compiled
+    shapes): rows are causal and start at position 0, so a narrower window gives the same
+    log-probabilities as the full context at a fraction of the cost. `place(array)` puts each
+    batch on the devices (default: as jax does; a mesh: scaling.mesh.batch_sharding)."""
+    order = sorted(range(len(rows)), key=lambda i: -len(rows[i][0]))
+    logprob, greedy = np.zeros(len(rows)), np.zeros(len(rows), bool)
+    for start in range(0, len(rows), batch):
+        chunk = order[start : start + batch]
+        longest = len(rows[chunk[0]][0])
+        width = min(cfg.seq_len + 1, -(-longest // PROMPT_BUCKET) * PROMPT_BUCKET)
+        tokens = _pad_rows([rows[i][0] for i in chunk], width, batch)
+        mask = _pad_rows(
+            [np.arange(len(t)) >= n for t, n in (rows[i] for i in chunk)], width, batch
+        )
+        if place is not None:
+            tokens, mask = place(tokens), place(mask)
+        lp, g = _continuation_logprob(params, tokens, mask, cfg)
+        logprob[chunk], greedy[chunk] = np.asarray(lp)[: len(chunk)], np.asarray(g)[: len(chunk)]
+    return logprob, greedy
+
+
 def continuation_logprobs(
     params, cfg: ModelConfig, tok: Tokenizer, pairs: list[tuple[str, str]], batch: int = 50
 ) -> np.ndarray:
     """log p(continuation | context) for each (context, continuation) pair, summed over the
-    continuation's tokens, in batches of rows left-aligned in at most seq_len+1 tokens (the last
-    token needs no input position)."""
-    rows, masks = [], []
-    for tokens, n_context in encode_pairs(tok, pairs):
-        tokens, n_context = _fit(tokens, n_context, cfg.seq_len)
-        rows.append(tokens)
-        masks.append(np.r_[np.zeros(n_context), np.ones(len(tokens) - n_context)])
-    # Rows are causal and start at position 0, so a window just wide enough for the longest
-    # row (rounded up to a bucket, to bound the number of compiled shapes) gives the same
-    # log-probabilities as the full context at a fraction of the cost.
-    width = min(cfg.seq_len + 1, -(-max(map(len, rows)) // PROMPT_BUCKET) * PROMPT_BUCKET)
-    tokens = _pad_rows(rows, width, batch)
-    mask = _pad_rows(masks, width, batch)
-    scores = [
-        np.asarray(_continuation_logprob(params, tokens[i : i + batch], mask[i : i + batch], cfg))
-        for i in range(0, len(tokens), batch)
+    continuation's tokens (score_rows of the rows encode_pairs gives, fit to the context)."""
+    rows = [
+        fit_row(tokens, n_context, cfg.seq_len) for tokens, n_context in encode_pairs(tok, pairs)
     ]
-    return np.concatenate(scores)[: len(pairs)]
+    return score_rows(params, cfg, rows, batch)[0]

@@ -4,10 +4,12 @@ tasks and prompting settings; each run's own eval settings, with the flags given
     scaling eval runs/demo --tasks add2,navigate,path/to/task.json --shots 0,1,3
     scaling eval runs/demo --checkpoints                   # emergence over training
     scaling eval runs/demo --tasks composite1 --chain-of-thought --samples 5
+    scaling eval runs/demo --harness lm-eval --tasks lambada_openai,my_task --include-path tasks/
 """
 
 from __future__ import annotations
 
+from importlib.util import find_spec
 from pathlib import Path
 
 from scaling.config import ConfigError
@@ -36,12 +38,45 @@ OVERRIDES = {  # flag: (EvalConfig field, parser, help)
 }
 
 
-def cmd_eval(args) -> int:
-    from experiments.sweep_eval import evaluate_sweep
+SCALING_ONLY = (  # flags of our own harness, refused with --harness lm-eval
+    *("samples", "temperatures", "pass_k", "seed"),
+    *("chain_of_thought", "pack_shots", "no_instruction"),
+)
 
+
+def _lm_eval_options(args) -> dict:
+    """The settings of `--harness lm-eval`; a flag of our own harness is refused."""
+    for name in SCALING_ONLY:
+        if getattr(args, name) not in (None, False):
+            flag = "--" + name.replace("_", "-")
+            raise ConfigError(flag, "applies to --harness scaling only", "drop it")
+    if not args.tasks:
+        raise ConfigError("--tasks", "required with --harness lm-eval", "e.g. --tasks arc_easy")
+    if find_spec("lm_eval") is None:
+        raise ConfigError(
+            "--harness", "lm-evaluation-harness is not installed", "pip install 'scaling[lmeval]'"
+        )
+    return {
+        "tasks": args.tasks,
+        "shots": args.shots or (None,),
+        "limit": args.n_examples,
+        "include_path": args.include_path,
+    }
+
+
+def cmd_eval(args) -> int:
     sweep_dir = Path(args.sweep_dir)
     if not sweep_dir.is_dir():
         raise ConfigError("SWEEP_DIR", f"not a directory: {sweep_dir}", "give runs/<sweep>")
+    if args.harness == "lm-eval":
+        options = _lm_eval_options(args)
+        from experiments.sweep_lm_eval import evaluate_sweep as evaluate_lm_eval
+
+        return _report(sweep_dir, evaluate_lm_eval(sweep_dir, options, args.checkpoints))
+    if args.include_path is not None:
+        raise ConfigError("--include-path", "applies to --harness lm-eval only", "drop it")
+    from experiments.sweep_eval import evaluate_sweep
+
     overrides = {
         field: getattr(args, flag[2:].replace("-", "_"))
         for flag, (field, _, _) in OVERRIDES.items()
@@ -54,7 +89,10 @@ def cmd_eval(args) -> int:
     ):
         if getattr(args, flag):
             overrides[field] = value
-    totals = evaluate_sweep(sweep_dir, overrides, checkpoints=args.checkpoints)
+    return _report(sweep_dir, evaluate_sweep(sweep_dir, overrides, checkpoints=args.checkpoints))
+
+
+def _report(sweep_dir: Path, totals: dict) -> int:
     print(
         f"eval {sweep_dir.name}: {totals['runs']} finished runs ({totals['not_finished']} not "
         f"finished, left out); {totals['evaluated']} (checkpoint, task) evaluated, "
@@ -72,4 +110,12 @@ def add_parser(sub) -> None:
     e.add_argument("--chain-of-thought", action="store_true", help="also CoT prompting")
     e.add_argument("--pack-shots", action="store_true", help="as many shots as fit")
     e.add_argument("--no-instruction", action="store_true", help="leave out task_prefix")
+    e.add_argument(
+        "--harness",
+        choices=("scaling", "lm-eval"),
+        default="scaling",
+        help="our few-shot harness, or lm-evaluation-harness tasks (--tasks are lm-eval's; "
+        "--shots sets num_fewshot, --n-examples its limit)",
+    )
+    e.add_argument("--include-path", help="lm-eval: a folder of your own task YAML files")
     e.set_defaults(func=cmd_eval)

@@ -197,12 +197,17 @@ def batch_sharding(mesh: Mesh, rules: Rules = RULES) -> NamedSharding:
     return logical_sharding(mesh, ("batch", "length"), rules)
 
 
+def batch_ways(mesh_or_sizes: Mesh | Mapping[str, int], rules: Rules = RULES) -> int:
+    """Into how many parts a batch splits: the product of the mesh axes of `batch`."""
+    sizes = axis_sizes(mesh_or_sizes)
+    return math.prod(sizes[a] for a in _mesh_axes_tuple(logical_to_mesh(("batch",), rules)[0]))
+
+
 def check_batch(
     cfg: RunConfig, mesh_or_sizes: Mesh | Mapping[str, int], rules: Rules = RULES
 ) -> None:
     """The batch must split evenly over its mesh axes (else every device would hold it all)."""
-    sizes = axis_sizes(mesh_or_sizes)
-    ways = math.prod(sizes[a] for a in _mesh_axes_tuple(logical_to_mesh(("batch",), rules)[0]))
+    ways = batch_ways(mesh_or_sizes, rules)
     if cfg.train.batch_size % ways:
         raise ConfigError(
             "train.batch_size",

@@ -243,7 +243,7 @@ def tokenize_chunk(work: str, chunk: Chunk, spec: str) -> int:
     tok = tokenizer.load(spec)
     dtype = shards.token_dtype(tok.vocab_size)
     has_eos = tok.eos_id is not None
-    end = np.asarray([tok.eos_id] if has_eos else tok.encode(shards.DOC_SEPARATOR), dtype)
+    end = shards.document_end(tok).astype(dtype)
     # Bytes per token are counted as tokenizer.bytes_per_token counts them: EOS is no text; the
     # byte tokenizer's blank line is text (a byte a token).
     end_text = 0 if has_eos else len(end)

@@ -43,6 +43,12 @@ def token_dtype(vocab_size: int) -> np.dtype:
     return np.dtype("<u2") if vocab_size <= 2**16 else np.dtype("<u4")
 
 
+def document_end(tok) -> np.ndarray:
+    """The ids that end every document of a stream, hence precede every document's first token:
+    EOS, or for a tokenizer without one (bytes) the blank line that separates documents."""
+    return np.asarray([tok.eos_id] if tok.eos_id is not None else tok.encode(DOC_SEPARATOR))
+
+
 def document_stream(ids: list[np.ndarray], end: np.ndarray, dtype: np.dtype) -> np.ndarray:
     """The documents' ids as one stream, each followed by `end` (EOS, or for the byte tokenizer
     the ids of the blank line that separates documents)."""

@@ -128,11 +128,12 @@ def checkpoint_manager(run_dir: Path, t: TrainConfig) -> ocp.CheckpointManager:
     )
 
 
-def placement(cfg: RunConfig) -> tuple[Mesh, dict]:
+def placement(cfg: RunConfig, mesh: Mesh | None = None) -> tuple[Mesh, dict]:
     """The run's device mesh (cfg.mesh over all devices) and the shardings of its train state.
     Refuses, before anything compiles, a batch that does not split over the mesh and a state
-    that does not fit the devices' memory (scaling.memory)."""
-    mesh = memory.fitting_mesh(cfg)
+    that does not fit the devices' memory (scaling.memory). Given a mesh (evaluation on other
+    devices), the shardings on that one, unchecked."""
+    mesh = mesh or memory.fitting_mesh(cfg)
     shapes = jax.eval_shape(lambda: initial_state(cfg))
     return mesh, sharding.state_shardings(shapes, sharding.param_shardings(cfg.model, mesh))
 

@@ -17,9 +17,14 @@ EVALUATION = sorted(
 
 
 def _loaded_after_import(module: str) -> set[str]:
+    """Project modules that importing `module` loads, beyond what the interpreter loads at
+    start-up (the lm-eval registration line of `make test` imports experiments.lm_eval_plugin)."""
     code = (
-        f"import sys, {module}\n"
-        "print('\\n'.join(m for m in sys.modules if m.split('.')[0] in "
+        "import sys\n"
+        "before = set(sys.modules)\n"
+        f"import {module}\n"
+        "loaded = set(sys.modules) - before\n"
+        "print('\\n'.join(m for m in loaded if m.split('.')[0] in "
         f"{PROJECT!r}))"
     )
     out = subprocess.run(

@@ -61,6 +61,12 @@ def _args(config: dict) -> dict[str, str]:
     return {k.strip(): v.strip() for k, _, v in pairs if k.strip() and v.strip()}
 
 
+def _tokens_seen(config: dict) -> float:
+    """config.tokens_seen: the training tokens behind the checkpoint (this project's adapter)."""
+    n = config.get("tokens_seen")
+    return float(n) if isinstance(n, int | float) and not isinstance(n, bool) and n > 0 else np.nan
+
+
 def model_identity(d: dict, path: Path | None, where: str) -> dict:
     """model, model_name, revision, step, tokens and params of one results file."""
     config = json_section(d, "config", where)
@@ -80,7 +86,7 @@ def model_identity(d: dict, path: Path | None, where: str) -> dict:
         "model_name": name,
         "revision": revision,
         "step": float(step) if step is not None and str(step).isdigit() else np.nan,
-        "tokens": float(tokens[1]) * SCALE[tokens[2].upper()] if tokens else np.nan,
+        "tokens": float(tokens[1]) * SCALE[tokens[2].upper()] if tokens else _tokens_seen(config),
         "params": float(n) if isinstance(n, int | float) and n > 0 else np.nan,
     }
 

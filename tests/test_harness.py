@@ -195,6 +195,10 @@ def test_scaling_eval_runs_lm_eval_tasks_over_a_sweep_and_resumes(sweep, tasks, 
         assert saved["config"]["model_revision"] == f"step{step}"
         scores = read_lm_eval(run / "lm_eval" / f"results_{step}.json")
         assert {"acc", "acc_norm", "bits_per_byte"} <= set(scores["metric"])
+        # re-imported with params, step and tokens picked up from the file itself
+        assert (scores["params"] == saved["config"]["model_num_parameters"]).all()
+        assert (scores["step"] == step).all() and (scores["model"] == f"r0@step{step}").all()
+        assert (scores["tokens"] == saved["config"]["tokens_seen"]).all()
     rows = [r for r in store.read_eval(str(run)) if r.get("harness") == "lm-eval"]
     acc = {r["step"]: r for r in rows if r["task"] == "scaling_mc" and r["metric"] == "acc"}
     assert acc[40]["random_baseline"] == pytest.approx(0.25)

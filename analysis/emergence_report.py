@@ -86,7 +86,7 @@ def _by_fit_text(by_fit: dict, ci: float) -> str:
             f"mean |error| {v['mean_abs_error']:.3f}, {v['coverage']:.0%} inside the nominal "
             f"{ci:.0%} interval"
             if kind != "none"
-            else "no forecast: " + "; ".join(f"{r} ({k})" for r, k in v["reasons"].items())
+            else "; ".join(f"{r} ({k})" for r, k in v["reasons"].items())
         )
         for kind, v in by_fit.items()
     )
@@ -159,10 +159,11 @@ def _method(c: Classification, holdout: int, logprob: bool) -> str:
     )
 
 
-def plot_grid(c: Classification, path_stem: Path) -> list[Path]:
+def plot_grid(c: Classification, path_stem: Path, fc: pd.DataFrame | None = None) -> list[Path]:
     """Score vs x per (task, subtask, shots), families in colour (class written in the
     family's colour), baseline dashed, emergence threshold dotted with its interval shaded;
-    filled markers are above baseline. PANELS_PER_PAGE panels per PNG. One metric per task:
+    filled markers are above baseline; the forecast `fc` (analysis.forecast.forecast) a
+    diamond with its interval. PANELS_PER_PAGE panels per PNG. One metric per task:
     the first proportion metric by name (acc before acc_norm), else the first by name; the
     other metrics' classes are in the tables and emergence_metrics.csv."""
     cur = c.curves.assign(_other=~c.curves["metric"].map(metric_name).isin(PROPORTION_METRICS))
@@ -202,6 +203,20 @@ def plot_grid(c: Classification, path_stem: Path) -> list[Path]:
                 ax.plot(p["x"][up], p["value"][up], "o", color=col, ms=2.5)
                 ax.plot(p["x"][~up], p["value"][~up], "o", color=col, mfc="none", ms=2.5)
                 ax.axhline(r["random_baseline"], color=col, ls="--", lw=0.7, alpha=0.7)
+                if fc is not None and np.isfinite(fc.at[cid, "forecast"]):
+                    f = fc.loc[cid]
+                    err = [[f["forecast"] - f["forecast_lo"]], [f["forecast_hi"] - f["forecast"]]]
+                    ax.errorbar(
+                        to_t(f["forecast_x"]),
+                        f["forecast"],
+                        yerr=err,
+                        fmt="D",
+                        color=col,
+                        mfc="none",
+                        ms=2.5,
+                        lw=0.7,
+                        capsize=1.5,
+                    )
                 if r["class"] == "emergent":
                     lo, hi = sorted(to_t(np.array([r["threshold_lo"], r["threshold_hi"]])))
                     ax.axvspan(lo, hi, color=col, alpha=0.12)
@@ -226,7 +241,9 @@ def plot_grid(c: Classification, path_stem: Path) -> list[Path]:
             axes[0].text(0.5, 0.5, "no classified curves", ha="center", va="center")
         axis = f"log10 {c.x}" if c.x_scale == "log" else f"-{c.x}"
         fig.supxlabel(
-            f"{axis} (filled: above baseline; dotted/shaded: emergence threshold)", fontsize=7
+            f"{axis} (filled: above baseline; dotted/shaded: emergence threshold; diamond: "
+            f"forecast with its {c.settings.ci:.0%} interval)",
+            fontsize=7,
         )
         path = path_stem.with_name(path_stem.name + (f"_p{page + 1}" if page else "") + ".png")
         fig.savefig(path, dpi=DPI)
@@ -266,7 +283,8 @@ def write_emergence(
         settings=settings,
     )
     logprobs = logprob_table(scores, family, pooled) if forecast_logprob else None
-    table = emergence_table(c, forecast(c, logprobs=logprobs))
+    fc = forecast(c, logprobs=logprobs)
+    table = emergence_table(c, fc)
     counts = class_counts(c.curves)
     sensitivity = metric_sensitivity(c.curves)
     files = {
@@ -372,7 +390,7 @@ def write_emergence(
     files["markdown"].write_text("".join(md))
     files["latex"].write_text("\n".join(tex))
     if plot:
-        files.update({f"grid{i}": p for i, p in enumerate(plot_grid(c, out / "emergence"))})
+        files.update({f"grid{i}": p for i, p in enumerate(plot_grid(c, out / "emergence", fc))})
     files["summary"] = out / "emergence.json"
     summary["files"] = [str(p) for p in files.values()]
     files["summary"].write_text(json.dumps(json_safe(summary), indent=2, allow_nan=False) + "\n")

@@ -91,7 +91,7 @@ class Settings:
         if self.forecast_boot < 20:
             raise ConfigError(
                 "forecast_boot",
-                f"{self.forecast_boot} replicates cannot place a 5% quantile",
+                f"{self.forecast_boot} replicates are too few to place an interval's quantiles",
                 "give 20 or more (1000 by default)",
             )
 

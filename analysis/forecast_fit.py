@@ -1,20 +1,22 @@
 """The fits and draws behind the emergence forecast (analysis.forecast), batched over rows: the
-observed curve is one row, each bootstrap replicate another, the points on the last axis.
+observed curves are rows, and so is each of their bootstrap replicates; points on the last axis.
 
 - `fit_line`: weighted least squares line, closed form.
-- `fit_sigmoid`: s = b + (u - b) expit((x - m) / w), weighted least squares in (m, log w[, u])
-  within bounds (m at most 5 below and 10 beyond the data, w in [0.02, 10], u in [max score, 1]
-  when the ceiling is fitted, else u = 1). The loss is not convex in (m, w), so each row starts
-  from the best point of a grid, then takes projected Levenberg-Marquardt steps (More 1978;
-  a step that leaves the box is clipped to it and kept only if it lowers the loss).
-- `draw_rates`: binomial draws, widened to a beta-binomial when the points scatter more than
-  binomially about their fit.
+- `fit_sigmoid`: s = b + (u - b) expit((x - m) / w) by weighted least squares, within bounds
+  (m at most 5 below and 10 beyond the data, w in [0.02, 10], u in [max score, 1] when the
+  ceiling is fitted, else u = 1). The loss is not convex in (m, w): each row starts from the
+  best point of a grid (or of its curve's own fit and neighbours), then takes projected
+  Levenberg-Marquardt steps (More 1978; a step leaving the box is clipped to it and kept only
+  if it lowers the loss) in (1/w, -m/w), u solved for exactly at each step.
+- `draw_rates`: binomial draws, scattered phi times as much: beta-binomial for phi > 1,
+  shrunk binomial deviations for phi < 1.
 
-Hand-written because the library fits one problem per call: scipy.optimize.least_squares costs
-about a millisecond per 2-3 parameter fit in its Python overhead, a second per curve at 1,000
-replicates and minutes per backtest; here every replicate of a curve takes the same array step.
-analysis.lbfgs batches too, but has no bounds and compiles a JAX program per problem shape,
-which costs more than these fits.
+Hand-written because the library fits one problem per call: scipy.optimize.least_squares takes
+about 6 ms of CPU for one such 3-parameter fit of 8 points, mostly Python overhead: 6 s per
+curve at 1,000 replicates and an hour per backtest of the Pythia evals. Here the replicates of
+every curve take each step together (17 ms per curve at 1,000 replicates, bench/RESULTS.md);
+tests/test_forecast.py checks that the optimum is scipy's. analysis.lbfgs batches too, but has
+no bounds and compiles a JAX program per problem shape, which costs more than these fits.
 """
 
 from __future__ import annotations
@@ -97,8 +99,8 @@ def _project(q, m_lo, m_hi):
 def fit_sigmoid(x, s, sd, b, ceiling, start=None) -> np.ndarray:
     """(R, 3) parameters (m, log w, u) of sigmoids over baselines b (R,) fitted to rows s
     (R, P) at x (R, P) with sds sd (R, P); u is fitted in [max score, 1] where `ceiling` (R,)
-    is true, else 1. Starts from the best of a grid of (m, w), GRID_M x 4 points, or with
-    `start` (R, 3), the best of start and a coarse grid (a quarter of GRID_M midpoints).
+    is true, else 1. Starts from the best of a grid of (m, w), or of `start` (R, 3) and its
+    neighbours: replicates of a curve start from the curve's own fit.
 
     The fit runs in (a, c) = (1/w, -(m - x0)/w), x0 the mean of a row's x: below the midpoint
     the sigmoid is nearly exp(a (x - x0) + c), linear in (a, c) on a log scale, where in
@@ -110,35 +112,31 @@ def fit_sigmoid(x, s, sd, b, ceiling, start=None) -> np.ndarray:
     m_lo, m_hi = xc.min(-1) - M_BELOW, xc.max(-1) + M_BEYOND
     u_lo = np.where(ceiling, np.clip(s.max(-1), b + 1e-3, 1 - 1e-6), 1.0)
     rows = (xc, s, sd, b, np.asarray(ceiling, bool), u_lo)
-    q = _start(rows, (m_lo, m_hi), GRID_M if start is None else GRID_M // 4, start, x0)
+    q = _start(rows, (m_lo, m_hi), start, x0)
     q = _levenberg_marquardt(q, rows, (m_lo, m_hi))
     u = _profile(q, xc, s, 1 / np.square(sd), b, *rows[4:])[1]
     return np.stack([x0 - q[:, 1] / q[:, 0], -np.log(q[:, 0]), u], -1)
 
 
-def _start(rows, m_bounds, n_m: int, start, x0):
-    """(a, c) of least loss among a grid of n_m midpoints x GRID_W widths (and `start`)."""
+def _start(rows, m_bounds, start, x0):
+    """(a, c) of least loss among a grid of GRID_M midpoints x GRID_W widths, or, given
+    `start` (m, log w, u) per row, among it and its neighbours (m +- 1, w x 3 and / 3)."""
     xc, s, sd, b, free_u, u_lo = rows
-    w = 1 / np.square(sd)
-    cands = [
-        np.stack([np.full(len(s), 1 / width), -(lo + frac * (hi - lo)) / width], -1)
-        for lo, hi in [m_bounds]
-        for frac in np.linspace(0, 1, n_m + 2)[1:-1]
-        for width in np.exp(GRID_W)
-    ]
-    if start is not None:
-        cands.append(
-            _project(
-                np.stack([np.exp(-start[:, 1]), (x0 - start[:, 0]) * np.exp(-start[:, 1])], -1),
-                *m_bounds,
-            )
-        )
-    best, best_q = np.full(len(s), np.inf), cands[0]
-    for q in cands:
-        g, u, _ = _profile(q, xc, s, w, b, free_u, u_lo)
+    lo, hi = m_bounds
+    if start is None:
+        m = [lo + f * (hi - lo) for f in np.linspace(0, 1, GRID_M + 2)[1:-1]]
+        cands = [(mi, np.full(len(s), w)) for mi in m for w in np.exp(GRID_W)]
+    else:
+        m, w = start[:, 0] - x0, np.exp(start[:, 1])
+        cands = [(m, w), (m - 1, w), (m + 1, w), (m, 3 * w), (m, w / 3)]
+    best, best_q = np.full(len(s), np.inf), None
+    for m, w in cands:
+        q = _project(np.stack([1 / w, -m / w], -1), lo, hi)
+        g, u, _ = _profile(q, xc, s, 1 / np.square(sd), b, free_u, u_lo)
         cost = np.square((b[:, None] + (u - b)[:, None] * g - s) / sd).sum(-1)
         better = cost < best
-        best, best_q = np.where(better, cost, best), np.where(better[:, None], q, best_q)
+        best = np.where(better, cost, best)
+        best_q = q if best_q is None else np.where(better[:, None], q, best_q)
     return best_q
 
 

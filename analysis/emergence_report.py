@@ -33,7 +33,7 @@ from matplotlib.figure import Figure
 
 from analysis.emergence import Classification, classify, metric_sensitivity, x_transform
 from analysis.emergence_stats import CLASSES, Settings
-from analysis.forecast import backtest, forecast
+from analysis.forecast import backtest, forecast, logprob_table
 from analysis.scores import PROPORTION_METRICS, metric_name
 from analysis.tables import fmt, fmt_ci, json_safe, latex_table, markdown_table
 
@@ -62,16 +62,34 @@ def _threshold(r) -> str:
 
 
 def _backtest_by_fit(points: pd.DataFrame, curves: pd.DataFrame) -> dict:
-    """Held-out points, mean absolute error and interval coverage per kind of fit."""
-    joined = points.merge(curves[["curve", "fit"]], on="curve")
-    return {
-        kind: {
-            "n": len(g),
-            "mean_abs_error": float(g["error"].abs().mean()),
-            "coverage": float(g["inside"].mean()),
-        }
-        for kind, g in joined.groupby("fit")
-    }
+    """Per kind of fit: held-out points, mean absolute error and interval coverage (for
+    "none", the points not forecast and why)."""
+    joined = points.merge(curves[["curve", "fit", "reason"]], on="curve")
+    out = {}
+    for kind, g in joined.groupby("fit"):
+        if kind == "none":
+            out[kind] = {"n": len(g), "reasons": g["reason"].value_counts().to_dict()}
+        else:
+            out[kind] = {
+                "n": len(g),
+                "mean_abs_error": float(g["error"].abs().mean()),
+                "coverage": float(g["inside"].mean()),
+            }
+    return out
+
+
+def _by_fit_text(by_fit: dict, ci: float) -> str:
+    """One line per kind of fit: points, error and coverage, or why none was made."""
+    return "\n".join(
+        f"- {kind}: {v['n']} points, "
+        + (
+            f"mean |error| {v['mean_abs_error']:.3f}, {v['coverage']:.0%} inside the nominal "
+            f"{ci:.0%} interval"
+            if kind != "none"
+            else "; ".join(f"{r} ({k})" for r, k in v["reasons"].items())
+        )
+        for kind, v in by_fit.items()
+    )
 
 
 def _forecast(r) -> str:
@@ -121,7 +139,7 @@ def class_counts(curves: pd.DataFrame) -> pd.DataFrame:
     return counts.reindex(columns=list(CLASSES), fill_value=0).reset_index()
 
 
-def _method(c: Classification, holdout: int) -> str:
+def _method(c: Classification, holdout: int, logprob: bool) -> str:
     st = c.settings
     return (
         f"x axis: `{c.x}` ({'log10' if c.x_scale == 'log' else 'lower loss to the right'}). "
@@ -132,16 +150,20 @@ def _method(c: Classification, holdout: int) -> str:
         f"Classes after Wei et al. 2022 / 2023 (see analysis/emergence.py). Confidence: share "
         f"of {st.n_boot} parametric bootstrap replicates (seed {st.seed}) with the same class; "
         f"threshold intervals cover the {st.ci:.0%} bootstrap range. L, B: BIG-bench linearity "
-        f"and breakthroughness. Forecast: sigmoid in log x (proportions) or line (other "
-        f"metrics), one decade beyond the largest model, {st.ci:.0%} delta-method interval."
+        f"and breakthroughness. Forecast, one decade beyond the largest model: sigmoid in "
+        f"log x (proportions, from {st.min_above} points above baseline; else the trend, a "
+        f"line), or line (other metrics){' or via the target log-probability' if logprob else ''}"
+        f"; {st.ci:.0%} intervals from {st.forecast_boot} parametric bootstrap replicates of "
+        f"points, form and the new measurement (analysis/forecast.py)."
         + (f" Backtest: the {holdout} largest models of each curve held out." if holdout else "")
     )
 
 
-def plot_grid(c: Classification, path_stem: Path) -> list[Path]:
+def plot_grid(c: Classification, path_stem: Path, fc: pd.DataFrame | None = None) -> list[Path]:
     """Score vs x per (task, subtask, shots), families in colour (class written in the
     family's colour), baseline dashed, emergence threshold dotted with its interval shaded;
-    filled markers are above baseline. PANELS_PER_PAGE panels per PNG. One metric per task:
+    filled markers are above baseline; the forecast `fc` (analysis.forecast.forecast) a
+    diamond with its interval. PANELS_PER_PAGE panels per PNG. One metric per task:
     the first proportion metric by name (acc before acc_norm), else the first by name; the
     other metrics' classes are in the tables and emergence_metrics.csv."""
     cur = c.curves.assign(_other=~c.curves["metric"].map(metric_name).isin(PROPORTION_METRICS))
@@ -181,6 +203,20 @@ def plot_grid(c: Classification, path_stem: Path) -> list[Path]:
                 ax.plot(p["x"][up], p["value"][up], "o", color=col, ms=2.5)
                 ax.plot(p["x"][~up], p["value"][~up], "o", color=col, mfc="none", ms=2.5)
                 ax.axhline(r["random_baseline"], color=col, ls="--", lw=0.7, alpha=0.7)
+                if fc is not None and np.isfinite(fc.at[cid, "forecast"]):
+                    f = fc.loc[cid]
+                    err = [[f["forecast"] - f["forecast_lo"]], [f["forecast_hi"] - f["forecast"]]]
+                    ax.errorbar(
+                        to_t(f["forecast_x"]),
+                        f["forecast"],
+                        yerr=err,
+                        fmt="D",
+                        color=col,
+                        mfc="none",
+                        ms=2.5,
+                        lw=0.7,
+                        capsize=1.5,
+                    )
                 if r["class"] == "emergent":
                     lo, hi = sorted(to_t(np.array([r["threshold_lo"], r["threshold_hi"]])))
                     ax.axvspan(lo, hi, color=col, alpha=0.12)
@@ -205,7 +241,9 @@ def plot_grid(c: Classification, path_stem: Path) -> list[Path]:
             axes[0].text(0.5, 0.5, "no classified curves", ha="center", va="center")
         axis = f"log10 {c.x}" if c.x_scale == "log" else f"-{c.x}"
         fig.supxlabel(
-            f"{axis} (filled: above baseline; dotted/shaded: emergence threshold)", fontsize=7
+            f"{axis} (filled: above baseline; dotted/shaded: emergence threshold; diamond: "
+            f"forecast with its {c.settings.ci:.0%} interval)",
+            fontsize=7,
         )
         path = path_stem.with_name(path_stem.name + (f"_p{page + 1}" if page else "") + ".png")
         fig.savefig(path, dpi=DPI)
@@ -226,11 +264,13 @@ def write_emergence(
     groups: str = "subtasks",
     settings: Settings | None = None,
     plot: bool = True,
+    forecast_logprob: bool = False,
 ) -> dict:
     """Classify, forecast, optionally backtest, and write the files of the module docstring
     into out_dir. `scores` is a tidy table (analysis.importers.load_scores,
-    analysis.project_scores.from_project, ...) with baselines resolved. Returns the summary
-    (also written as emergence.json)."""
+    analysis.project_scores.from_project, ...) with baselines resolved. forecast_logprob:
+    forecast accuracy through the target's log-probability where the table has it
+    (analysis.forecast). Returns the summary (also written as emergence.json)."""
     settings = settings or Settings()
     out = Path(out_dir)
     c = classify(
@@ -244,7 +284,9 @@ def write_emergence(
         settings=settings,
     )
     out.mkdir(parents=True, exist_ok=True)  # after classify: bad input writes nothing
-    table = emergence_table(c, forecast(c))
+    logprobs = logprob_table(scores, family, pooled) if forecast_logprob else None
+    fc = forecast(c, logprobs=logprobs)
+    table = emergence_table(c, fc)
     counts = class_counts(c.curves)
     sensitivity = metric_sensitivity(c.curves)
     files = {
@@ -260,7 +302,7 @@ def write_emergence(
     sensitivity.to_csv(files["metrics"], index=False)
     c.skipped.to_csv(files["skipped"], index=False)
 
-    method = _method(c, holdout_largest)
+    method = _method(c, holdout_largest, logprobs is not None)
     md = [
         f"# Emergence\n\n{method}\n\n## Curves per class\n\n"
         + markdown_table(list(counts.columns), counts.astype(str).values.tolist())
@@ -297,7 +339,7 @@ def write_emergence(
         "metric_changes": int(len(changed)),
     }
     if holdout_largest:
-        bt_points, bt_curves = backtest(c, holdout_largest)
+        bt_points, bt_curves = backtest(c, holdout_largest, logprobs=logprobs)
         files["backtest"] = out / "emergence_backtest.csv"
         files["backtest_curves"] = out / "emergence_backtest_curves.csv"
         bt_points.to_csv(files["backtest"], index=False)
@@ -309,7 +351,7 @@ def write_emergence(
             "n_points_not_possible": int(bt_points["predicted"].isna().sum()),
             "mean_abs_error": float(np.abs(fitted["error"]).mean()) if len(fitted) else None,
             "share_inside_interval": float(fitted["inside"].mean()) if len(fitted) else None,
-            "by_fit": _backtest_by_fit(fitted, bt_curves),
+            "by_fit": _backtest_by_fit(bt_points, bt_curves),
             "outcomes": bt_curves["outcome"].value_counts().to_dict() if len(bt_curves) else {},
         }
         md.append(
@@ -329,13 +371,16 @@ def write_emergence(
                     for r in fitted.to_dict("records")
                 ],
             )
-            + f"\nNominal {c.settings.ci:.0%} intervals, by fit: "
-            + "; ".join(
-                f"{kind}: {v['n']} points, mean |error| {v['mean_abs_error']:.3f}, "
-                f"{v['coverage']:.0%} inside"
-                for kind, v in summary["backtest"]["by_fit"].items()
+            + f"\n{len(fitted)} of {len(bt_points)} held-out points forecast"
+            + (
+                f", mean |error| {summary['backtest']['mean_abs_error']:.3f}, "
+                f"{summary['backtest']['share_inside_interval']:.0%} inside the nominal "
+                f"{c.settings.ci:.0%} interval"
+                if len(fitted)
+                else ""
             )
-            + ". A trend forecast (a curve still at chance) cannot foresee a jump.\n"
+            + f". By kind of fit:\n\n{_by_fit_text(summary['backtest']['by_fit'], c.settings.ci)}\n"
+            + "\nA trend forecast (a curve still at chance) cannot foresee a jump.\n"
             + "\nOutcomes: "
             + ", ".join(f"{k}: {v}" for k, v in summary["backtest"]["outcomes"].items())
             + "\n"
@@ -347,7 +392,7 @@ def write_emergence(
     files["markdown"].write_text("".join(md))
     files["latex"].write_text("\n".join(tex))
     if plot:
-        files.update({f"grid{i}": p for i, p in enumerate(plot_grid(c, out / "emergence"))})
+        files.update({f"grid{i}": p for i, p in enumerate(plot_grid(c, out / "emergence", fc))})
     files["summary"] = out / "emergence.json"
     summary["files"] = [str(p) for p in files.values()]
     files["summary"].write_text(json.dumps(json_safe(summary), indent=2, allow_nan=False) + "\n")

@@ -67,6 +67,8 @@ import numpy as np
 from scipy.special import betainc, ndtr, ndtri
 from scipy.stats import binom
 
+from scaling.config import ConfigError
+
 CLASSES = ("flat", "smooth", "emergent", "inverse-scaling", "U-shaped", "other")
 CHUNK = 4_000_000  # bootstrap elements (replicates x points) per batch, bounds memory
 NORMAL_OK = 9.0  # n p (1 - p) from which bootstrap binomial draws use the normal approximation
@@ -81,8 +83,17 @@ class Settings:
     min_above: int = 2  # points above baseline needed for any class but flat
     min_points: int = 3  # models needed to classify a curve
     n_boot: int = 200  # bootstrap replicates for confidence and threshold interval
-    ci: float = 0.9  # coverage of the threshold's bootstrap interval
+    ci: float = 0.9  # coverage of the threshold's bootstrap interval and of forecasts
+    forecast_boot: int = 1000  # parametric bootstrap replicates of a forecast (analysis.forecast)
     seed: int = 0
+
+    def __post_init__(self):
+        if self.forecast_boot < 20:
+            raise ConfigError(
+                "forecast_boot",
+                f"{self.forecast_boot} replicates are too few to place an interval's quantiles",
+                "give 20 or more (1000 by default)",
+            )
 
 
 def _holm_reject(p: np.ndarray, alpha: float) -> np.ndarray:
@@ -143,6 +154,16 @@ def _p_above(bt: _Batch, s, k):
         kk, nn, pp = (np.broadcast_to(a, k.shape)[mid] for a in (k, bt.n, bt.p0[:, None]))
         p[mid] = betainc(kk, nn - kk + 1, pp)
     return p
+
+
+def n_above_binomial(t, s, n, baseline, st: Settings) -> np.ndarray:
+    """Points above baseline (the Holm-corrected exact binomial test of the module docstring)
+    in scores s (..., C, P) of C curves at t (C, P) on n (C, P) examples with baselines
+    (C,): for callers that draw their own replicates of curves (analysis.forecast_boot)."""
+    t, n, s = (np.asarray(a, float) for a in (t, n, s))
+    p0 = np.maximum(baseline, st.min_rate)
+    bt = _batch(t, t, np.ones_like(t), n, np.ones(len(t), bool), p0, st.alpha)
+    return _holm_reject(_p_above(bt, s, np.rint(s * n)), st.alpha).sum(-1)
 
 
 def _decide(bt: _Batch, s, k, st: Settings):

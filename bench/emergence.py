@@ -1,10 +1,14 @@
-"""Emergence classifier throughput: curves/s for synthetic 10-point curves.
+"""Emergence classifier throughput, and the cost of a forecast per curve.
 
     python bench/emergence.py [--curves 10000] [--points 10] [--n-boot 200]
+        [--forecast-curves 1000] [--forecast-boot 1000]
 
 Curves are a mix of flat, smooth and sharp (sigmoid in log FLOPs) accuracy curves on a
 4-choice task, 500 examples per point, classified with the default Settings (bootstrap
-confidence and threshold intervals included), as `scaling emergence` runs them.
+confidence and threshold intervals included), as `scaling emergence` runs them. The forecast
+(analysis.forecast: a decade beyond the largest model, with its parametric-bootstrap interval
+of --forecast-boot replicates) runs on the first --forecast-curves of them; wall and CPU
+seconds per curve are printed (CPU time is the figure to compare on a shared machine).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import pandas as pd
 
 from analysis.emergence import classify
 from analysis.emergence_stats import Settings
+from analysis.forecast import forecast
 
 
 def synthetic_scores(n_curves: int, n_points: int, seed: int = 0) -> pd.DataFrame:
@@ -49,6 +54,8 @@ def main() -> None:
     p.add_argument("--curves", type=int, default=10_000)
     p.add_argument("--points", type=int, default=10)
     p.add_argument("--n-boot", type=int, default=Settings().n_boot)
+    p.add_argument("--forecast-curves", type=int, default=1000)
+    p.add_argument("--forecast-boot", type=int, default=Settings().forecast_boot)
     args = p.parse_args()
     scores = synthetic_scores(args.curves, args.points)
     start = time.perf_counter()
@@ -60,6 +67,18 @@ def main() -> None:
         f"{args.curves / seconds:,.0f} curves/s"
     )
     print("classes:", ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+
+    settings = Settings(n_boot=0, forecast_boot=args.forecast_boot)
+    c = classify(scores.iloc[: args.forecast_curves * args.points], settings=settings)
+    wall, cpu = time.perf_counter(), time.process_time()
+    notes = forecast(c)["forecast_note"].value_counts().to_dict()
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    n = len(c.curves)
+    print(
+        f"forecast of {n} curves, {args.forecast_boot} bootstrap replicates each: "
+        f"{1e3 * wall / n:.1f} ms/curve wall, {1e3 * cpu / n:.1f} ms/curve CPU"
+    )
+    print("forms:", ", ".join(f"{k} {v}" for k, v in sorted(notes.items())))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """`scaling emergence`: classify published or own evaluation results by scaling shape.
 
     scaling emergence INPUT... --out DIR [--x flops|params|non_embedding_params|tokens|COL]
-        [--family COL] [--pooled] [--holdout-largest K] [--map SRC=DST ...] [--set COL=VALUE ...]
+        [--family COL] [--pooled] [--holdout-largest K] [--forecast-logprob] [--forecast-boot N]
+        [--map SRC=DST ...] [--set COL=VALUE ...]
         [--models FILE] [--task-info FILE] [--task NAME ...] [--metric NAME ...]
         [--groups subtasks|aggregates]
 
@@ -69,7 +70,9 @@ def cmd_emergence(args) -> int:
     scores = _select(scores, "metric", args.metric, "--metric")
     x = args.x
     tuned = {
-        k: getattr(args, k) for k in ("n_boot", "alpha", "seed") if getattr(args, k) is not None
+        k: getattr(args, k)
+        for k in ("n_boot", "forecast_boot", "alpha", "seed")
+        if getattr(args, k) is not None
     }
     summary = write_emergence(
         scores,
@@ -82,6 +85,7 @@ def cmd_emergence(args) -> int:
         groups=args.groups,
         settings=Settings(**tuned),
         plot=not args.no_plot,
+        forecast_logprob=args.forecast_logprob,
     )
     print(f"{summary['n_curves']} curves classified along {x}; {summary['n_skipped']} skipped")
     for fam, counts in summary["counts"].items():
@@ -125,6 +129,15 @@ def add_parser(subparsers) -> None:
         "--skip-missing-x", action="store_true", help="skip models without x (else an error)"
     )
     e.add_argument("--n-boot", type=int, help="bootstrap replicates (default: Settings)")
+    e.add_argument(
+        "--forecast-boot", type=int, help="bootstrap replicates of a forecast (default: Settings)"
+    )
+    e.add_argument(
+        "--forecast-logprob",
+        action="store_true",
+        help="forecast accuracy through the target's log-probability (metric logprob or ppl) "
+        "where the input has it",
+    )
     e.add_argument("--alpha", type=float, help="test level (default: Settings)")
     e.add_argument("--seed", type=int, help="bootstrap seed (default: Settings)")
     e.add_argument("--no-plot", action="store_true", help="tables only")

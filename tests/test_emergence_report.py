@@ -78,6 +78,10 @@ def test_write_emergence(tmp_path):
     assert len(pd.read_csv(tmp_path / "emergence_backtest.csv")) == 6 * 2
     summary = json.loads((tmp_path / "emergence.json").read_text())
     assert summary["counts"]["a"] == {"flat": 1, "smooth": 1, "emergent": 1} == s["counts"]["a"]
+    by_fit = summary["backtest"]["by_fit"]  # count, error and coverage per kind of fit
+    assert sum(v["n"] for v in by_fit.values()) == 12
+    assert all(0 <= v["coverage"] <= 1 and v["n"] > 0 for v in by_fit.values())
+    assert "inside the nominal 90% interval" in md and "parametric bootstrap replicates" in md
     assert summary["classes"]["b/jump//acc/0"] == "emergent"
 
 
@@ -135,6 +139,9 @@ def test_cli_on_pythia(tmp_path, capsys):
                 "2",
                 "--n-boot",
                 "50",
+                "--forecast-boot",
+                "200",
+                "--forecast-logprob",
                 "--out",
                 str(out),
             ]
@@ -146,6 +153,8 @@ def test_cli_on_pythia(tmp_path, capsys):
     assert set(lam["family"]) == {"pythia", "pythia-deduped", "opt", "bloom"}
     assert set(lam["class"]) == {"smooth"}
     assert (out / "emergence.png").exists() and (out / "emergence_backtest.csv").exists()
+    fits = pd.read_csv(out / "emergence_backtest_curves.csv").set_index(["task", "metric"])["fit"]
+    assert set(fits.loc[("lambada_openai", "acc")]) == {"logprob"}  # through LAMBADA's ppl
     skipped = pd.read_csv(out / "emergence_skipped.csv")
     assert set(skipped["metric"]) == {"ppl"}  # LAMBADA perplexity: no chance level, named
     assert "curves classified along params" in capsys.readouterr().out

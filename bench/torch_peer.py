@@ -235,7 +235,7 @@ def run(spec: dict) -> dict:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, t.grad_clip)
         opt.step()
-        return loss
+        return loss.detach()
 
     first_loss = float(step(batches[0]))
     for i in range(spec["warmup"] - 1):

@@ -7,6 +7,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 CORE := $(VENV)/.installed-core
 INSTALLED := $(VENV)/.installed-test
+BENCH := $(VENV)/.installed-bench
 PIP := $(PY) -m pip install -q --disable-pip-version-check
 
 .PHONY: demo test lint format bench clean
@@ -24,6 +25,10 @@ $(INSTALLED): $(CORE)
 demo: $(CORE)
 	$(VENV)/bin/scaling sweep experiments/configs/demo.yaml
 
+$(BENCH): $(CORE)
+	$(PIP) -e '.[bench]'
+	touch $@
+
 test: $(INSTALLED)
 	$(PY) -m pytest
 
@@ -33,7 +38,7 @@ lint: $(INSTALLED)
 format: $(INSTALLED)
 	$(VENV)/bin/ruff format . && $(VENV)/bin/ruff check --fix .
 
-bench: $(CORE)
+bench: $(BENCH)
 	$(PY) bench/train_step.py
 	$(PY) bench/fit.py
 	$(PY) bench/emergence.py

@@ -17,8 +17,11 @@ tensor); `--devices N` starts N devices for every layout instead of exactly as m
 `--family` runs every config in each model family named (scaling.families): the same rung,
 each family's own architecture (llama: SwiGLU at 2/3 of d_ff, RoPE, RMSNorm, untied output).
 
-The PyTorch peer (bench/torch_peer.py, `--no-torch` to skip; gpt2 only) is the same GPT with the
-same AdamW step, in eager float32 PyTorch with 2 threads, on the same batches. Both sides time
+The PyTorch peer (bench/torch_peer.py, `--no-torch` to skip; families with a Hugging Face layout:
+gpt2, llama) is the same model, built from the family's export (scaling.export.to_hf) and
+started from the JAX worker's initial weights, with the same AdamW step, in eager float32
+PyTorch with 2 threads, on the same batches. Its first loss must equal the JAX worker's to
+LOSS_TOL: the report prints both, and a row that differs is marked. Both sides time
 `--repeats` windows of `--steps` steps after `--warmup` steps (compilation included there)
 and keep the best window; `--rounds` runs the whole set again, interleaved, keeping the best
 per row: on a shared machine the best is the least disturbed. Since the machine's speed drifts
@@ -51,6 +54,7 @@ sys.path.insert(0, str(ROOT))  # run as a script from anywhere, workers included
 from scaling import zoo  # noqa: E402  (no jax import: the workers set XLA_FLAGS first)
 from scaling.config import run_config  # noqa: E402
 from scaling.families import FIELDS  # noqa: E402
+from scaling.families.hf import MODEL_TYPES  # noqa: E402
 from scaling.flops import flops_per_token, param_counts  # noqa: E402
 
 GPT2 = {"seq_len": 1024, "vocab_size": 50304}  # GPT-2's vocabulary, padded to a multiple of 64
@@ -71,6 +75,7 @@ CONFIGS = {  # key: (label, model fields, batch size)
     ),
 }
 DEFAULT_MESHES = ["1", "dp2", "fsdp2", "tp2", "dp4"]
+LOSS_TOL = 1e-4  # PyTorch's first loss against JAX's: same weights, same batch, float32
 AXES = {"dp": "data", "fsdp": "fsdp", "tp": "tensor"}
 
 
@@ -292,7 +297,8 @@ def main() -> None:
                 n = args.devices or math.prod(sizes.values())
                 spec = {**common, "mesh": sizes, "dtype": args.dtype}
                 rows[f"jax {layout}"] = spawn("jax", spec, args.xla_flags, n)
-            if not args.no_torch and args.dtype == "float32" and "family" not in model:
+            family = model.get("family", "gpt2")
+            if not args.no_torch and args.dtype == "float32" and family in MODEL_TYPES.values():
                 rows["pytorch eager"] = spawn("torch", {**common, "threads": 2})
                 info["torch"] = rows["pytorch eager"]["torch"]
                 want = param_counts(run_config_for(model, batch_size).model).total
@@ -312,6 +318,20 @@ def paired_ratios(per_round: dict[str, list[float]]) -> list[float]:
     """Per round: the best JAX row's tokens/s over PyTorch's in the same round."""
     jax_rows = [v for row, v in per_round.items() if row.startswith("jax")]
     return [max(r[i] for r in jax_rows) / t for i, t in enumerate(per_round["pytorch eager"])]
+
+
+def loss_gap(firsts: dict[str, float]) -> float:
+    """The largest gap between PyTorch's first loss and a JAX row's."""
+    return max(
+        abs(v - firsts["pytorch eager"]) for row, v in firsts.items() if row != "pytorch eager"
+    )
+
+
+def first_losses(firsts: dict[str, float]) -> str:
+    gap = loss_gap(firsts)
+    verdict = "agree" if gap <= LOSS_TOL else f"DIFFER (> {LOSS_TOL:g}: not the same model)"
+    rows = ", ".join(f"{row} {v:.6f}" for row, v in firsts.items())
+    return f"first loss (same weights, same batch): {rows}; max gap {gap:.1e}, {verdict}"
 
 
 def report(args, runs: dict, peak: float, info: dict, results, firsts, per_round) -> None:
@@ -354,13 +374,16 @@ def report(args, runs: dict, peak: float, info: dict, results, firsts, per_round
         for row, tps in best.items():
             gflops = tps * per_token.detailed / 1e9
             ratio = f"{tps / ref:.2f}×" if ref else "-"
+            differs = row == "pytorch eager" and loss_gap(firsts[key]) > LOSS_TOL
             print(
-                f"| {row:<16} | {tps:>9,.0f} | {gflops:>7.1f} | "
+                f"| {row + (' ≠loss' if differs else ''):<16} | {tps:>9,.0f} | {gflops:>7.1f} | "
                 f"{tps * per_token.six_n / 1e9:>10.1f} | {gflops / peak_g:>6.1%} | {ratio:>10} "
                 f"| {firsts[key][row]:>6.3f} |"
             )
         jax_rows = {row: v for row, v in best.items() if row.startswith("jax")}
         top = max(jax_rows, key=jax_rows.get)
+        if ref:
+            print(first_losses(firsts[key]))
         verdict = ""
         if ref:
             ok = jax_rows[top] >= ref

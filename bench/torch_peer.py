@@ -18,7 +18,7 @@ eager modules add masks, caches and hooks a training-speed peer should not pay f
 
 The step is the project's (scaling.train): mean next-token cross-entropy, gradients clipped to
 global norm `grad_clip`, AdamW (betas, eps 1e-8, decoupled weight decay on exactly the
-tensors scaling.train.optimizer decays: those whose array in our tree has ≥ 2 dimensions), a
+tensors scaling.train.optimizer decays: scaling.train.decayed, matrices not biases or gains), a
 fixed learning rate; attention is F.scaled_dot_product_attention (PyTorch's fused CPU flash
 attention), float32, the batches scaling.data.train_batch's.
 
@@ -39,6 +39,7 @@ from scaling import data, export
 from scaling.config import ModelConfig, run_config
 from scaling.families.hf import layer_rows
 from scaling.model import init_params
+from scaling.train import decayed
 
 
 class Conv1D(nn.Module):
@@ -189,11 +190,10 @@ def from_hf(config: dict, tensors: dict) -> nn.Module:
 
 def from_ours(params, m: ModelConfig, tok) -> tuple[nn.Module, set[str]]:
     """(torch module of our parameters, the names of its tensors that weight decay applies to:
-    those whose array in our tree has ≥ 2 dimensions, scaling.train.optimizer's mask)."""
+    those scaling.train.decayed names)."""
     config, tensors = export.to_hf(params, m, tok)
-    ours = export.flatten(params)
     rows = layer_rows(export.hf_family(m).HF_EXPORT, m.n_layer)
-    return from_hf(config, tensors), {name for path, name, _ in rows if ours[path].ndim >= 2}
+    return from_hf(config, tensors), {name for path, name, _ in rows if decayed(path)}
 
 
 def optimizer(model: nn.Module, decay: set[str], lr: float, t) -> torch.optim.Optimizer:

@@ -45,16 +45,25 @@ class Diverged(RuntimeError):
     """The training loss became NaN or infinite: retrying the same config gives the same."""
 
 
+NOT_DECAYED = ("bias", "scale")  # biases and norm gains
+
+
+def decayed(path: str) -> bool:
+    """Whether weight decay applies to the parameter at `path` (its last name): matrices
+    (kernels, embeddings, the position table, a readout or router), not biases or norm gains,
+    as in GPT-2 / nanoGPT. By name, not by rank: gpt2's fused q/k/v bias is 3-D."""
+    return path.rsplit("/", 1)[-1] not in NOT_DECAYED
+
+
 def optimizer(beta1: float, beta2: float, weight_decay: float, grad_clip: float):
     """AdamW without its learning rate: the step multiplies by -lr itself, so that one compiled
     step serves every token budget (the schedule's length is not baked into the program).
-    Weight decay applies to matrices only (kernels and embeddings), as in GPT-2 / nanoGPT."""
+    Weight decay on the parameters `decayed` names."""
+    mask = lambda p: jax.tree_util.tree_map_with_path(lambda k, _: decayed(k[-1].key), p)
     return optax.chain(
         optax.clip_by_global_norm(grad_clip),
         optax.scale_by_adam(b1=beta1, b2=beta2),
-        optax.add_decayed_weights(
-            weight_decay, mask=lambda p: jax.tree.map(lambda x: x.ndim >= 2, p)
-        ),
+        optax.add_decayed_weights(weight_decay, mask=mask),
     )
 
 

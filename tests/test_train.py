@@ -12,7 +12,15 @@ import pytest
 import yaml
 
 from scaling import data
-from scaling.train import eval_loss, initial_state, learning_rate, read_metrics, train, train_step
+from scaling.train import (
+    decayed,
+    eval_loss,
+    initial_state,
+    learning_rate,
+    read_metrics,
+    train,
+    train_step,
+)
 
 
 def test_schedule_warms_up_then_decays_to_the_floor():
@@ -97,3 +105,9 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tiny_cfg, tmp_path):
     whole = train(cfg, tmp_path / "whole")
     assert status["heldout_loss"] == whole.final_heldout_loss
     _assert_same_params(whole.params, train(cfg, run_dir).params)  # restores the final ckpt
+
+
+def test_weight_decay_applies_to_matrices_not_biases_or_gains():
+    """By name, not rank: gpt2's fused q/k/v bias is 3-D but a bias."""
+    assert decayed("block_0/attn/qkv/kernel") and decayed("wpe") and decayed("lm_head")
+    assert not decayed("block_0/attn/qkv/bias") and not decayed("ln_f/scale")

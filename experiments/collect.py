@@ -13,8 +13,10 @@ training. eval_over_training.csv: the eval rows of earlier checkpoints (eval.eve
 failed (failed_runs.csv): the failed runs, left out of both tables, with their reasons, for the
 report to mention, and the runs whose claim the last launch refused (their directory holds
 another run's config: store.REFUSED). Stable runs of a cooldown design are left out too: they
-never cooled down, their branches are the runs. Collect is re-run as runs finish, so the
-tables grow.
+never cooled down, their branches are the runs. Fine-tunes (a sweep's finetune design) carry
+their parent's N, D and C and their own examples, epochs, init, accuracy, error and n_items
+(_finetune_columns); finetune_items.csv holds their score on every test item. Collect is
+re-run as runs finish, so the tables grow.
 """
 
 from __future__ import annotations
@@ -22,13 +24,14 @@ from __future__ import annotations
 import pandas as pd
 
 from experiments import store
-from scaling.config import ConfigError, run_config
+from scaling.config import ConfigError, RunConfig, run_config
 from scaling.families import label
 from scaling.flops import flops_per_token, param_counts
 from scaling.train import METRICS_FILE
 
 RESULTS_CSV, RESULTS_PARQUET, CURVES_CSV = "results.csv", "results.parquet", "curves.csv"
 FAILED_CSV, EVAL_CURVES_CSV = "failed_runs.csv", "eval_over_training.csv"
+ITEMS_CSV = "finetune_items.csv"  # fine-tunes: one row per run × test item
 RUN_KEYS = (
     "sweep",
     "run_id",
@@ -42,8 +45,7 @@ RUN_KEYS = (
 )
 
 
-def _run_columns(sweep: str, run_dir: str) -> dict:
-    cfg = run_config(store.read_json(store.join(run_dir, store.CONFIG)))
+def _run_columns(sweep: str, run_dir: str, cfg: RunConfig) -> dict:
     m = cfg.model
     counts, per_token = param_counts(m), flops_per_token(m)
     tokens = cfg.tokens_trained
@@ -95,11 +97,39 @@ def _repetition(status: dict, tokens: int) -> dict:
     return {"unique_tokens": unique, "epochs": tokens / unique if unique else None}
 
 
+def _finetune_columns(cfg: RunConfig, status: dict) -> dict:
+    """A fine-tune's own columns. N is its parent's (the same model); D and C are the parent's
+    pretraining tokens and compute up to the checkpoint fine-tuned (0 for init: scratch), so
+    that fine-tunes line up with the pretraining runs they start from. accuracy is the task's
+    primary metric on the test items (acc for multiple choice, exact_match for generation),
+    error = 1 - accuracy, over n_items items; unique_tokens: the completion tokens of its
+    training items (what the loss counts)."""
+    ft = cfg.finetune
+    per_token = flops_per_token(cfg.model)
+    return {
+        "tokens": ft.parent_tokens,
+        "flops_6n": per_token.six_n * ft.parent_tokens,
+        "flops_detailed": per_token.detailed * ft.parent_tokens,
+        "init": ft.init,
+        "examples": ft.examples,
+        "epochs": ft.epochs,
+        "learning_rate_mult": ft.learning_rate_mult,
+        "finetune_batch_size": ft.batch_size,
+        "parent_step": ft.parent_step,
+    } | {k: status.get(k) for k in ("accuracy", "error", "n_items")}
+
+
+def _items(run_dir: str, run: dict) -> list[dict]:
+    """A fine-tune's score on each test item (store.TEST_ITEMS)."""
+    keys = {k: run[k] for k in ("run_id", "examples", "epochs", "seed", "init")}
+    return [keys | r for r in store.read_jsonl(store.join(run_dir, store.TEST_ITEMS))]
+
+
 def collect(sweep_dir, quiet: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Build (results, curves) from every finished run under sweep_dir (a path or URL) and
     write them there, with failed_runs.csv. quiet: no error when nothing finished yet."""
     sweep = store.basename(sweep_dir)
-    results, curves, failed, over_training = [], [], [], []
+    results, curves, failed, over_training, items = [], [], [], [], []
     for run_dir in store.run_dirs(sweep_dir):
         status = store.status(run_dir)
         design = store.read_json(store.join(run_dir, store.DESIGN), {})
@@ -111,9 +141,13 @@ def collect(sweep_dir, quiet: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]
             )
         if status["state"] != store.DONE or design.get("role") == "stable":
             continue
-        run = _run_columns(sweep, run_dir) | design
+        cfg = run_config(store.read_json(store.join(run_dir, store.CONFIG)))
+        run = _run_columns(sweep, run_dir, cfg) | design
         run |= _provenance(status) | {"config_hash": run["run_id"], "loss": status["heldout_loss"]}
         run |= _repetition(status, run["tokens"])
+        if cfg.finetune.task:
+            run |= _finetune_columns(cfg, status)
+            items += _items(run_dir, run)
         heldout = [
             m
             for m in store.read_jsonl(store.join(run_dir, METRICS_FILE))
@@ -150,4 +184,6 @@ def collect(sweep_dir, quiet: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]
     curves_df.to_csv(store.join(sweep_dir, CURVES_CSV), index=False)
     if over_training:
         pd.DataFrame(over_training).to_csv(store.join(sweep_dir, EVAL_CURVES_CSV), index=False)
+    if items:
+        pd.DataFrame(items).to_csv(store.join(sweep_dir, ITEMS_CSV), index=False)
     return results_df, curves_df

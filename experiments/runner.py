@@ -46,6 +46,11 @@ class Launch:
     wandb: str = ""  # W&B project; empty: off
     show_progress: bool = True
 
+    @classmethod
+    def of(cls, cfg) -> Launch:
+        """The settings of a launch_config.LaunchConfig (a sweep's launch: section and flags)."""
+        return cls(cfg.stale_after, cfg.max_attempts, tensorboard=cfg.tensorboard, wandb=cfg.wandb)
+
 
 @dataclass(frozen=True)
 class Task:
@@ -79,7 +84,7 @@ def preflight(configs: list[RunConfig], here: bool = False, show: bool = True) -
     takes more than a second (a large synthetic corpus, many eval examples)."""
     from evaluation.evaluate import check_prompts_fit
     from experiments.tracking import progress
-    from scaling import data, memory
+    from scaling import data, finetune_data, memory
 
     if here:  # cheap, and before building any corpus
         for cfg in configs:
@@ -89,6 +94,11 @@ def preflight(configs: list[RunConfig], here: bool = False, show: bool = True) -
         for cfg in configs:
             name = cfg.name or "the run"
             with _named(cfg):
+                if cfg.finetune.task:  # its task's items and test prompts, not the corpus
+                    bar.set_postfix_str(f"{name}: {cfg.finetune.task}", refresh=False)
+                    finetune_data.check(cfg)
+                    bar.update(2)
+                    continue
                 bar.set_postfix_str(f"{name}: corpus", refresh=False)
                 data.check_fits(
                     data.load_corpus(cfg.data), cfg.model.seq_len, cfg.data.unique_tokens
@@ -124,9 +134,10 @@ def local_dir(url: str) -> Path:
 def execute_run(cfg: RunConfig, run_dir: Path, claim: store.Claim | None, launch: Launch) -> dict:
     """Train (or resume) and evaluate one claimed run; returns its final status record. With
     claim None (process k > 0 of a multi-process job) train along and write nothing."""
-    from experiments.sweep_eval import record
+    from experiments.sweep_eval import record, record_finetune
     from experiments.tracking import Tracker, provenance
     from scaling import distributed
+    from scaling.finetune import finetune
     from scaling.train import train
 
     lead = claim is not None
@@ -137,6 +148,9 @@ def execute_run(cfg: RunConfig, run_dir: Path, claim: store.Claim | None, launch
 
     init_from = cfg.train.init_from  # a cooldown branch's stable run: a sibling directory
     parent = local_dir(store.locate(run_dir.parent, init_from)) if init_from else None
+    tuned = bool(cfg.finetune.task)
+    if tuned:  # a fine-tune's parent: where its design found it
+        parent = local_dir(store.read_json(store.join(run_dir, store.DESIGN))["parent_dir"])
     # Open until the final evaluation is recorded: its scores go to TensorBoard and W&B too.
     with Tracker(cfg, run_dir, claim, launch) if lead else contextlib.nullcontext() as tracker:
 
@@ -148,11 +162,16 @@ def execute_run(cfg: RunConfig, run_dir: Path, claim: store.Claim | None, launch
                 if lead:
                     record(run_dir, cfg, cfg.eval, params, done, tracker.on_eval)
 
-        result = train(cfg, run_dir, on_step, tracker.on_log if lead else None, parent)
+        fit = finetune if tuned else train
+        result = fit(cfg, run_dir, on_step, tracker.on_log if lead else None, parent)
         if not lead:
             return {}
         eval_started = time.time()
-        record(run_dir, cfg, cfg.eval, result.params, cfg.steps, tracker.on_eval)
+        scores = {}  # a fine-tune's headline on its test items: accuracy, error, n_items
+        if tuned:
+            scores = record_finetune(run_dir, cfg, result.params, tracker.on_eval)
+        else:
+            record(run_dir, cfg, cfg.eval, result.params, cfg.steps, tracker.on_eval)
     finished = time.time()
     trained_tokens = (result.steps - result.resumed_from) * cfg.train.batch_size * cfg.model.seq_len
     claim.finish(
@@ -166,6 +185,7 @@ def execute_run(cfg: RunConfig, run_dir: Path, claim: store.Claim | None, launch
         unique_tokens=result.unique_tokens,
         finished=finished,
         provenance=provenance(),
+        **scores,
     )
     return store.status(run_dir)
 

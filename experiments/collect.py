@@ -15,8 +15,9 @@ report to mention, and the runs whose claim the last launch refused (their direc
 another run's config: store.REFUSED). Stable runs of a cooldown design are left out too: they
 never cooled down, their branches are the runs. Fine-tunes (a sweep's finetune design) carry
 their parent's N, D and C and their own examples, epochs, init, accuracy, error and n_items
-(_finetune_columns); finetune_items.csv holds their score on every test item. Collect is
-re-run as runs finish, so the tables grow.
+(_finetune_columns), and, for a metric that scores each test item right or wrong, `correct`:
+the items' 0/1 in order (a bootstrap over items). Collect is re-run as runs finish, so the
+tables grow.
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ from scaling.train import METRICS_FILE
 
 RESULTS_CSV, RESULTS_PARQUET, CURVES_CSV = "results.csv", "results.parquet", "curves.csv"
 FAILED_CSV, EVAL_CURVES_CSV = "failed_runs.csv", "eval_over_training.csv"
-ITEMS_CSV = "finetune_items.csv"  # fine-tunes: one row per run × test item
 RUN_KEYS = (
     "sweep",
     "run_id",
@@ -119,17 +119,24 @@ def _finetune_columns(cfg: RunConfig, status: dict) -> dict:
     } | {k: status.get(k) for k in ("accuracy", "error", "n_items")}
 
 
-def _items(run_dir: str, run: dict) -> list[dict]:
-    """A fine-tune's score on each test item (store.TEST_ITEMS)."""
-    keys = {k: run[k] for k in ("run_id", "examples", "epochs", "seed", "init")}
-    return [keys | r for r in store.read_jsonl(store.join(run_dir, store.TEST_ITEMS))]
+def _correct(run_dir: str) -> dict[str, str]:
+    """A fine-tune's per-item correctness by metric, as 0/1 strings in the test items' order
+    (the same items for every fine-tune of a task: analysis.fits.finetune_data resamples
+    them), for the metrics that score each item right or wrong (store.TEST_ITEMS)."""
+    items = store.read_jsonl(store.join(run_dir, store.TEST_ITEMS))
+    metrics = [k for k in (items[0] if items else {}) if k not in ("item", "input")]
+    return {
+        m: "".join(str(int(r[m])) for r in items)
+        for m in metrics
+        if all(r[m] in (0, 1) for r in items)
+    }
 
 
 def collect(sweep_dir, quiet: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Build (results, curves) from every finished run under sweep_dir (a path or URL) and
     write them there, with failed_runs.csv. quiet: no error when nothing finished yet."""
     sweep = store.basename(sweep_dir)
-    results, curves, failed, over_training, items = [], [], [], [], []
+    results, curves, failed, over_training = [], [], [], []
     for run_dir in store.run_dirs(sweep_dir):
         status = store.status(run_dir)
         design = store.read_json(store.join(run_dir, store.DESIGN), {})
@@ -145,9 +152,10 @@ def collect(sweep_dir, quiet: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]
         run = _run_columns(sweep, run_dir, cfg) | design
         run |= _provenance(status) | {"config_hash": run["run_id"], "loss": status["heldout_loss"]}
         run |= _repetition(status, run["tokens"])
+        correct = {}
         if cfg.finetune.task:
             run |= _finetune_columns(cfg, status)
-            items += _items(run_dir, run)
+            correct = _correct(run_dir)
         heldout = [
             m
             for m in store.read_jsonl(store.join(run_dir, METRICS_FILE))
@@ -157,6 +165,8 @@ def collect(sweep_dir, quiet: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]
         run["loss_bpb"] = heldout[-1].get("bpb") if heldout else None
         for row in store.read_eval(run_dir):  # the final model's rows; earlier checkpoints'
             final = row.get("step", run["steps"]) == run["steps"]
+            if final and row["metric"] in correct:
+                row["correct"] = correct[row["metric"]]
             (results if final else over_training).append(run | row)
         curves += [
             {k: run[k] for k in RUN_KEYS}
@@ -184,6 +194,4 @@ def collect(sweep_dir, quiet: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]
     curves_df.to_csv(store.join(sweep_dir, CURVES_CSV), index=False)
     if over_training:
         pd.DataFrame(over_training).to_csv(store.join(sweep_dir, EVAL_CURVES_CSV), index=False)
-    if items:
-        pd.DataFrame(items).to_csv(store.join(sweep_dir, ITEMS_CSV), index=False)
     return results_df, curves_df

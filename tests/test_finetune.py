@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from evaluation.likelihood import continuation_logprobs
 from experiments import finetune_design, store
 from experiments.cli import main
 from experiments.sweep import expand, run_id
@@ -23,7 +24,6 @@ from scaling.config import ConfigError
 from scaling.finetune import batch_rows, finetune
 from scaling.finetune_config import FinetuneConfig
 from scaling.finetune_data import rows, split, zero_shot
-from scaling.likelihood import continuation_logprobs
 from scaling.model import init_params
 from scaling.train import MaskedBatch, loss_fn, read_metrics
 
@@ -73,7 +73,7 @@ def test_two_sizes_at_three_example_counts_rerun_bit_identical(zoo, tmp_path):
     path.write_text(yaml.safe_dump(spec))
     args = ("sweep", str(path), "--no-report", "--no-tensorboard")
     assert run_cli(*args, "--runs-dir", str(zoo)) == 0
-    results = pd.read_csv(zoo / "ft" / "results.csv")
+    results = pd.read_parquet(zoo / "ft" / "results.parquet")  # CSV: `correct` as a number
     acc = results[results.metric == "acc"]
     assert sorted(acc.examples) == [4, 4, 8, 8, 16, 16] and set(acc.model) == {"s0", "s1"}
     assert (acc.init == "pretrained").all() and (acc.n_items == 16).all()
@@ -81,8 +81,8 @@ def test_two_sizes_at_three_example_counts_rerun_bit_identical(zoo, tmp_path):
     parents = pd.read_csv(zoo / "zoo" / "results.csv").drop_duplicates("run_id")
     for col in ("params_non_embedding", "tokens", "flops_detailed"):  # the parent's N, D, C
         assert set(acc[col]) == set(parents[col])
-    items = pd.read_csv(zoo / "ft" / "finetune_items.csv")
-    assert len(items) == 6 * 16 and set(items.acc) <= {0.0, 1.0}
+    correct = np.array([[int(c) for c in row] for row in acc.correct])  # per test item
+    assert correct.shape == (6, 16) and np.allclose(1 - correct.mean(1), acc.error)
     # One of them again, by `scaling finetune` elsewhere: the same run id, the same numbers.
     (row,) = acc[(acc.model == "s1") & (acc.examples == 8)].itertuples()
     parent = str(zoo / "zoo" / row.parent_run_id)

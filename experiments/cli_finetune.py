@@ -60,13 +60,13 @@ def cmd_finetune(args) -> int:
     result = runner.work(task)
     if not runner.is_lead():
         return 0  # process 0 reports
-    status = store.status(task.url())
     if result["result"] not in (store.DONE, runner.SKIPPED):
         print(f"run {task.url()}: {result['result']} {result.get('message', '')}", file=sys.stderr)
         return 1
+    test = store.status(task.url())["test"]
     print(
-        f"run {task.url()}: {status['metric']} {status['accuracy']:.4f} "
-        f"(error {status['error']:.4f}) on {status['n_items']} test items"
+        f"run {task.url()}: {test['metric']} {test['accuracy']:.4f} "
+        f"(error {test['error']:.4f}) on {test['n_items']} test items"
     )
     return 0
 

@@ -116,7 +116,7 @@ def _finetune_columns(cfg: RunConfig, status: dict) -> dict:
         "learning_rate_mult": ft.learning_rate_mult,
         "finetune_batch_size": ft.batch_size,
         "parent_step": ft.parent_step,
-    } | {k: status.get(k) for k in ("accuracy", "error", "n_items")}
+    } | {k: status.get("test", {}).get(k) for k in ("accuracy", "error", "n_items")}
 
 
 def _correct(run_dir: str) -> dict[str, str]:

@@ -125,9 +125,9 @@ def execute_run(cfg: RunConfig, run_dir: Path, claim: store.Claim | None, launch
         if not lead:
             return {}
         eval_started = time.time()
-        scores = {}  # a fine-tune's headline on its test items: accuracy, error, n_items
+        test = None  # a fine-tune's score on its test items: metric, accuracy, error, n_items
         if tuned:
-            scores = record_finetune(run_dir, cfg, result.params, tracker.on_eval)
+            test = record_finetune(run_dir, cfg, result.params, tracker.on_eval)
         else:
             record(run_dir, cfg, cfg.eval, result.params, cfg.steps, tracker.on_eval)
     finished = time.time()
@@ -143,7 +143,7 @@ def execute_run(cfg: RunConfig, run_dir: Path, claim: store.Claim | None, launch
         unique_tokens=result.unique_tokens,
         finished=finished,
         provenance=provenance(),
-        **scores,
+        test=test,
     )
     return store.status(run_dir)
 

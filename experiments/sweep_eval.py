@@ -84,7 +84,7 @@ def record_finetune(
     """Score a fine-tune on its test items (scaling.finetune.score_test): its rows replace any
     of the same (step, task, eval_key) in eval.jsonl, one row per item goes to
     store.TEST_ITEMS (for a bootstrap over items); returns the headline (metric, accuracy,
-    error, n_items) for status.json."""
+    error, n_items) for status.json's `test`."""
     scored, items, headline = score_test(params, cfg)
     new = annotate(scored, cfg, test_eval(cfg, headline["n_items"]), cfg.steps)
     ours = {(r["step"], r["task"], r["eval_key"]) for r in new}

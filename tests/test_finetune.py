@@ -91,7 +91,7 @@ def test_two_sizes_at_three_example_counts_rerun_bit_identical(zoo, tmp_path):
     assert run_cli("finetune", parent, *args, "--test-items", "16", "--out", str(out)) == 0
     (again,) = store.run_dirs(str(out))
     assert store.run_id_of(again) == row.run_id
-    assert store.status(again)["accuracy"] == row.accuracy
+    assert store.status(again)["test"]["accuracy"] == row.accuracy
     assert store.status(again)["heldout_loss"] == row.loss
 
 
@@ -240,7 +240,7 @@ def test_kill_9_a_fine_tuning_sweep_then_relaunch(zoo, tmp_path):
     for run_dir in store.run_dirs(str(sweep_dir)):
         status = store.status(run_dir)
         ref = store.locate(str(tmp_path / "ref" / "killed"), store.run_id_of(run_dir))
-        assert status["state"] == "done" and status["accuracy"] == store.status(ref)["accuracy"]
+        assert status["state"] == "done" and status["test"] == store.status(ref)["test"]
         steps = [(r["step"], r["split"]) for r in store.read_jsonl(f"{run_dir}/metrics.jsonl")]
         assert len(steps) == len(set(steps))
         losses = lambda d: [r["loss"] for r in store.read_jsonl(f"{d}/metrics.jsonl")]  # noqa: E731

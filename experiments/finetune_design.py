@@ -19,6 +19,7 @@ checkpoints are only read. The fields are those of scaling.finetune_config.Finet
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import itertools
 from pathlib import Path
 
@@ -130,7 +131,9 @@ def expand(section, where: str = "sweep.finetune") -> list[tuple[str, RunConfig,
         raise ConfigError(where, "expected a mapping", "give parents, task and examples")
     unknown = sorted(set(section) - set(KEYS))
     if unknown:
-        raise ConfigError(f"{where}.{unknown[0]}", "unknown key", f"use only {list(KEYS)}")
+        close = difflib.get_close_matches(unknown[0], KEYS, n=1)
+        fix = f"did you mean {close[0]!r}?" if close else f"use only {list(KEYS)}"
+        raise ConfigError(f"{where}.{unknown[0]}", "unknown key", fix)
     for key in ("parents", "task", "examples"):
         if key not in section:
             raise ConfigError(f"{where}.{key}", "missing", "give parents, task and examples")
@@ -138,13 +141,12 @@ def expand(section, where: str = "sweep.finetune") -> list[tuple[str, RunConfig,
     if not isinstance(step, int) or step < 0:
         raise ConfigError(f"{where}.step", f"{step!r} is not a step", "give a step >= 0")
     parents = _parents(section["parents"], f"{where}.parents")
-    axes = [
-        [(key, v) for v in (section[key] if isinstance(section[key], list) else [section[key]])]
-        for key in FIELDS
-        if key in section
-    ]
-    if not all(axes):
-        raise ConfigError(where, "an axis is an empty list", "give every list a value")
+    axes = []
+    for key in (k for k in FIELDS if k in section):
+        values = section[key] if isinstance(section[key], list) else [section[key]]
+        if not values:
+            raise ConfigError(f"{where}.{key}", "an empty list", "give it at least one value")
+        axes.append([(key, v) for v in values])
     runs = []
     for parent, point in itertools.product(parents, itertools.product(*axes)):
         ft = build(FinetuneConfig, dict(point), where)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import itertools
 from pathlib import Path
 
@@ -89,10 +90,16 @@ def _parents(given, where: str) -> list[Parent]:
     return [find_parent(p, f"{where}[{i}]") for i, p in enumerate(given)]
 
 
+@functools.lru_cache(maxsize=256)
+def _saved(run_dir: str) -> list[int]:
+    """A finished run's checkpoint steps (they no longer change), read once per process."""
+    return saved_steps(Path(run_dir))
+
+
 def parent_step(parent: Parent, step: int, where: str) -> int:
     """The checkpoint step to fine-tune: `step`, or the parent's last (0); it must be saved."""
     step = step or parent.config.steps
-    saved = saved_steps(Path(parent.dir))
+    saved = _saved(parent.dir)
     if step not in saved:
         raise ConfigError(
             where,
@@ -138,15 +145,15 @@ def expand(section, where: str = "sweep.finetune") -> list[tuple[str, RunConfig,
         if key not in section:
             raise ConfigError(f"{where}.{key}", "missing", "give parents, task and examples")
     step = section.get("step", 0)
-    if not isinstance(step, int) or step < 0:
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
         raise ConfigError(f"{where}.step", f"{step!r} is not a step", "give a step >= 0")
-    parents = _parents(section["parents"], f"{where}.parents")
     axes = []
     for key in (k for k in FIELDS if k in section):
         values = section[key] if isinstance(section[key], list) else [section[key]]
         if not values:
             raise ConfigError(f"{where}.{key}", "an empty list", "give it at least one value")
         axes.append([(key, v) for v in values])
+    parents = _parents(section["parents"], f"{where}.parents")  # after the cheap checks
     runs = []
     for parent, point in itertools.product(parents, itertools.product(*axes)):
         ft = build(FinetuneConfig, dict(point), where)

@@ -135,16 +135,22 @@ def prompt_sets(cfg: ModelConfig, ecfg: EvalConfig, tok: Tokenizer):
         for shots in all_shots:
             prompts = _build(task, examples, shots, ecfg, cot=False)
             cot_prompts = _build(task, examples, shots, ecfg, cot=True) if cot else []
-            for variant, generating in ((prompts, False), (cot_prompts, True)):
-                bad = _too_long(tok, task, examples, variant, cfg.seq_len, generating)
-                if bad is not None:
-                    raise ConfigError(
-                        f"eval: task {task.name}, example {bad[0]}, {shots} shots",
-                        f"the prompt and answer need {bad[1]} tokens; model.seq_len is "
-                        f"{cfg.seq_len}",
-                        "lower eval.shots, use eval.pack_shots, or raise model.seq_len",
-                    )
-            yield PromptSet(task, shots, examples, prompts, cot_prompts)
+            ps = PromptSet(task, shots, examples, prompts, cot_prompts)
+            fix = "lower eval.shots, use eval.pack_shots, or raise model.seq_len"
+            check_fit(ps, tok, cfg.seq_len, fix)
+            yield ps
+
+
+def check_fit(ps: PromptSet, tok: Tokenizer, seq_len: int, fix: str) -> None:
+    """ConfigError naming the task and example whose prompt and answer exceed seq_len."""
+    for variant, generating in ((ps.prompts, False), (ps.cot_prompts, True)):
+        bad = _too_long(tok, ps.task, ps.examples, variant, seq_len, generating)
+        if bad is not None:
+            raise ConfigError(
+                f"eval: task {ps.task.name}, example {bad[0]}, {ps.shots} shots",
+                f"the prompt and answer need {bad[1]} tokens; model.seq_len is {seq_len}",
+                fix,
+            )
 
 
 def check_prompts_fit(cfg: ModelConfig, ecfg: EvalConfig, tok: Tokenizer) -> None:
@@ -312,14 +318,22 @@ def _score_code(params, cfg: ModelConfig, tok: Tokenizer, ps: PromptSet, ecfg) -
 def evaluate(params, cfg: ModelConfig, ecfg: EvalConfig, tok: Tokenizer) -> list[dict]:
     """One row per task × shots × metric (see the module docstring), for a model trained on
     tokens of `tok` (DataConfig.run_tokenizer of its run, scaling.config)."""
-    model = (params, cfg, tok)
     rows = []
     for ps in prompt_sets(cfg, ecfg, tok):
-        if ps.task.kind == MULTIPLE_CHOICE:
-            scored = _score_choices(*model, ps, ecfg) + _score_cot(*model, ps, ecfg)
-        elif ps.task.kind == CODE:
-            scored = _score_code(*model, ps, ecfg)
-        else:
-            scored = _score_generation(*model, ps, ecfg)
-        rows += [{"task": ps.task.name, "shots": ps.shots, **r} for r in scored]
+        for row in score(params, cfg, tok, ps, ecfg):
+            row.pop("item_values")  # eval.jsonl keeps the summaries
+            rows.append(row)
     return rows
+
+
+def score(params, cfg: ModelConfig, tok: Tokenizer, ps: PromptSet, ecfg: EvalConfig):
+    """The rows of one prompt set (task, shots, metric, value, ...), each with the metric's
+    value on every example in `item_values` (for a bootstrap over items)."""
+    model = (params, cfg, tok)
+    if ps.task.kind == MULTIPLE_CHOICE:
+        scored = _score_choices(*model, ps, ecfg) + _score_cot(*model, ps, ecfg)
+    elif ps.task.kind == CODE:
+        scored = _score_code(*model, ps, ecfg)
+    else:
+        scored = _score_generation(*model, ps, ecfg)
+    return [{"task": ps.task.name, "shots": ps.shots, **r} for r in scored]

@@ -61,7 +61,14 @@ def majority_vote(answers: list[str]) -> str:
 
 
 def summary(values, **row) -> dict:
-    """value = mean, stderr = sample standard deviation / sqrt(n) (0 for a single value)."""
+    """value = mean, stderr = sample standard deviation / sqrt(n) (0 for a single value), and
+    the values themselves (item_values)."""
     v = np.asarray(values, float)
     stderr = float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else 0.0
-    return {"value": float(v.mean()), "stderr": stderr, "n_examples": len(v), **row}
+    return {
+        "value": float(v.mean()),
+        "stderr": stderr,
+        "n_examples": len(v),
+        **row,
+        "item_values": v.tolist(),
+    }

@@ -149,22 +149,28 @@ def training_example(task: Task, rng: np.random.Generator) -> Example:
 EXHAUSTED_AFTER = 10_000
 
 
+def distinct_items(task: Task, n: int, rng: np.random.Generator, test: bool) -> list[Example]:
+    """Up to n items of distinct inputs from one side (test or training) of a generated task's
+    item space, in the order drawn; fewer once EXHAUSTED_AFTER draws in a row bring no new one."""
+    seen, items, misses = set(), [], 0
+    while len(items) < n and misses < EXHAUSTED_AFTER:
+        ex = task.sample(rng)
+        if task.is_test_item(ex) == test and ex.input not in seen:
+            seen.add(ex.input)
+            items.append(ex)
+            misses = 0
+        else:
+            misses += 1
+    return items
+
+
 def eval_examples(task: Task, n: int, seed: int) -> list[Example]:
     """n distinct test items, a pure function of (task, n, seed). A JSON task gives its first n
     examples in file order (all of them when it has fewer). A generated task with fewer than n
     test items fails once EXHAUSTED_AFTER draws in a row bring no new one, whatever n is."""
     if task.sample is None:
         return list(task.examples[:n])
-    rng = np.random.default_rng([seed, _stable_hash(task.name)])
-    seen, items, misses = set(), [], 0
-    while len(items) < n and misses < EXHAUSTED_AFTER:
-        ex = task.sample(rng)
-        if task.is_test_item(ex) and ex.input not in seen:
-            seen.add(ex.input)
-            items.append(ex)
-            misses = 0
-        else:
-            misses += 1
+    items = distinct_items(task, n, np.random.default_rng([seed, _stable_hash(task.name)]), True)
     if len(items) < n:
         raise TaskError(
             "eval.n_examples",

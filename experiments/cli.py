@@ -6,6 +6,7 @@
     scaling config show CONFIG.yaml|SWEEP.yaml [key=value ...] [--run NAME]
     scaling status SWEEP.yaml|SWEEP_DIR [--runs-dir runs]
     scaling report SWEEP_DIR [--out DIR]
+    scaling finetune RUN_DIR --task T --examples K [--epochs E] [--step N] [--init scratch]
     scaling fit chinchilla|isoflop|envelope|kaplan INPUT [--n COL --d COL | --c COL ...] --out DIR
     scaling emergence INPUT... [--x flops|params|...] [--family COL] --out DIR
     scaling prepare SOURCES... --out DIR [--tokenizer T] [--val FILES... | --val-fraction F]
@@ -32,6 +33,7 @@ from experiments import (
     cli_emergence,
     cli_eval,
     cli_export,
+    cli_finetune,
     cli_fit,
     cli_prepare,
     launch_config,
@@ -52,17 +54,6 @@ def _enable_compilation_cache() -> None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
-def _launch(cfg: LaunchConfig):
-    from experiments.runner import Launch
-
-    return Launch(
-        stale_after=cfg.stale_after,
-        max_attempts=cfg.max_attempts,
-        tensorboard=cfg.tensorboard,
-        wandb=cfg.wandb,
-    )
-
-
 def cmd_train(args) -> int:
     from experiments import runner, store
     from scaling.config_io import load_run_config
@@ -72,7 +63,7 @@ def cmd_train(args) -> int:
     check_packages(wandb=launch.wandb)
     _check_duration([(args.config, cfg)], launch, args.yes, here=True)
     runner.preflight([cfg], here=True)
-    task = runner.single_task(cfg, args.run_dir, args.runs_dir, _launch(launch))
+    task = runner.single_task(cfg, args.run_dir, args.runs_dir, runner.Launch.of(launch))
     run_dir = Path(task.run_dir)
     result = runner.work(task)
     if not runner.is_lead():
@@ -127,7 +118,7 @@ def cmd_sweep(args) -> int:
     sweep = load_sweep(args.sweep, yes=args.yes, overrides=args.overrides)
     cfg = launch_config.resolve(sweep.launch, args)
     check_packages(cfg.executor, cfg.wandb)
-    runs_dir, launch = args.runs_dir, _launch(cfg)
+    runs_dir, launch = args.runs_dir, runner.Launch.of(cfg)
     collective = runner.multiprocess()
     here = collective or (cfg.executor == "local" and cfg.workers == 1)  # trains in this process
     _check_duration([(r.name, r.config) for r in sweep.runs], cfg, args.yes, here)
@@ -292,6 +283,7 @@ def parser(fit_forms: bool = True) -> argparse.ArgumentParser:
 
     cli_config.add_parser(sub)
     cli_eval.add_parser(sub)
+    cli_finetune.add_parser(sub)
     cli_fit.add_parser(sub, fit_forms)
     cli_emergence.add_parser(sub)
     cli_prepare.add_parser(sub)
@@ -317,7 +309,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     _enable_compilation_cache()
     try:
-        if args.command in ("train", "sweep", "task"):  # multi-host: before any other jax call
+        # multi-host: before any other jax call
+        if args.command in ("train", "sweep", "task", "finetune"):
             from scaling.distributed import initialize_distributed
 
             initialize_distributed()

@@ -16,7 +16,7 @@ from importlib import metadata
 import yaml
 
 from experiments import launch_config
-from experiments.sweep import SWEEP_KEYS, apply_overrides, expand
+from experiments.sweep import DESIGN_KEYS, SWEEP_KEYS, apply_overrides, expand
 from scaling.config import ConfigError, run_config
 from scaling.config_io import load_yaml, run_config_with
 
@@ -39,7 +39,7 @@ def _plain(tree) -> dict:
 
 
 def _is_sweep(tree: dict) -> bool:
-    return bool({"base", "grid", "zip", "isoflop"} & set(tree))
+    return bool((DESIGN_KEYS | {"finetune"}) & set(tree))
 
 
 def _differences(config: dict, base: dict, prefix: str = "") -> dict:

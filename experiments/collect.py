@@ -13,7 +13,10 @@ training. eval_over_training.csv: the eval rows of earlier checkpoints (eval.eve
 failed (failed_runs.csv): the failed runs, left out of both tables, with their reasons, for the
 report to mention, and the runs whose claim the last launch refused (their directory holds
 another run's config: store.REFUSED). Stable runs of a cooldown design are left out too: they
-never cooled down, their branches are the runs. Collect is re-run as runs finish, so the
+never cooled down, their branches are the runs. Fine-tunes (a sweep's finetune design) carry
+their parent's N, D and C and their own examples, epochs, init, accuracy, error and n_items
+(_finetune_columns), and, for a metric that scores each test item right or wrong, `correct`:
+the items' 0/1 in order (a bootstrap over items). Collect is re-run as runs finish, so the
 tables grow.
 """
 
@@ -22,7 +25,7 @@ from __future__ import annotations
 import pandas as pd
 
 from experiments import store
-from scaling.config import ConfigError, run_config
+from scaling.config import ConfigError, RunConfig, run_config
 from scaling.families import label
 from scaling.flops import flops_per_token, param_counts
 from scaling.train import METRICS_FILE
@@ -42,8 +45,7 @@ RUN_KEYS = (
 )
 
 
-def _run_columns(sweep: str, run_dir: str) -> dict:
-    cfg = run_config(store.read_json(store.join(run_dir, store.CONFIG)))
+def _run_columns(sweep: str, run_dir: str, cfg: RunConfig) -> dict:
     m = cfg.model
     counts, per_token = param_counts(m), flops_per_token(m)
     tokens = cfg.tokens_trained
@@ -95,6 +97,41 @@ def _repetition(status: dict, tokens: int) -> dict:
     return {"unique_tokens": unique, "epochs": tokens / unique if unique else None}
 
 
+def _finetune_columns(cfg: RunConfig, status: dict) -> dict:
+    """A fine-tune's own columns. N is its parent's (the same model); D and C are the parent's
+    pretraining tokens and compute up to the checkpoint fine-tuned (0 for init: scratch), so
+    that fine-tunes line up with the pretraining runs they start from. accuracy is the task's
+    primary metric on the test items (acc for multiple choice, exact_match for generation),
+    error = 1 - accuracy, over n_items items; unique_tokens: the completion tokens of its
+    training items (what the loss counts)."""
+    ft = cfg.finetune
+    per_token = flops_per_token(cfg.model)
+    return {
+        "tokens": ft.parent_tokens,
+        "flops_6n": per_token.six_n * ft.parent_tokens,
+        "flops_detailed": per_token.detailed * ft.parent_tokens,
+        "init": ft.init,
+        "examples": ft.examples,
+        "epochs": ft.epochs,
+        "learning_rate_mult": ft.learning_rate_mult,
+        "finetune_batch_size": ft.batch_size,
+        "parent_step": ft.parent_step,
+    } | {k: status.get("test", {}).get(k) for k in ("accuracy", "error", "n_items")}
+
+
+def _correct(run_dir: str) -> dict[str, str]:
+    """A fine-tune's per-item correctness by metric, as 0/1 strings in the test items' order
+    (the same items for every fine-tune of a task: analysis.fits.finetune_data resamples
+    them), for the metrics that score each item right or wrong (store.TEST_ITEMS)."""
+    items = store.read_jsonl(store.join(run_dir, store.TEST_ITEMS))
+    metrics = [k for k in (items[0] if items else {}) if k not in ("item", "input")]
+    return {
+        m: "".join(str(int(r[m])) for r in items)
+        for m in metrics
+        if all(r[m] in (0, 1) for r in items)
+    }
+
+
 def collect(sweep_dir, quiet: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Build (results, curves) from every finished run under sweep_dir (a path or URL) and
     write them there, with failed_runs.csv. quiet: no error when nothing finished yet."""
@@ -111,9 +148,14 @@ def collect(sweep_dir, quiet: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]
             )
         if status["state"] != store.DONE or design.get("role") == "stable":
             continue
-        run = _run_columns(sweep, run_dir) | design
+        cfg = run_config(store.read_json(store.join(run_dir, store.CONFIG)))
+        run = _run_columns(sweep, run_dir, cfg) | design
         run |= _provenance(status) | {"config_hash": run["run_id"], "loss": status["heldout_loss"]}
         run |= _repetition(status, run["tokens"])
+        correct = {}
+        if cfg.finetune.task:
+            run |= _finetune_columns(cfg, status)
+            correct = _correct(run_dir)
         heldout = [
             m
             for m in store.read_jsonl(store.join(run_dir, METRICS_FILE))
@@ -123,6 +165,8 @@ def collect(sweep_dir, quiet: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]
         run["loss_bpb"] = heldout[-1].get("bpb") if heldout else None
         for row in store.read_eval(run_dir):  # the final model's rows; earlier checkpoints'
             final = row.get("step", run["steps"]) == run["steps"]
+            if final and row["metric"] in correct:
+                row["correct"] = correct[row["metric"]]
             (results if final else over_training).append(run | row)
         curves += [
             {k: run[k] for k in RUN_KEYS}

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from evaluation.tasks import TaskError
 from experiments import store
+from experiments.preflight import preflight
 from experiments.sweep import RunSpec, Sweep, normalize, run_id
 from scaling.config import ConfigError, RunConfig
 
@@ -45,6 +46,11 @@ class Launch:
     tensorboard: bool = True
     wandb: str = ""  # W&B project; empty: off
     show_progress: bool = True
+
+    @classmethod
+    def of(cls, cfg) -> Launch:
+        """The settings of a launch_config.LaunchConfig (a sweep's launch: section and flags)."""
+        return cls(cfg.stale_after, cfg.max_attempts, tensorboard=cfg.tensorboard, wandb=cfg.wandb)
 
 
 @dataclass(frozen=True)
@@ -72,44 +78,6 @@ def single_task(cfg: RunConfig, run_dir: str | None, runs_dir: str, launch: Laun
     return Task(RunSpec(rid, name, cfg), str(Path(url).parent), launch, str(url))
 
 
-def preflight(configs: list[RunConfig], here: bool = False, show: bool = True) -> None:
-    """Everything that can be checked before compiling: data present and long enough, prompts
-    fit the context, and, for runs that train in this process (`here`), that each fits its
-    devices' memory. Raises ConfigError naming the run and field. A progress bar shows when it
-    takes more than a second (a large synthetic corpus, many eval examples)."""
-    from evaluation.evaluate import check_prompts_fit
-    from experiments.tracking import progress
-    from scaling import data, memory
-
-    if here:  # cheap, and before building any corpus
-        for cfg in configs:
-            with _named(cfg):
-                memory.fitting_mesh(cfg)
-    with progress(2 * len(configs), "checking data and prompts", "check", show) as bar:
-        for cfg in configs:
-            name = cfg.name or "the run"
-            with _named(cfg):
-                bar.set_postfix_str(f"{name}: corpus", refresh=False)
-                data.check_fits(
-                    data.load_corpus(cfg.data), cfg.model.seq_len, cfg.data.unique_tokens
-                )
-                bar.update()
-                bar.set_postfix_str(
-                    f"{name}: {cfg.eval.n_examples} examples per task", refresh=False
-                )
-                check_prompts_fit(cfg.model, cfg.eval, cfg.data.run_tokenizer())
-                bar.update()
-
-
-@contextlib.contextmanager
-def _named(cfg: RunConfig):
-    """A ConfigError about one run of a sweep names the run."""
-    try:
-        yield
-    except ConfigError as e:
-        raise (e.within(f"run {cfg.name}") if cfg.name else e) from None
-
-
 def local_dir(url: str) -> Path:
     """Training writes checkpoints with orbax and metrics with plain files: a filesystem path."""
     if "://" in url and not url.startswith("file://"):
@@ -124,9 +92,10 @@ def local_dir(url: str) -> Path:
 def execute_run(cfg: RunConfig, run_dir: Path, claim: store.Claim | None, launch: Launch) -> dict:
     """Train (or resume) and evaluate one claimed run; returns its final status record. With
     claim None (process k > 0 of a multi-process job) train along and write nothing."""
-    from experiments.sweep_eval import record
+    from experiments.sweep_eval import record, record_finetune
     from experiments.tracking import Tracker, provenance
     from scaling import distributed
+    from scaling.finetune import finetune
     from scaling.train import train
 
     lead = claim is not None
@@ -137,6 +106,9 @@ def execute_run(cfg: RunConfig, run_dir: Path, claim: store.Claim | None, launch
 
     init_from = cfg.train.init_from  # a cooldown branch's stable run: a sibling directory
     parent = local_dir(store.locate(run_dir.parent, init_from)) if init_from else None
+    tuned = bool(cfg.finetune.task)
+    if tuned:  # a fine-tune's parent: where its design found it
+        parent = local_dir(store.read_json(store.join(run_dir, store.DESIGN))["parent_dir"])
     # Open until the final evaluation is recorded: its scores go to TensorBoard and W&B too.
     with Tracker(cfg, run_dir, claim, launch) if lead else contextlib.nullcontext() as tracker:
 
@@ -148,11 +120,16 @@ def execute_run(cfg: RunConfig, run_dir: Path, claim: store.Claim | None, launch
                 if lead:
                     record(run_dir, cfg, cfg.eval, params, done, tracker.on_eval)
 
-        result = train(cfg, run_dir, on_step, tracker.on_log if lead else None, parent)
+        fit = finetune if tuned else train
+        result = fit(cfg, run_dir, on_step, tracker.on_log if lead else None, parent)
         if not lead:
             return {}
         eval_started = time.time()
-        record(run_dir, cfg, cfg.eval, result.params, cfg.steps, tracker.on_eval)
+        test = None  # a fine-tune's score on its test items: metric, accuracy, error, n_items
+        if tuned:
+            test = record_finetune(run_dir, cfg, result.params, tracker.on_eval)
+        else:
+            record(run_dir, cfg, cfg.eval, result.params, cfg.steps, tracker.on_eval)
     finished = time.time()
     trained_tokens = (result.steps - result.resumed_from) * cfg.train.batch_size * cfg.model.seq_len
     claim.finish(
@@ -166,6 +143,7 @@ def execute_run(cfg: RunConfig, run_dir: Path, claim: store.Claim | None, launch
         unique_tokens=result.unique_tokens,
         finished=finished,
         provenance=provenance(),
+        test=test,
     )
     return store.status(run_dir)
 

@@ -11,6 +11,7 @@ and also in the bare `<run_id>/` form earlier versions wrote, so an old sweep re
     attempts/<n>    one file per claim of the run: its owner (host, pid, worker) and heartbeat
                     (time, step, loss, tokens/s), rewritten by that owner while it trains
     metrics.jsonl · eval.jsonl · checkpoints/   written by training and evaluation
+    test_items.jsonl   a fine-tune's score on each of its test items
 
 A worker claims a run by creating attempts/<n+1> exclusively (O_EXCL on a filesystem, a create
 that fails if the object exists on an object store), n being the newest attempt: of any number
@@ -39,6 +40,7 @@ from fsspec.implementations.local import LocalFileSystem
 
 CONFIG, STATUS, EVAL, ATTEMPTS = "config.json", "status.json", "eval.jsonl", "attempts"
 DESIGN = "design.json"
+TEST_ITEMS = "test_items.jsonl"  # a fine-tune's score on each of its test items
 REFUSED = "refused_runs.json"  # in the sweep directory: run id -> why its claim was refused
 PENDING, RUNNING, DONE, FAILED = "pending", "running", "done", "failed"
 HOST = socket.gethostname()

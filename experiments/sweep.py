@@ -28,6 +28,10 @@ axes (any of grid, zip, repeat, isoflop, each one axis or more):
     cooldown: {decay_fraction: 0.2}  # WSD: one stable run per shape, a cooldown per budget
     launch: {executor: local, workers: 2}  # where it runs (experiments.launch_config); flags win
 
+A sweep file of fine-tunes has a `finetune:` section instead of base and the axes above: every
+finished run of a sweep directory (or listed run) fine-tuned on a task at each point of its
+axes (experiments.finetune_design).
+
 A run's id is a hash of its resolved config (the fields that differ from their defaults: see
 run_id), so the same run has the same id in every sweep that contains it, and editing a run's
 config makes it a new run. A design of more than
@@ -45,7 +49,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from experiments import designs, store
+from experiments import designs, finetune_design, store
 from experiments.designs import EPOCHS, FLOPS_BUDGET, TOKENS_PER_PARAM
 from experiments.launch_config import LaunchConfig
 from scaling.config import ConfigError, RunConfig, build, run_config
@@ -54,10 +58,8 @@ from scaling.data import epoch_windows
 from scaling.flops import flops_per_token, param_counts
 from scaling.schedules import decay_start
 
-SWEEP_KEYS = {
-    "name", "description", "base", "grid", "zip", "repeat", "isoflop", "lr_rule", "cooldown",
-    "launch",
-}  # fmt: skip
+DESIGN_KEYS = {"base", "grid", "zip", "repeat", "isoflop", "lr_rule", "cooldown"}
+SWEEP_KEYS = {"name", "description", "launch", "finetune", *DESIGN_KEYS}
 MAX_RUNS = 256
 
 
@@ -162,6 +164,29 @@ def expand(spec: dict, yes: bool = False) -> Sweep:
     name = spec.get("name")
     if not isinstance(name, str) or not name or "/" in name:
         raise ConfigError("sweep.name", f"missing or invalid ({name!r})", "give a name without '/'")
+    runs = _finetunes(spec, yes) if "finetune" in spec else _design(spec, yes)
+    unique = {r.run_id: r for r in reversed(runs)}  # first occurrence wins, order kept
+    launch = spec.get("launch") or {}
+    build(LaunchConfig, launch, "sweep.launch")  # wrong keys and types fail here, before any run
+    return Sweep(
+        name,
+        str(spec.get("description", "")),
+        tuple(r for r in runs if unique[r.run_id] is r),
+        launch,
+    )
+
+
+def _check_size(n_runs: int, yes: bool) -> None:
+    if n_runs > MAX_RUNS and not yes:
+        raise ConfigError(
+            "sweep",
+            f"the design expands to {n_runs} runs (more than {MAX_RUNS})",
+            "check the grid, or pass --yes to launch them all",
+        )
+
+
+def _design(spec: dict, yes: bool) -> list[RunSpec]:
+    """The runs of a base config and its design axes (grid, zip, isoflop, cooldown)."""
     base = spec.get("base", {}) or {}
     if not isinstance(base, dict):
         raise ConfigError(
@@ -179,26 +204,27 @@ def expand(spec: dict, yes: bool = False) -> Sweep:
         raise ConfigError(
             "sweep", "the design is empty", "give a non-empty grid, zip, repeat or isoflop section"
         )
-    n_runs = math.prod(len(a) for a in axes)
-    if n_runs > MAX_RUNS and not yes:
-        raise ConfigError(
-            "sweep",
-            f"the design expands to {n_runs} runs (more than {MAX_RUNS})",
-            "check the grid, or pass --yes to launch them all",
-        )
+    _check_size(math.prod(len(a) for a in axes), yes)
     rule = designs.lr_rule(spec.get("lr_rule"))
     runs = [_run(base, points, rule) for points in itertools.product(*axes)]
     if spec.get("cooldown") is not None:
         runs = _branch(runs, spec["cooldown"])
-    unique = {r.run_id: r for r in reversed(runs)}  # first occurrence wins, order kept
-    launch = spec.get("launch") or {}
-    build(LaunchConfig, launch, "sweep.launch")  # wrong keys and types fail here, before any run
-    return Sweep(
-        name,
-        str(spec.get("description", "")),
-        tuple(r for r in runs if unique[r.run_id] is r),
-        launch,
-    )
+    return runs
+
+
+def _finetunes(spec: dict, yes: bool) -> list[RunSpec]:
+    """The runs of a `finetune:` design (experiments.finetune_design): they take their configs
+    from their parents, so the other design keys have no place beside it."""
+    mixed = sorted(set(spec) & DESIGN_KEYS)
+    if mixed:
+        raise ConfigError(
+            f"sweep.{mixed[0]}",
+            "does not go with a finetune design (a fine-tune takes its config from its parent)",
+            "put the fine-tunes in a sweep file of their own",
+        )
+    runs = finetune_design.expand(spec["finetune"])
+    _check_size(len(runs), yes)
+    return [RunSpec(run_id(cfg), name, cfg, design) for name, cfg, design in runs]
 
 
 def _run(base: dict, points: tuple[designs.Point, ...], rule: tuple[str, int]) -> RunSpec:

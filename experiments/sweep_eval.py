@@ -22,6 +22,8 @@ from evaluation.evaluate import check_prompts_fit, evaluate
 from evaluation.task_suite import resolve
 from experiments import store
 from scaling.config import EvalConfig, RunConfig, run_config
+from scaling.finetune import score_test
+from scaling.finetune_data import test_eval
 from scaling.train import checkpoint_manager, restore
 
 
@@ -42,8 +44,7 @@ def annotate(rows: list[dict], cfg: RunConfig, ecfg: EvalConfig, step: int) -> l
 def _done(rows: list[dict], cfg: RunConfig) -> set[tuple]:
     """(step, task, eval_key) already evaluated; rows from before steps were recorded count as
     the final step under the run's own settings."""
-    own = eval_key(cfg.eval)
-    return {(r.get("step", cfg.steps), r["task"], r.get("eval_key", own)) for r in rows}
+    return {_key(r, cfg) for r in rows}
 
 
 def pending(run_dir, cfg: RunConfig, ecfg: EvalConfig, step: int) -> list[str]:
@@ -75,6 +76,30 @@ def record(
         if on_rows is not None:
             on_rows(new)
     return len(todo)
+
+
+def record_finetune(
+    run_dir, cfg: RunConfig, params, on_rows: Callable[[list[dict]], None] | None = None
+) -> dict:
+    """Score a fine-tune on its test items (scaling.finetune.score_test): its rows replace any
+    of the same (step, task, eval_key) in eval.jsonl, one row per item goes to
+    store.TEST_ITEMS (for a bootstrap over items); returns the headline (metric, accuracy,
+    error, n_items) for status.json's `test`."""
+    scored, items, headline = score_test(params, cfg)
+    new = annotate(scored, cfg, test_eval(cfg, headline["n_items"]), cfg.steps)
+    ours = {(r["step"], r["task"], r["eval_key"]) for r in new}
+    kept = [r for r in store.read_eval(run_dir) if _key(r, cfg) not in ours]
+    store.write_atomic(
+        store.join(run_dir, store.TEST_ITEMS), "".join(json.dumps(r) + "\n" for r in items)
+    )
+    store.write_eval(run_dir, kept + new)
+    if on_rows is not None:
+        on_rows(new)
+    return headline
+
+
+def _key(row: dict, cfg: RunConfig) -> tuple:
+    return row.get("step", cfg.steps), row["task"], row.get("eval_key", eval_key(cfg.eval))
 
 
 def evaluate_run(run_dir: Path, overrides: dict, checkpoints: bool = False) -> tuple[int, int]:

@@ -14,6 +14,7 @@ from evaluation.tasks import TaskError
 from scaling import zoo
 from scaling.data_config import DEFAULT_TASKS, DataConfig
 from scaling.families import FIELDS, ROPE, ROUTED
+from scaling.finetune_config import FinetuneConfig
 from scaling.tokenizer import check_vocab
 from scaling.typed import ConfigError, build, require_positive
 
@@ -308,6 +309,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     mesh: MeshConfig = field(default_factory=MeshConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)  # empty: not a fine-tune
     name: str = ""
 
     def validate(self) -> None:
@@ -317,6 +319,7 @@ class RunConfig:
         self.train.validate()
         self.eval.validate()
         self.mesh.validate()
+        self.finetune.validate()
         for section in ("data", "train", "eval"):  # numpy's generators take no negative seed
             if getattr(self, section).seed < 0:
                 raise ConfigError(f"{section}.seed", "must be >= 0", "use e.g. 0")

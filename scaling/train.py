@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -72,11 +73,23 @@ def optimizer_args(t: TrainConfig) -> tuple:
     return (t.beta1, t.beta2, t.weight_decay, t.grad_clip)
 
 
+class MaskedBatch(NamedTuple):
+    """Windows whose loss counts only some targets (fine-tuning: the completion's tokens)."""
+
+    tokens: jax.Array  # (batch, width + 1) token ids
+    weights: jax.Array  # (batch, width): 1 where tokens[:, 1:] is a target, else 0
+
+
 def losses(params, cfg: ModelConfig, batch):
     """(mean next-token cross-entropy in nats per token over a (batch, seq_len+1) window, the
-    model family's auxiliary loss: a routed MLP's load balancing, 0 for a dense family)."""
-    logits, aux = apply_with_aux(params, cfg, batch[:, :-1])
-    return optax.softmax_cross_entropy_with_integer_labels(logits, batch[:, 1:]).mean(), aux
+    model family's auxiliary loss: a routed MLP's load balancing, 0 for a dense family). A
+    MaskedBatch averages over its weighted targets only."""
+    tokens = batch.tokens if isinstance(batch, MaskedBatch) else batch
+    logits, aux = apply_with_aux(params, cfg, tokens[:, :-1])
+    nll = optax.softmax_cross_entropy_with_integer_labels(logits, tokens[:, 1:])
+    if not isinstance(batch, MaskedBatch):
+        return nll.mean(), aux
+    return (nll * batch.weights).sum() / jnp.maximum(batch.weights.sum(), 1.0), aux
 
 
 def loss_fn(params, cfg: ModelConfig, batch):
@@ -203,21 +216,37 @@ def check_layout(manager: ocp.CheckpointManager, cfg: RunConfig, run_dir: Path, 
         )
 
 
-def branch_point(cfg: RunConfig, run_dir: Path, parent: Path, state_sh):
-    """(state, step) of a cooldown branch's start: its stable parent's checkpoint (in `parent`)
-    at the decay start, with the parent's metrics up to that step copied so that the branch's
-    curve is whole."""
-    step = decay_start(cfg.train, cfg.steps)
+def saved_steps(run_dir: Path) -> list[int]:
+    """The steps of another run's checkpoints, read without writing anything there."""
+    options = ocp.CheckpointManagerOptions(create=False)  # reads only: saves nothing
+    manager = ocp.CheckpointManager((run_dir / CHECKPOINT_DIR).absolute(), options=options)
+    try:
+        return sorted(manager.all_steps())
+    finally:
+        manager.close()
+
+
+def restore_from(parent: Path, cfg: RunConfig, step: int, state_sh):
+    """The state another run (in `parent`, read only) saved at `step`, laid out by state_sh."""
     options = ocp.CheckpointManagerOptions(create=False)  # reads only: saves nothing
     manager = ocp.CheckpointManager((parent / CHECKPOINT_DIR).absolute(), options=options)
     try:
         if step not in manager.all_steps():
             raise FileNotFoundError(
-                f"{parent} has no checkpoint at step {step}: train the stable run first"
+                f"{parent} has no checkpoint at step {step} (it has {sorted(manager.all_steps())})"
+                ": train that run first"
             )
-        state = restore(manager, cfg, step, state_sh)
+        return restore(manager, cfg, step, state_sh)
     finally:
         manager.close()
+
+
+def branch_point(cfg: RunConfig, run_dir: Path, parent: Path, state_sh):
+    """(state, step) of a cooldown branch's start: its stable parent's checkpoint (in `parent`)
+    at the decay start, with the parent's metrics up to that step copied so that the branch's
+    curve is whole."""
+    step = decay_start(cfg.train, cfg.steps)
+    state = restore_from(parent, cfg, step, state_sh)
     every = {"train": cfg.train.log_every, "heldout": cfg.train.eval_every}
     rows = [  # the rows a whole run logs: not those of the parent's last step, if off cadence
         r for r in read_metrics(parent) if r["step"] <= step and r["step"] % every[r["split"]] == 0
@@ -227,13 +256,24 @@ def branch_point(cfg: RunConfig, run_dir: Path, parent: Path, state_sh):
     return state, step
 
 
-def _truncate_metrics(path: Path, last_step: int) -> None:
+def truncate_metrics(path: Path, last_step: int) -> None:
     """Drop metric rows logged after `last_step` (they came after the checkpoint we resume)."""
     if path.exists():
         rows = [
             r for r in path.read_text().splitlines() if r and json.loads(r)["step"] <= last_step
         ]
         path.write_text("".join(r + "\n" for r in rows))
+
+
+def write_metrics(run_dir: Path, row: dict, on_log: Callable[[dict], None] | None) -> None:
+    """Append a row to metrics.jsonl and hand it to on_log; process 0 writes the logs (every
+    process checkpoints)."""
+    if not distributed.is_main_process():
+        return
+    with (run_dir / METRICS_FILE).open("a") as f:
+        f.write(json.dumps(row) + "\n")
+    if on_log is not None:
+        on_log(row)
 
 
 @dataclass
@@ -243,6 +283,67 @@ class TrainResult:
     resumed_from: int
     final_heldout_loss: float
     unique_tokens: int  # the distinct train tokens drawn from (scaling.data.unique_token_count)
+
+
+@dataclass(frozen=True)
+class Steps:
+    """What the step loop (run_steps) needs from a kind of run: pretraining (train) or
+    fine-tuning (scaling.finetune). `t` gives the cadences and the learning-rate schedule."""
+
+    t: TrainConfig
+    total: int
+    tokens_per_step: int  # for the logged tokens/s
+    batch: Callable[[int], object]  # the global batch of (0-based) step i
+    step: Callable  # (state, batch, lr) -> (state, stats): the jitted train step
+    heldout: Callable[[dict], float]  # params -> held-out loss
+    log: Callable[[dict], None]  # writes one metrics row
+
+
+def run_steps(
+    steps: Steps, state, start: int, manager: ocp.CheckpointManager, on_step=None
+) -> tuple[dict, float]:
+    """Steps start..total: log the training loss every log_every steps, the held-out loss every
+    eval_every, checkpoint every checkpoint_every (and at save_steps and the end); returns the
+    final state and the last held-out loss. A checkpoint save in flight finishes whatever
+    happens, and the manager is closed."""
+    t, total = steps.t, steps.total
+    heldout_loss = float("nan")
+    clock, window_start = time.perf_counter(), start
+    try:  # on any exception, let a checkpoint save in flight finish
+        for step in range(start, total):
+            lr = learning_rate(t, total, step)
+            state, stats = steps.step(state, steps.batch(step), jnp.float32(lr))
+            done = step + 1
+            if done % t.log_every == 0 or done == total:
+                jax.block_until_ready(state)  # the loss can be ready before the update is
+                elapsed = time.perf_counter() - clock
+                loss = float(stats["loss"])
+                if not math.isfinite(loss):
+                    raise Diverged(f"training loss {loss} at step {done}")
+                steps.log(
+                    {
+                        "step": done,
+                        "split": "train",
+                        "loss": loss,
+                        "lr": lr,
+                        "grad_norm": float(stats["grad_norm"]),
+                        "tokens_per_s": (done - window_start) * steps.tokens_per_step / elapsed,
+                    }
+                )
+                clock, window_start = time.perf_counter(), done
+            if done % t.eval_every == 0 or done == total:
+                heldout_loss = steps.heldout(state["params"])
+                steps.log({"step": done, "split": "heldout", "loss": heldout_loss})
+            if done % t.checkpoint_every == 0 or done == total or done in t.save_steps:
+                manager.save(done, args=ocp.args.StandardSave(state), force=True)
+            if on_step is not None:
+                on_step(done, state["params"])
+    finally:
+        manager.wait_until_finished()
+        manager.close()
+    if start == total and total > 0:  # already finished: report the stored final loss
+        heldout_loss = steps.heldout(state["params"])
+    return state, heldout_loss
 
 
 def train(
@@ -272,8 +373,6 @@ def train(
         data.heldout_batches(corpus.heldout, t.batch_size, m.seq_len, t.eval_batches),
         logical_sharding(mesh, (None, "batch", "length")),
     )
-    main = distributed.is_main_process()  # process 0 writes the logs; every process checkpoints
-    metrics_path = run_dir / METRICS_FILE
     manager = checkpoint_manager(run_dir, t)
     state, start = restore_latest(manager, cfg, run_dir, state_sh)
     if state is None and t.init_from:
@@ -281,8 +380,8 @@ def train(
         state, start = branch_point(cfg, run_dir, parent, state_sh)
     elif state is None:  # each device creates only its shards; the same values on any mesh
         state = sharding.init_sharded(lambda: initial_state(cfg), state_sh)
-    if main:
-        _truncate_metrics(metrics_path, start)
+    if distributed.is_main_process():
+        truncate_metrics(run_dir / METRICS_FILE, start)
 
     def rows(step: int, which):  # this process's rows of global batch `step`
         return data.train_batch(
@@ -297,50 +396,18 @@ def train(
             "flops_detailed": per_token.detailed * tokens,
             "bpb": corpus.bits_per_byte(row["loss"]),
         }
-        if not main:
-            return
-        with metrics_path.open("a") as f:
-            f.write(json.dumps(row) + "\n")
-        if on_log is not None:
-            on_log(row)
+        write_metrics(run_dir, row, on_log)
 
-    heldout_loss = float("nan")
-    clock, window_start = time.perf_counter(), start
-    try:  # on any exception, let a checkpoint save in flight finish
-        for step in range(start, total):
-            batch = distributed.process_batch(rows, step, mesh, (t.batch_size, m.seq_len + 1))
-            lr = learning_rate(t, total, step)
-            state, stats = step_fn(state, batch, jnp.float32(lr), m, opt)
-            done = step + 1
-            if done % t.log_every == 0 or done == total:
-                jax.block_until_ready(state)  # the loss can be ready before the update is
-                elapsed = time.perf_counter() - clock
-                loss = float(stats["loss"])
-                if not math.isfinite(loss):
-                    raise Diverged(f"training loss {loss} at step {done}")
-                log(
-                    {
-                        "step": done,
-                        "split": "train",
-                        "loss": loss,
-                        "lr": lr,
-                        "grad_norm": float(stats["grad_norm"]),
-                        "tokens_per_s": (done - window_start) * t.batch_size * m.seq_len / elapsed,
-                    }
-                )
-                clock, window_start = time.perf_counter(), done
-            if done % t.eval_every == 0 or done == total:
-                heldout_loss = float(eval_fn(state["params"], heldout, m))
-                log({"step": done, "split": "heldout", "loss": heldout_loss})
-            if done % t.checkpoint_every == 0 or done == total or done in t.save_steps:
-                manager.save(done, args=ocp.args.StandardSave(state), force=True)
-            if on_step is not None:
-                on_step(done, state["params"])
-    finally:
-        manager.wait_until_finished()
-        manager.close()
-    if start == total and total > 0:  # already finished: report the stored final loss
-        heldout_loss = float(eval_fn(state["params"], heldout, m))
+    steps = Steps(
+        t,
+        total,
+        t.batch_size * m.seq_len,
+        lambda step: distributed.process_batch(rows, step, mesh, (t.batch_size, m.seq_len + 1)),
+        lambda state, batch, lr: step_fn(state, batch, lr, m, opt),
+        lambda params: float(eval_fn(params, heldout, m)),
+        log,
+    )
+    state, heldout_loss = run_steps(steps, state, start, manager, on_step)
     unique = data.unique_token_count(len(corpus.train), m.seq_len, d.sampling, d.unique_tokens)
     return TrainResult(distributed.fetch(state["params"]), total, start, heldout_loss, unique)
 

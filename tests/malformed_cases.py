@@ -128,6 +128,7 @@ def config_cases() -> list[Case]:
 # --------------------------------------------------------------------------------- sweeps
 
 SWEEP = {"name": "fuzz", "base": RUN, "grid": {"train.seed": [0, 1]}}
+FINETUNE = {"parents": "runs/zoo", "task": "add2", "examples": [4, 8]}  # runs/zoo: absent
 
 
 def sweep_cases() -> list[Case]:
@@ -165,6 +166,12 @@ def sweep_cases() -> list[Case]:
         "unknown-key": dump({**SWEEP, "grids": {}}),
         "too-many-runs": dump({**SWEEP, "grid": {"train.seed": list(range(300))}}),
         "tokens-per-param-string": dump({**SWEEP, "grid": {"tokens_per_param": ["x"]}}),
+        "finetune-list": dump({"name": "ft", "finetune": [1]}),
+        "finetune-unknown-key": dump({"name": "ft", "finetune": {**FINETUNE, "seeds": [0]}}),
+        "finetune-no-examples": dump({"name": "ft", "finetune": {"parents": "runs/x"}}),
+        "finetune-no-parents-there": dump({"name": "ft", "finetune": FINETUNE}),
+        "finetune-with-grid": dump({**SWEEP, "finetune": FINETUNE}),
+        "finetune-empty-axis": dump({"name": "ft", "finetune": {**FINETUNE, "seed": []}}),
     }
     cases += [Case(f"sweep-{k}", argv, {"sweep.yaml": v}) for k, v in variants.items()]
     return cases

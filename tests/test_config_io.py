@@ -4,17 +4,19 @@
 import re
 from pathlib import Path
 
+import orbax.checkpoint as ocp
 import pytest
 
-from experiments import launch_config
+from experiments import launch_config, store
 from experiments.cli import main, parse
 from experiments.cli_config import show
-from experiments.sweep import load_sweep
+from experiments.sweep import DESIGN_KEYS, load_sweep
 from scaling import zoo
 from scaling.config import ConfigError
 from scaling.config_io import load_run_config, load_yaml, parse_yaml
 from scaling.data import synthetic_text
 from scaling.prepare import Settings, prepare
+from scaling.train import checkpoint_manager, initial_state
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -150,6 +152,20 @@ def test_version_and_bad_files_exit_2(tmp_path, capsys):
     assert "not valid YAML at line" in capsys.readouterr().err
 
 
+def _finished(sweep, runs_dir: Path) -> None:
+    """The sweep's runs as finished runs, without training: each one's final checkpoint holds
+    its initial state."""
+    for spec in sweep.runs:
+        run_dir = Path(store.locate(str(runs_dir / sweep.name), spec.run_id, spec.name))
+        store.claim_config(str(run_dir), spec.config.to_dict())
+        manager = checkpoint_manager(run_dir, spec.config.train)
+        state = initial_state(spec.config)
+        manager.save(spec.config.steps, args=ocp.args.StandardSave(state), force=True)
+        manager.wait_until_finished()
+        manager.close()
+        store.set_status(str(run_dir), store.DONE)
+
+
 def _readme_snippets() -> list[str]:
     return re.findall(r"```yaml\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
 
@@ -170,7 +186,10 @@ def test_every_shipped_and_documented_config_loads_from_a_file(tmp_path, path, m
             shard_dir = load_yaml(path, "config")["base"]["data"]["path"]
             prepare(["corpus.txt"], shard_dir, settings=Settings(val_fraction=0.1))
     tree = load_yaml(path, "config")
-    if {"base", "grid", "zip", "isoflop"} & set(tree):
+    if "finetune" in tree:  # the parents it names: zoo.yaml's runs, here finished untrained
+        monkeypatch.chdir(tmp_path)
+        _finished(load_sweep(ROOT / "experiments" / "configs" / "zoo.yaml"), tmp_path / "runs")
+    if (DESIGN_KEYS | {"finetune"}) & set(tree):
         sweep = load_sweep(path, yes=True)
         assert sweep.runs and all(r.config.steps >= 1 for r in sweep.runs)
         launch_config.resolve(sweep.launch)

@@ -13,7 +13,7 @@ and optionally
                task's item order, the same items for every run
     init       "pretrained" (the default) or "scratch": a model of the same size trained on the
                task alone, the baseline of the effective data transferred (Hernandez et al.)
-    epochs, learning_rate, task, metric: design columns; one value per fit (--filter or
+    epochs, learning_rate_mult, task, metric: design columns; one value per fit (--filter or
                --group when a table holds several).
 `finetune_rows` turns this project's results table (eval rows: task, metric, value, n_examples)
 into it.
@@ -45,7 +45,8 @@ import pandas as pd
 from analysis.inputs import ConfigError, require_columns
 
 PRETRAINED, SCRATCH = "pretrained", "scratch"
-DESIGN_COLS = ("epochs", "learning_rate", "task", "metric")
+DESIGN_COLS = ("epochs", "learning_rate_mult", "task", "metric")  # not the parent's learning_rate:
+# a width rule gives every size its own, and each size is one line of the same fit
 # Metrics that are a fraction of items right (scaling.evaluate): error = 1 - value.
 FRACTION_CORRECT = ("acc", "exact_match", "acc_norm", "pass@1:greedy")
 MIN_EXAMPLE_COUNTS = 3  # three parameters per size

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 from matplotlib import colormaps
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from analysis.fit_plots import log_norm, save_figure
 from analysis.fits.finetune import (
@@ -93,6 +94,8 @@ def plot_curves(fit: FinetuneFit, path=None) -> Figure:
             _draw_size(ax, fit, init, size, color(size))
     ax.axhline(fit.target, color="0.3", ls=":", lw=1, label=f"target {fit.target:.3g}")
     ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))  # 16, 32, ... as counts
+    ax.xaxis.set_minor_formatter(NullFormatter())  # a short range would label every minor tick
     ax.set_ylim(bottom=0)
     ax.set_xlabel("fine-tuning examples D")
     ax.set_ylabel("error (1 - accuracy)")

@@ -5,6 +5,7 @@ import dataclasses
 import dis
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import types
@@ -99,7 +100,9 @@ def test_exceptions_fail_and_signals_crash(setup):
 
 def test_loops_and_sleeps_time_out_near_the_limit(setup):
     for result in run_many(["while True:\n    pass", "import time\ntime.sleep(100)"], QUICK):
-        assert result.status == "timeout" and result.returncode is None
+        # the wall clock (returncode None) or, on an idle machine where a busy loop's CPU time
+        # keeps pace with it, the CPU limit (SIGXCPU) ends it first: both are the timeout
+        assert result.status == "timeout" and result.returncode in (None, -signal.SIGXCPU)
         assert 1.0 <= result.duration_s < 2.0
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from evaluation.evaluate import check_prompts_fit, evaluate
-from evaluation.task_suite import resolve
+from evaluation.task_suite import expand, resolve
 from experiments import store
 from scaling.config import EvalConfig, RunConfig, run_config
 from scaling.train import checkpoint_manager, restore
@@ -46,10 +46,15 @@ def _done(rows: list[dict], cfg: RunConfig) -> set[tuple]:
     return {(r.get("step", cfg.steps), r["task"], r.get("eval_key", own)) for r in rows}
 
 
+def tasks_of(ecfg: EvalConfig) -> list[str]:
+    """The tasks ecfg.tasks stands for, a BIG-bench parent task as its subtasks."""
+    return [t for name in ecfg.tasks for t in expand(name)]
+
+
 def pending(run_dir, cfg: RunConfig, ecfg: EvalConfig, step: int) -> list[str]:
     """The tasks of ecfg not yet recorded at `step` under these settings."""
     have = _done(store.read_eval(run_dir), cfg)
-    return [t for t in ecfg.tasks if (step, resolve(t).name, eval_key(ecfg)) not in have]
+    return [t for t in tasks_of(ecfg) if (step, resolve(t).name, eval_key(ecfg)) not in have]
 
 
 def record(
@@ -102,7 +107,7 @@ def _evaluate_steps(run_dir, cfg, ecfg, manager, checkpoints, scalars) -> tuple[
     state = store.status(run_dir)["state"]
     for step in steps:
         todo = pending(run_dir, cfg, ecfg, step)
-        skipped += len(ecfg.tasks) - len(todo)
+        skipped += len(tasks_of(ecfg)) - len(todo)
         if not todo:
             continue
         params = restore(manager, cfg, step)["params"]
@@ -115,7 +120,8 @@ def _evaluate_steps(run_dir, cfg, ecfg, manager, checkpoints, scalars) -> tuple[
 def evaluate_sweep(sweep_dir: Path, overrides: dict, checkpoints: bool = False) -> dict:
     """evaluate_run over every finished run of a sweep, with a progress bar."""
     for name in overrides.get("tasks", ()):  # a bad task file fails before any run is read
-        resolve(name)
+        for task in expand(name):
+            resolve(task)
     runs = [Path(d) for d in store.run_dirs(str(sweep_dir))]
     finished = [d for d in runs if store.status(d)["state"] == store.DONE]
     totals = {"runs": len(finished), "not_finished": len(runs) - len(finished)}

@@ -35,6 +35,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -275,11 +276,32 @@ def _is_parent(spec) -> bool:
     return isinstance(spec, dict) and "examples" not in spec
 
 
+def _version(file: Path) -> tuple[str, int, int]:
+    """A file's key in the caches below: its path, modification time and size, so that an
+    edited file is read again."""
+    stat = file.stat()
+    return str(file.resolve()), stat.st_mtime_ns, stat.st_size
+
+
+@lru_cache(maxsize=256)
+def _parent_name(version: tuple) -> str | None:
+    """The name of the parent task a task.json is, None for a task with examples. Cached: a
+    task file may be tens of MB, and evaluation asks this of every task at every step."""
+    file = Path(version[0])
+    spec = load_json(file, "eval.tasks")
+    return str(spec.get("name") or file.parent.name) if _is_parent(spec) else None
+
+
+@lru_cache(maxsize=16)
+def _load(version: tuple, source: str, parent: str) -> Task:
+    return from_bigbench(load_json(Path(version[0]), "eval.tasks"), source, parent)
+
+
 def subtask_files(path) -> list[Path]:
     """The task.json files of a parent task's subtasks, sorted by path as BIG-bench does; []
     for a task with examples."""
     file = _task_file(path)
-    if not _is_parent(load_json(file, "eval.tasks")):
+    if _parent_name(_version(file)) is None:
         return []
     subtasks = (d / "task.json" for d in file.parent.iterdir() if d.is_dir())
     return sorted((f for f in subtasks if f.is_file()), key=str)
@@ -289,21 +311,16 @@ def load_task_file(path) -> Task:
     """A task.json, or a directory holding one, as a Task; a subtask is named after its parent
     (the task.json one folder up, when that is a parent task)."""
     file = _task_file(path)
-    spec = load_json(file, "eval.tasks")
-    if _is_parent(spec):
-        subtasks = [f.parent.name for f in subtask_files(file)]
-        if subtasks:
-            raise TaskError(
-                "eval.tasks",
-                f"{file} is a parent task: its {len(subtasks)} subtasks "
-                f"({', '.join(subtasks[:3])}{', ...' if len(subtasks) > 3 else ''}) hold the "
-                "examples",
-                "name it in eval.tasks, which evaluates every subtask, or name one subtask",
-            )
+    if subtasks := [f.parent.name for f in subtask_files(file)]:
+        raise TaskError(
+            "eval.tasks",
+            f"{file} is a parent task: its {len(subtasks)} subtasks "
+            f"({', '.join(subtasks[:3])}{', ...' if len(subtasks) > 3 else ''}) hold the examples",
+            "name it in eval.tasks, which evaluates every subtask, or name one subtask",
+        )
     above = file.parent.parent / "task.json"
-    parent = load_json(above, "eval.tasks") if above.is_file() else None
-    name = (parent.get("name") or above.parent.name) if _is_parent(parent) else ""
-    return from_bigbench(spec, str(file), parent=str(name))
+    parent = _parent_name(_version(above)) if above.is_file() else None
+    return _load(_version(file), str(file), parent or "")
 
 
 # ------------------------------------------------------------------ prompts and answers

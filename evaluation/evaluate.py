@@ -67,7 +67,7 @@ from evaluation.metrics import (
     uniform_brier,
 )
 from evaluation.problems import Problem
-from evaluation.task_suite import expand, resolve
+from evaluation.task_suite import expand_all, resolve
 from evaluation.tasks import (
     CODE,
     COT_ANSWER,
@@ -162,7 +162,7 @@ def prompt_sets(cfg: ModelConfig, ecfg: EvalConfig, tok: Tokenizer):
     """Every (task, shots) to evaluate with its prompts, a pure function of the configs and the
     run's tokenizer; a BIG-bench parent task gives its subtasks. Raises ConfigError naming the
     task and example when a prompt does not fit the context."""
-    for task in (resolve(t) for name in ecfg.tasks for t in expand(name)):
+    for task in map(resolve, expand_all(ecfg.tasks)):
         examples = eval_examples(task, ecfg.n_examples, ecfg.seed)
         cot = ecfg.chain_of_thought and task.has_rationales
         budget = generation_budget(tok, task) if task.kind != MULTIPLE_CHOICE or cot else 0

@@ -382,3 +382,8 @@ def expand(name: str) -> tuple[str, ...]:
     if name in TASKS or not _is_path(name):
         return (name,)
     return tuple(str(f.parent) for f in subtask_files(name)) or (name,)
+
+
+def expand_all(names) -> list[str]:
+    """The tasks of a list of names (eval.tasks), parents expanded, each once, in order."""
+    return list(dict.fromkeys(t for name in names for t in expand(name)))

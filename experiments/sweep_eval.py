@@ -19,7 +19,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from evaluation.evaluate import check_prompts_fit, evaluate
-from evaluation.task_suite import expand, resolve
+from evaluation.task_suite import expand_all, resolve
 from experiments import store
 from scaling.config import EvalConfig, RunConfig, run_config
 from scaling.train import checkpoint_manager, restore
@@ -46,15 +46,11 @@ def _done(rows: list[dict], cfg: RunConfig) -> set[tuple]:
     return {(r.get("step", cfg.steps), r["task"], r.get("eval_key", own)) for r in rows}
 
 
-def tasks_of(ecfg: EvalConfig) -> list[str]:
-    """The tasks ecfg.tasks stands for, a BIG-bench parent task as its subtasks."""
-    return [t for name in ecfg.tasks for t in expand(name)]
-
-
 def pending(run_dir, cfg: RunConfig, ecfg: EvalConfig, step: int) -> list[str]:
     """The tasks of ecfg not yet recorded at `step` under these settings."""
     have = _done(store.read_eval(run_dir), cfg)
-    return [t for t in tasks_of(ecfg) if (step, resolve(t).name, eval_key(ecfg)) not in have]
+    todo = expand_all(ecfg.tasks)  # a BIG-bench parent task: its subtasks
+    return [t for t in todo if (step, resolve(t).name, eval_key(ecfg)) not in have]
 
 
 def record(
@@ -107,7 +103,7 @@ def _evaluate_steps(run_dir, cfg, ecfg, manager, checkpoints, scalars) -> tuple[
     state = store.status(run_dir)["state"]
     for step in steps:
         todo = pending(run_dir, cfg, ecfg, step)
-        skipped += len(tasks_of(ecfg)) - len(todo)
+        skipped += len(expand_all(ecfg.tasks)) - len(todo)
         if not todo:
             continue
         params = restore(manager, cfg, step)["params"]
@@ -119,9 +115,8 @@ def _evaluate_steps(run_dir, cfg, ecfg, manager, checkpoints, scalars) -> tuple[
 
 def evaluate_sweep(sweep_dir: Path, overrides: dict, checkpoints: bool = False) -> dict:
     """evaluate_run over every finished run of a sweep, with a progress bar."""
-    for name in overrides.get("tasks", ()):  # a bad task file fails before any run is read
-        for task in expand(name):
-            resolve(task)
+    for task in expand_all(overrides.get("tasks", ())):  # a bad task file fails before any run
+        resolve(task)
     runs = [Path(d) for d in store.run_dirs(str(sweep_dir))]
     finished = [d for d in runs if store.status(d)["state"] == store.DONE]
     totals = {"runs": len(finished), "not_finished": len(runs) - len(finished)}

@@ -56,12 +56,11 @@ from evaluation.likelihood import continuation_logprobs, encode_pairs
 from evaluation.metrics import (
     UNSUPPORTED,
     bigbench_generation_rows,
-    bootstrap_stderr,
     byte_edit_distance,
     choice_metrics,
     exact_match,
     log_likelihood,
-    macro_f1,
+    macro_f1_row,
     majority_vote,
     summary,
     uniform_brier,
@@ -230,12 +229,7 @@ def _score_choices(params, cfg: ModelConfig, tok: Tokenizer, ps: PromptSet, ecfg
     ]
     if "macro_f1" in task.metrics:
         truth = [next(c for c, s in ex.target_scores if s == 1) for ex in ps.examples]
-        value = macro_f1(truth, picked)
-        spread = bootstrap_stderr(
-            lambda i: macro_f1([truth[j] for j in i], [picked[j] for j in i]), len(truth)
-        )
-        row = {"metric": "macro_f1", "random_baseline": np.nan, "higher_is_better": True}
-        rows.append({"value": value, "stderr": spread, "n_examples": len(truth), **row})
+        rows.append(macro_f1_row(truth, picked))
     return rows
 
 

@@ -167,11 +167,19 @@ def macro_f1(truth: list[str], predicted: list[str]) -> float:
     return float(np.mean(f1))
 
 
-def bootstrap_stderr(statistic, n: int, draws: int = 1000, seed: int = 0) -> float:
-    """The standard deviation of statistic(indices) over resamples of n examples: the standard
-    error of a metric that is not a mean over examples."""
-    rng = np.random.default_rng(seed)
-    return float(np.std([statistic(rng.integers(0, n, n)) for _ in range(draws)], ddof=1))
+def macro_f1_row(truth: list[str], predicted: list[str], draws: int = 1000) -> dict:
+    """BIG-bench's macro_f1 of the chosen choices, with a bootstrap standard error (the
+    standard deviation over `draws` resamples of the examples, seeded: it is not a mean)."""
+    rng, n = np.random.default_rng(0), len(truth)
+    truth, predicted = np.asarray(truth), np.asarray(predicted)
+    spread = [macro_f1(truth[i], predicted[i]) for i in rng.integers(0, n, (draws, n))]
+    row = {"metric": "macro_f1", "random_baseline": np.nan, "higher_is_better": True}
+    return {
+        "value": macro_f1(truth, predicted),
+        "stderr": float(np.std(spread, ddof=1)),
+        "n_examples": n,
+        **row,
+    }
 
 
 def bigbench_generation_rows(

@@ -16,6 +16,7 @@ from evaluation.evaluate import evaluate, generation_budget
 from evaluation.metrics import (
     bleu,
     macro_f1,
+    macro_f1_row,
     numeric_match,
     rouge,
     sequence_f1,
@@ -209,6 +210,8 @@ def test_numeric_sequence_and_macro_f1_by_hand():
     assert sequence_f1("B-PER O", ("B-PER O O I-LOC",)) == 75.0  # padded with O: 3 of 4
     # a: tp 1, fn 1 -> 2/3; b: tp 1, fp 1 -> 2/3; c: fp... none; mean 2/3
     assert macro_f1(["a", "a", "b"], ["a", "b", "b"]) == pytest.approx(2 / 3)
+    row = macro_f1_row(["a", "a", "b", "c"], ["a", "b", "b", "c"])  # (2/3 + 2/3 + 1) / 3
+    assert row["value"] == pytest.approx(7 / 9) and row["stderr"] > 0 and row["n_examples"] == 4
 
 
 def test_bigbench_s_schema_refusals_are_true_ones():

@@ -9,8 +9,8 @@ log-probability (summed over its tokens, split from the prompt's as lm-eval does
 evaluation.likelihood), `acc_norm` the highest log-probability per UTF-8 byte of the continuation
 (lm-eval divides by its length in characters), `brier_score` is
 Σ_i (p_i − y_i)² with p the softmax over the choices' log-probabilities and y the target scores
-normalised to sum 1 (BIG-bench's calibration_multiple_choice_brier_score), and `logprob` is the
-log-probability of the right answer.
+normalised to sum 1 (BIG-bench's calibration_multiple_choice_brier_score averages the terms over
+the choices instead), and `logprob` is the log-probability of the right answer.
 
 Generation: greedy decoding up to the first newline (or EOS), scored by `exact_match` (after
 stripping whitespace), with two continuous companions (Schaeffer et al. 2023):
@@ -27,31 +27,51 @@ temperature T, `pass@k` at the best temperature for that k (Codex's reporting; o
 the choice), and `pass@1:ranked_t{T}`, the pass rate of the one sample of highest mean token
 log-probability.
 
+BIG-bench task files (evaluation.bigbench) run as BIG-bench runs them: its prompts, and
+its metrics, named as BIG-bench names them. A task listing multiple-choice metrics gets the
+choice metrics above plus `multiple_choice_grade` (the mean target score of the chosen choice)
+and `macro_f1` if listed (not BIG-bench's calibration extras, its mean-over-choices Brier score
+and expected_calibration_error); one listing generative metrics generates up to `generation_budget`
+new tokens (no stop string: BIG-bench's output rules read the answer afterwards) and gets each
+of them (exact_str_match, bleu, rouge1/rouge2/rougeLsum, ...: evaluation.metrics), with
+`token_edit_distance` and `logprob` beside them, and `log_likelihood` if listed; a task
+listing both is scored both ways on the same prompts. A metric it cannot compute (bleurt) is
+named in a warning, once.
+
 Every row: task, metric, shots, value, stderr (sample standard deviation / sqrt(n), as
 lm-eval), n_examples, random_baseline, higher_is_better.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 
 from evaluation import code_eval
+from evaluation.bigbench import nshot_prompts, postprocess
 from evaluation.generate import generate
 from evaluation.likelihood import continuation_logprobs, encode_pairs
 from evaluation.metrics import (
+    UNSUPPORTED,
+    bigbench_generation_rows,
     byte_edit_distance,
     choice_metrics,
     exact_match,
+    log_likelihood,
+    macro_f1_row,
     majority_vote,
     summary,
     uniform_brier,
 )
 from evaluation.problems import Problem
-from evaluation.task_suite import resolve
+from evaluation.task_suite import expand_all, resolve
 from evaluation.tasks import (
     CODE,
+    COT_ANSWER,
+    GENERATE,
+    MIXED,
     MULTIPLE_CHOICE,
     Example,
     Task,
@@ -77,11 +97,26 @@ class PromptSet:
     examples: list[Example]
     prompts: list[str]
     cot_prompts: list[str]  # empty unless chain of thought applies to this task
+    budget: int  # new tokens a generated answer may take (generation_budget)
 
 
 def _build(task: Task, examples: list[Example], shots: int, ecfg: EvalConfig, cot: bool):
+    if task.bigbench and not cot:  # BIG-bench's own sampling, of the same queries
+        return nshot_prompts(task, ecfg.n_examples, shots, ecfg.seed, ecfg.instruction)
     rng = np.random.default_rng([ecfg.seed, shots, int(cot)])
     return [build_prompt(task, ex, shots, rng, ecfg.instruction, cot) for ex in examples]
+
+
+def generation_budget(tok: Tokenizer, task: Task) -> int:
+    """New tokens a generated answer may take: the task's own number, or, for a task file, as
+    many as its longest answer takes in the run's tokenizer (a target, or a rationale with its
+    answer), spelt after a space as running text spells it, so that every target is within
+    reach. (BIG-bench's evaluate_task.py generates 30 tokens, whatever the task.)"""
+    if task.max_new_tokens is not None:
+        return task.max_new_tokens
+    answers = {t for ex in task.examples for t in ex.targets}
+    answers |= {ex.rationale + COT_ANSWER + ex.answer for ex in task.examples if ex.rationale}
+    return max(len(ids) for ids in tok.encode_batch([" " + a for a in answers]))
 
 
 def _choice_pairs(task: Task, examples, prompts) -> list[tuple[str, str]]:
@@ -89,29 +124,33 @@ def _choice_pairs(task: Task, examples, prompts) -> list[tuple[str, str]]:
     return [(p, c + task.answer_suffix) for p, ex in zip(prompts, examples) for c in ex.choices]
 
 
-def _tokens_needed(tok: Tokenizer, task: Task, examples, prompts, generating: bool) -> list[int]:
-    """Context slots each prompt needs with its answer: its longest choice row (the last token
-    needs no input position), or the prompt and the generation budget."""
-    if task.kind == MULTIPLE_CHOICE and not generating:
+def _tokens_needed(tok: Tokenizer, task: Task, examples, prompts, budget: int, chain: bool):
+    """Context slots each prompt needs with its answers: its longest choice row (the last token
+    needs no input position) if its choices are scored, the prompt and the generation budget if
+    an answer (or a chain of thought) is generated; the larger when both."""
+    needs = [0] * len(prompts)
+    if task.scores_choices and not chain:
         rows = iter(encode_pairs(tok, _choice_pairs(task, examples, prompts)))
-        return [max(len(next(rows)[0]) - 1 for _ in ex.choices) for ex in examples]
-    return [len(ids) + task.max_new_tokens for ids in tok.encode_batch(prompts)]
+        needs = [max(len(next(rows)[0]) - 1 for _ in ex.choices) for ex in examples]
+    if task.kind != MULTIPLE_CHOICE or chain:
+        needs = [max(n, len(ids) + budget) for n, ids in zip(needs, tok.encode_batch(prompts))]
+    return needs
 
 
-def _too_long(tok, task: Task, examples, prompts, seq_len: int, generating: bool):
+def _too_long(tok, task: Task, examples, prompts, seq_len: int, budget: int, chain: bool):
     """(example index, tokens needed) of the first prompt that does not fit, else None."""
-    needs = _tokens_needed(tok, task, examples, prompts, generating)
+    needs = _tokens_needed(tok, task, examples, prompts, budget, chain)
     return next(((i, n) for i, n in enumerate(needs) if n > seq_len), None)
 
 
-def _packed_shots(tok, task: Task, examples, ecfg: EvalConfig, seq_len: int, cot: bool) -> int:
+def _packed_shots(tok, task: Task, examples, ecfg: EvalConfig, seq_len: int, budget, cot) -> int:
     """The most shots (<= PACK_LIMIT) with which every test prompt fits (GPT-3's protocol)."""
     pool = PACK_LIMIT if task.sample is not None else len(task.examples) - 1
     lo, hi = 0, min(PACK_LIMIT, pool)
     while lo < hi:  # binary search: prompt length grows with the number of shots
         mid = (lo + hi + 1) // 2
         prompts = _build(task, examples, mid, ecfg, cot)
-        if _too_long(tok, task, examples, prompts, seq_len, cot) is None:
+        if _too_long(tok, task, examples, prompts, seq_len, budget, cot) is None:
             lo = mid
         else:
             hi = mid - 1
@@ -120,22 +159,22 @@ def _packed_shots(tok, task: Task, examples, ecfg: EvalConfig, seq_len: int, cot
 
 def prompt_sets(cfg: ModelConfig, ecfg: EvalConfig, tok: Tokenizer):
     """Every (task, shots) to evaluate with its prompts, a pure function of the configs and the
-    run's tokenizer. Raises ConfigError naming the task and example when a prompt does not fit
-    the context."""
-    for name in ecfg.tasks:
-        task = resolve(name)
+    run's tokenizer; a BIG-bench parent task gives its subtasks. Raises ConfigError naming the
+    task and example when a prompt does not fit the context."""
+    for task in map(resolve, expand_all(ecfg.tasks)):
         examples = eval_examples(task, ecfg.n_examples, ecfg.seed)
         cot = ecfg.chain_of_thought and task.has_rationales
+        budget = generation_budget(tok, task) if task.kind != MULTIPLE_CHOICE or cot else 0
         if task.kind == CODE:  # Codex protocol: zero-shot from the signature and docstring
             all_shots = [0]
         elif ecfg.pack_shots:
-            all_shots = [_packed_shots(tok, task, examples, ecfg, cfg.seq_len, cot)]
+            all_shots = [_packed_shots(tok, task, examples, ecfg, cfg.seq_len, budget, cot)]
         else:
             all_shots = sorted(set(ecfg.shots))
         for shots in all_shots:
             prompts = _build(task, examples, shots, ecfg, cot=False)
             cot_prompts = _build(task, examples, shots, ecfg, cot=True) if cot else []
-            ps = PromptSet(task, shots, examples, prompts, cot_prompts)
+            ps = PromptSet(task, shots, examples, prompts, cot_prompts, budget)
             fix = "lower eval.shots, use eval.pack_shots, or raise model.seq_len"
             check_fit(ps, tok, cfg.seq_len, fix)
             yield ps
@@ -143,8 +182,8 @@ def prompt_sets(cfg: ModelConfig, ecfg: EvalConfig, tok: Tokenizer):
 
 def check_fit(ps: PromptSet, tok: Tokenizer, seq_len: int, fix: str) -> None:
     """ConfigError naming the task and example whose prompt and answer exceed seq_len."""
-    for variant, generating in ((ps.prompts, False), (ps.cot_prompts, True)):
-        bad = _too_long(tok, ps.task, ps.examples, variant, seq_len, generating)
+    for variant, chain in ((ps.prompts, False), (ps.cot_prompts, True)):
+        bad = _too_long(tok, ps.task, ps.examples, variant, seq_len, ps.budget, chain)
         if bad is not None:
             raise ConfigError(
                 f"eval: task {ps.task.name}, example {bad[0]}, {ps.shots} shots",
@@ -166,12 +205,13 @@ def _score_choices(params, cfg: ModelConfig, tok: Tokenizer, ps: PromptSet, ecfg
     task = ps.task
     pairs = _choice_pairs(task, ps.examples, ps.prompts)
     logprobs = continuation_logprobs(params, cfg, tok, pairs, ecfg.batch_size)
-    per_example, offset = [], 0
+    per_example, picked, offset = [], [], 0
     for ex in ps.examples:
         k = len(ex.choices)
         n_bytes = np.array([len((c + task.answer_suffix).encode()) for c in ex.choices])
         scores = np.array([s for _, s in ex.target_scores])
         per_example.append(choice_metrics(logprobs[offset : offset + k], n_bytes, scores))
+        picked.append(ex.choices[int(np.argmax(logprobs[offset : offset + k]))])
         offset += k
     brier_chance = np.mean(
         [uniform_brier(np.array([s for _, s in ex.target_scores])) for ex in ps.examples]
@@ -182,7 +222,9 @@ def _score_choices(params, cfg: ModelConfig, tok: Tokenizer, ps: PromptSet, ecfg
         "brier_score": brier_chance,
         "logprob": np.nan,
     }
-    return [
+    if task.bigbench:
+        baselines["multiple_choice_grade"] = task.random_baseline
+    rows = [
         summary(
             [m[metric] for m in per_example],
             metric=metric,
@@ -191,34 +233,61 @@ def _score_choices(params, cfg: ModelConfig, tok: Tokenizer, ps: PromptSet, ecfg
         )
         for metric, base in baselines.items()
     ]
+    if "macro_f1" in task.metrics:
+        truth = [next(c for c, s in ex.target_scores if s == 1) for ex in ps.examples]
+        rows.append(macro_f1_row(truth, picked))
+    return rows
+
+
+def _target_logprobs(params, cfg: ModelConfig, tok: Tokenizer, ps: PromptSet, ecfg, every: bool):
+    """Per example, log p(target + answer_suffix | prompt) of its first target, or of each."""
+    task = ps.task
+    alternatives = [ex.target if every else ex.target[:1] for ex in ps.examples]
+    pairs = [(p, t + task.answer_suffix) for p, ts in zip(ps.prompts, alternatives) for t in ts]
+    flat = iter(continuation_logprobs(params, cfg, tok, pairs, ecfg.batch_size))
+    return [np.array([next(flat) for _ in ts]) for ts in alternatives]
 
 
 def _score_generation(params, cfg: ModelConfig, tok: Tokenizer, ps: PromptSet, ecfg) -> list[dict]:
+    """Greedy answers: a built-in task's up to the first newline, scored by exact_match; a task
+    file's read by its output rules and scored by its BIG-bench metrics."""
     task, examples = ps.task, ps.examples
-    greedy = generate(params, cfg, tok, ps.prompts, task.max_new_tokens, batch=ecfg.batch_size)
+    stop = () if task.bigbench else ("\n",)
+    greedy = generate(params, cfg, tok, ps.prompts, ps.budget, stop=stop, batch=ecfg.batch_size)
+    texts = [postprocess(s.text, task) if task.bigbench else s.text for s in greedy]
     targets = [ex.target for ex in examples]
-    pairs = [(p, ex.answer + task.answer_suffix) for p, ex in zip(ps.prompts, examples)]
-    rows = [
+    if task.bigbench:
+        chance = task.random_baseline if task.kind == GENERATE else 0.0
+        rows = bigbench_generation_rows(task.metrics, texts, targets, chance)
+    else:
+        matches = [exact_match(t, ts) for t, ts in zip(texts, targets)]
+        rows = [
+            summary(
+                matches,
+                metric="exact_match",
+                random_baseline=task.random_baseline,
+                higher_is_better=True,
+            )
+        ]
+    rows.append(
         summary(
-            [exact_match(s.text, t) for s, t in zip(greedy, targets)],
-            metric="exact_match",
-            random_baseline=task.random_baseline,
-            higher_is_better=True,
-        ),
-        summary(
-            [byte_edit_distance(s.text, t[0]) for s, t in zip(greedy, targets)],
+            [byte_edit_distance(t, ts[0]) for t, ts in zip(texts, targets)],
             metric="token_edit_distance",
             random_baseline=np.nan,
             higher_is_better=False,
-        ),
-        summary(
-            continuation_logprobs(params, cfg, tok, pairs, ecfg.batch_size),
-            metric="logprob",
-            random_baseline=np.nan,
-            higher_is_better=True,
-        ),
+        )
+    )
+    every = "log_likelihood" in task.metrics
+    if task.kind == MIXED and not every:
+        return rows  # its one logprob row is the right choice's (_score_choices)
+    logprobs = _target_logprobs(params, cfg, tok, ps, ecfg, every)
+    named = {} if task.kind == MIXED else {"logprob": [lp[0] for lp in logprobs]}
+    if every:
+        named["log_likelihood"] = log_likelihood(logprobs)
+    return rows + [
+        summary(v, metric=m, random_baseline=np.nan, higher_is_better=True)
+        for m, v in named.items()
     ]
-    return rows + _score_cot(params, cfg, tok, ps, ecfg)
 
 
 def _score_cot(params, cfg: ModelConfig, tok: Tokenizer, ps: PromptSet, ecfg) -> list[dict]:
@@ -228,7 +297,7 @@ def _score_cot(params, cfg: ModelConfig, tok: Tokenizer, ps: PromptSet, ecfg) ->
     task, examples = ps.task, ps.examples
     targets = [ex.target or (ex.answer,) for ex in examples]
     row = {"random_baseline": task.random_baseline, "higher_is_better": True}
-    chains = generate(params, cfg, tok, ps.cot_prompts, task.max_new_tokens, batch=ecfg.batch_size)
+    chains = generate(params, cfg, tok, ps.cot_prompts, ps.budget, batch=ecfg.batch_size)
     rows = [
         summary(
             [exact_match(cot_answer(c.text), t) for c, t in zip(chains, targets)],
@@ -243,7 +312,7 @@ def _score_cot(params, cfg: ModelConfig, tok: Tokenizer, ps: PromptSet, ecfg) ->
             cfg,
             tok,
             [p for p in ps.cot_prompts for _ in range(m)],
-            task.max_new_tokens,
+            ps.budget,
             temperature=ecfg.sc_temperature,
             top_p=ecfg.top_p,
             seed=ecfg.seed,
@@ -280,7 +349,7 @@ def _score_code(params, cfg: ModelConfig, tok: Tokenizer, ps: PromptSet, ecfg) -
     """Codex's protocol: greedy pass@1; with samples, pass@k at each temperature (unbiased
     estimator over n = samples), its best temperature per k, and pick-1 of n by mean
     log-probability."""
-    budget = ps.task.max_new_tokens
+    budget = ps.budget
     row = {"random_baseline": 0.0, "higher_is_better": True}
     greedy = generate(params, cfg, tok, ps.prompts, budget, stop=(), batch=ecfg.batch_size)
     rows = [summary([s.c for s in _passes(ps, greedy, 1)], metric="pass@1:greedy", **row)]
@@ -321,19 +390,22 @@ def evaluate(params, cfg: ModelConfig, ecfg: EvalConfig, tok: Tokenizer) -> list
     rows = []
     for ps in prompt_sets(cfg, ecfg, tok):
         for row in score(params, cfg, tok, ps, ecfg):
-            row.pop("item_values")  # eval.jsonl keeps the summaries
+            row.pop("item_values", None)  # eval.jsonl keeps the summaries (BLEU has none)
             rows.append(row)
     return rows
 
 
 def score(params, cfg: ModelConfig, tok: Tokenizer, ps: PromptSet, ecfg: EvalConfig):
     """The rows of one prompt set (task, shots, metric, value, ...), each with the metric's
-    value on every example in `item_values` (for a bootstrap over items)."""
-    model = (params, cfg, tok)
-    if ps.task.kind == MULTIPLE_CHOICE:
-        scored = _score_choices(*model, ps, ecfg) + _score_cot(*model, ps, ecfg)
-    elif ps.task.kind == CODE:
+    value on every example in `item_values` (for a bootstrap over items) where it has one."""
+    task, model, scored = ps.task, (params, cfg, tok), []
+    if missing := [f"{m} ({UNSUPPORTED[m]})" for m in task.metrics if m in UNSUPPORTED]:
+        warnings.warn(f"task {task.name}: not scored: {', '.join(missing)}", stacklevel=2)
+    if task.kind == CODE:
         scored = _score_code(*model, ps, ecfg)
-    else:
-        scored = _score_generation(*model, ps, ecfg)
-    return [{"task": ps.task.name, "shots": ps.shots, **r} for r in scored]
+    if task.scores_choices:
+        scored += _score_choices(*model, ps, ecfg)
+    if task.generates:
+        scored += _score_generation(*model, ps, ecfg)
+    scored += _score_cot(*model, ps, ecfg)
+    return [{"task": task.name, "shots": ps.shots, **r} for r in scored]

@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from evaluation import problems
+from evaluation.bigbench import load_task_file, subtask_files
 from evaluation.tasks import (
     CODE,
     GENERATE,
@@ -41,7 +42,6 @@ from evaluation.tasks import (
     Example,
     Task,
     TaskError,
-    load_task_file,
 )
 
 # Common English words (4-8 letters) for word tasks and the synthetic prose.
@@ -363,10 +363,27 @@ TASKS: dict[str, Task] = {
 }
 
 
+def _is_path(name: str) -> bool:
+    return name.endswith(".json") or "/" in name or Path(name).is_dir()
+
+
 def resolve(name: str) -> Task:
     """A built-in task by name, or a BIG-bench task.json (file or directory) by path."""
     if name in TASKS:
         return TASKS[name]
-    if name.endswith(".json") or "/" in name or Path(name).is_dir():
+    if _is_path(name):
         return load_task_file(name)
     raise TaskError("eval.tasks", f"unknown task {name!r}", f"choose from {sorted(TASKS)}")
+
+
+def expand(name: str) -> tuple[str, ...]:
+    """The tasks a name in eval.tasks stands for: the subtask folders of a BIG-bench parent
+    task (BIG-bench runs a parent as its subtasks), else the name itself."""
+    if name in TASKS or not _is_path(name):
+        return (name,)
+    return tuple(str(f.parent) for f in subtask_files(name)) or (name,)
+
+
+def expand_all(names) -> list[str]:
+    """The tasks of a list of names (eval.tasks), parents expanded, each once, in order."""
+    return list(dict.fromkeys(t for name in names for t in expand(name)))

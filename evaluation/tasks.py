@@ -3,25 +3,30 @@
 A task is what a BIG-bench `task.json` holds (Srivastava et al. 2022, docs/doc.md "JSON schema"):
 
     {"name": ..., "description": ..., "keywords": [...],
-     "metrics": ["exact_str_match"] | ["multiple_choice_grade"], "preferred_score": ...,
-     "task_prefix": "", "example_input_prefix": "\\nQ: ", "example_output_prefix": "\\nA: ",
-     "choice_prefix": "\\n  choice: ", "few_shot_example_separator": "\\n",
-     "append_choices_to_input": true,
-     "examples": [{"input": ..., "target": "..." | [...]} | {"input": ..., "target_scores": {...}}]}
+     "metrics": ["exact_str_match", "multiple_choice_grade", "bleu", "rouge", ...],
+     "preferred_score": ..., "task_prefix": "", "example_input_prefix": "\\nQ: ",
+     "example_output_prefix": "\\nA: ", "choice_prefix": "\\n  choice: ",
+     "few_shot_example_separator": "\\n", "append_choices_to_input": true,
+     "output_regex": ..., "stop_string": ...,
+     "examples": [{"input": ..., "target": "..." | [...], "target_scores": {...}}]}
 
-A directory holding a task.json (or the file itself) can be given wherever a task name can
-(`eval.tasks`). The built-in tasks (evaluation.task_suite) are the same structure with a seeded
-generator of items instead of a fixed list, and export to task.json (`to_bigbench`); this
-project adds three optional fields of its own: `rationale` per example (a chain of thought),
+evaluation.bigbench reads such files and runs them as BIG-bench's json_task.py does (parent
+tasks and their subtasks, duplicate examples, its sampling of queries and exemplars, its output
+rules and metrics). A directory holding a task.json (or the file itself) can be given wherever a
+task name can (`eval.tasks`). The built-in tasks (evaluation.task_suite) are the same structure
+with a seeded generator of items instead of a fixed list, and export to task.json; this project
+adds three optional fields of its own: `rationale` per example (a chain of thought),
 `answer_suffix` (appended to every scored answer: the built-ins' lines end with a newline) and
 `random_baseline`.
 
 A prompt is `task_prefix` (the instruction, optional) followed by k solved exemplars and the
 query, joined by `few_shot_example_separator`; an exemplar is its formatted input followed by
 its answer, or by its rationale and then its answer under chain-of-thought prompting
-(Wei et al. 2022). Exemplars are drawn with a fixed seed and are never the query: a built-in
-task draws them from the training side of its item space, which never holds a test item; a
-JSON task draws them from its other examples.
+(Wei et al. 2022). A formatted input is BIG-bench's: input prefix, input, the choices (when an
+example has target_scores and the task appends them, in BIG-bench's order: `choice_order`),
+output prefix. Exemplars are drawn with a fixed seed and are never the query: a built-in task
+draws them from the training side of its item space, which never holds a test item; a JSON task
+from its other examples (evaluation.bigbench.nshot_prompts).
 
 Random baseline (DESIGN conventions): multiple choice, the mean of each example's mean
 target score (1/#choices for one right answer); exact match, 0 unless the task says otherwise.
@@ -30,7 +35,6 @@ target score (1/#choices for one right answer); exact match, 0 unless the task s
 from __future__ import annotations
 
 import json
-import math
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -39,8 +43,9 @@ from pathlib import Path
 import numpy as np
 
 MULTIPLE_CHOICE, GENERATE, CODE = "multiple_choice", "generate", "code"
+MIXED = "multiple_choice+generate"  # a BIG-bench task scored both ways (e.g. its arithmetic)
+BIGBENCH_SEED = 42  # BIG-bench's random_seed (the order of choices, its draw of exemplars)
 COT_ANSWER = " So the answer is "  # joins a rationale to its answer; answers are read after it
-JSON_TYPES = {dict: "object", list: "list", str: "string", bool: "boolean", type(None): "null"}
 
 
 class TaskError(ValueError):
@@ -71,9 +76,10 @@ def load_json(path: Path, field: str):
 
 @dataclass(frozen=True)
 class Example:
-    """One item. Exact match: `target` lists the accepted answers (the first is the one shown in
-    exemplars). Multiple choice: `target_scores` maps each choice to its score (1 right, 0
-    wrong). Code: `input` is the prompt, `target` the reference solution, `test` the unit test."""
+    """One item. Generation: `target` lists the accepted answers. Multiple choice:
+    `target_scores` maps each choice to its score (1 right, 0 wrong); a BIG-bench example may
+    hold both, one for each way it is scored. Code: `input` is the prompt, `target` the
+    reference solution, `test` the unit test."""
 
     input: str
     target: tuple[str, ...] = ()
@@ -88,21 +94,29 @@ class Example:
 
     @property
     def answer(self) -> str:
-        """The answer an exemplar shows: the first target, or the best-scoring choice."""
-        if self.target_scores:
-            return max(self.target_scores, key=lambda cs: cs[1])[0]
-        return self.target[0]
+        """The answer an exemplar shows: the first target, else the first best-scoring choice
+        (BIG-bench's target for an example that gives only target_scores)."""
+        if self.target:
+            return self.target[0]
+        return max(self.target_scores, key=lambda cs: cs[1])[0]
+
+    @property
+    def targets(self) -> tuple[str, ...]:
+        """The answers BIG-bench draws an exemplar's from: `target`, else `answer`."""
+        return self.target or (self.answer,)
 
 
 @dataclass(frozen=True)
 class Task:
-    """A task: BIG-bench's fields, plus a generator of items (built-ins) or a fixed list (JSON)."""
+    """A task: BIG-bench's fields, plus a generator of items (built-ins) or a fixed list (JSON).
+    `bigbench`: loaded from a task.json, so sampled, generated and scored as BIG-bench does
+    (evaluation.bigbench); `max_new_tokens` None: its longest target, in the run's tokenizer."""
 
     name: str
     description: str
     metrics: tuple[str, ...]
-    kind: str  # MULTIPLE_CHOICE | GENERATE | CODE
-    max_new_tokens: int
+    kind: str  # MULTIPLE_CHOICE | GENERATE | MIXED | CODE
+    max_new_tokens: int | None
     random_baseline: float
     sample: Callable[[np.random.Generator], Example] | None = field(default=None, repr=False)
     examples: tuple[Example, ...] = field(default=(), repr=False)
@@ -115,6 +129,17 @@ class Task:
     answer_suffix: str = ""
     preferred_score: str = ""
     test_share: float = 0.1  # generated tasks: share of the item space kept for testing
+    bigbench: bool = False
+    output_regex: str | None = None  # BIG-bench's rules for reading a generated answer
+    stop_string: str | None = None
+
+    @property
+    def scores_choices(self) -> bool:
+        return self.kind in (MULTIPLE_CHOICE, MIXED)
+
+    @property
+    def generates(self) -> bool:
+        return self.kind in (GENERATE, MIXED)
 
     @property
     def has_rationales(self) -> bool:
@@ -164,12 +189,22 @@ def distinct_items(task: Task, n: int, rng: np.random.Generator, test: bool) -> 
     return items
 
 
+def query_indices(task: Task, n: int, seed: int) -> list[int]:
+    """The examples of a fixed list that are queries. A JSON task: all of them in file order
+    when n covers them, else BIG-bench's draw of n (make_nshot_dataset's rng.choice without
+    replacement under RandomState(seed)). Others (the code problems): the first n."""
+    total = len(task.examples)
+    if not task.bigbench or n >= total:
+        return list(range(min(n, total)))
+    return [int(i) for i in np.random.RandomState(seed).permutation(total)[:n]]
+
+
 def eval_examples(task: Task, n: int, seed: int) -> list[Example]:
-    """n distinct test items, a pure function of (task, n, seed). A JSON task gives its first n
-    examples in file order (all of them when it has fewer). A generated task with fewer than n
+    """n distinct test items, a pure function of (task, n, seed). A task with a fixed list gives
+    its `query_indices` (all of them when it has fewer). A generated task with fewer than n
     test items fails once EXHAUSTED_AFTER draws in a row bring no new one, whatever n is."""
     if task.sample is None:
-        return list(task.examples[:n])
+        return [task.examples[i] for i in query_indices(task, n, seed)]
     items = distinct_items(task, n, np.random.default_rng([seed, _stable_hash(task.name)]), True)
     if len(items) < n:
         raise TaskError(
@@ -207,11 +242,19 @@ def exemplars(task: Task, query: Example, k: int, rng: np.random.Generator) -> l
 # --------------------------------------------------------------------------------- prompts
 
 
-def format_input(task: Task, ex: Example) -> str:
-    """BIG-bench's formatting of one input: prefix, input, choices (if appended), output prefix."""
+def choice_order(choices, seed: int = BIGBENCH_SEED) -> list[str]:
+    """The order in which BIG-bench shows an example's choices: its choices sorted, then
+    shuffled by RandomState(seed), seeded afresh for every example (json_task.py's
+    default_format_fn), so that examples with as many choices share one permutation."""
+    return [str(c) for c in np.random.RandomState(seed).permutation(sorted(choices))]
+
+
+def format_input(task: Task, ex: Example, seed: int = BIGBENCH_SEED) -> str:
+    """BIG-bench's formatting of one input: prefix, input, its choices when it has target_scores
+    and the task appends them (whatever the task's metrics, as BIG-bench), output prefix."""
     text = task.example_input_prefix + ex.input
-    if task.kind == MULTIPLE_CHOICE and task.append_choices_to_input:
-        text += "".join(task.choice_prefix + c for c in ex.choices)
+    if ex.target_scores and task.append_choices_to_input:
+        text += "".join(task.choice_prefix + c for c in choice_order(ex.choices, seed))
     return text + task.example_output_prefix
 
 
@@ -245,168 +288,3 @@ def cot_answer(generated: str) -> str:
     """The answer in a generated chain of thought: what follows its last COT_ANSWER."""
     head, sep, tail = generated.rpartition(COT_ANSWER.strip())
     return tail.strip().rstrip(".") if sep else ""
-
-
-# ---------------------------------------------------------------------------- JSON format
-
-_OPTIONAL = {
-    "task_prefix": "",
-    "example_input_prefix": "\nQ: ",
-    "example_output_prefix": "\nA: ",
-    "choice_prefix": "\n  choice: ",
-    "few_shot_example_separator": "\n",
-    "append_choices_to_input": True,
-    "answer_suffix": "",
-}
-SUPPORTED_METRICS = {"exact_str_match": GENERATE, "multiple_choice_grade": MULTIPLE_CHOICE}
-MAX_NEW_TOKENS = 32  # generation budget of a JSON task: the longest target plus slack, capped
-# The type of every task.json field read here (a float is a finite number); other fields of
-# BIG-bench's schema (canary, keywords' contents, ...) are left alone. null means absent.
-FIELD_TYPES = {
-    "name": str,
-    "description": str,
-    "keywords": list,
-    "metrics": list,
-    "preferred_score": str,
-    "random_baseline": float,
-    "examples": list,
-    **{k: type(v) for k, v in _OPTIONAL.items()},
-}
-EXAMPLE_TYPES = {"input": str, "target": (str, list), "target_scores": dict, "rationale": str}
-
-
-def _type_error(fields: dict, types: dict) -> tuple[str, str] | None:
-    """(field, expected type) of the first field of the wrong type, else None."""
-    for key, kind in types.items():
-        value = fields.get(key)
-        if value is None:
-            continue
-        if kind is float:
-            ok = isinstance(value, int | float) and not isinstance(value, bool)
-            if not ok or not math.isfinite(value):
-                return key, "a finite number"
-        elif not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
-            kinds = kind if isinstance(kind, tuple) else (kind,)
-            return key, "a JSON " + " or ".join(JSON_TYPES[t] for t in kinds)
-    return None
-
-
-def from_bigbench(spec: dict, source: str) -> Task:
-    """A Task from a parsed task.json; TaskError naming the task, example and field."""
-
-    def bad(where: str, problem: str, fix: str):
-        return TaskError(f"task {source}: {where}", problem, fix)
-
-    if not isinstance(spec, dict):
-        raise bad("file", "does not hold a JSON object", "write a BIG-bench task.json object")
-    if wrong := _type_error(spec, FIELD_TYPES):
-        raise bad(wrong[0], f"is not {wrong[1]}", f"write {wrong[0]} as {wrong[1]}")
-    spec = {k: v for k, v in spec.items() if v is not None}
-    examples = spec.get("examples")
-    if not examples:
-        raise bad("examples", "missing or empty", "give a non-empty list of examples")
-    metrics = tuple(spec.get("metrics", ()))
-    if not all(isinstance(m, str) for m in metrics):
-        raise bad("metrics", f"{list(metrics)} is not a list of names", "e.g. [exact_str_match]")
-    kinds = {SUPPORTED_METRICS[m] for m in metrics if m in SUPPORTED_METRICS}
-    if not kinds:
-        has_scores = all(isinstance(e, dict) and "target_scores" in e for e in examples)
-        kinds = {MULTIPLE_CHOICE if has_scores else GENERATE}
-    if len(kinds) > 1:
-        raise bad("metrics", f"mixes {sorted(metrics)}", "split it into two tasks")
-    kind = kinds.pop()
-    parsed = tuple(_example(e, i, kind, bad) for i, e in enumerate(examples))
-    if kind == MULTIPLE_CHOICE:
-        baseline = float(np.mean([np.mean([s for _, s in ex.target_scores]) for ex in parsed]))
-    else:
-        baseline = 0.0
-    baseline = spec.get("random_baseline", baseline)
-    if not 0 <= baseline <= 1:
-        raise bad("random_baseline", f"{baseline} not in [0, 1]", "give chance accuracy")
-    # In bytes: no fewer than its tokens under any tokenizer here (a token spells >= 1 byte).
-    longest = max(len(t.encode()) for ex in parsed for t in (ex.target or ("",)))
-    return Task(
-        name=spec.get("name") or source,
-        description=spec.get("description", ""),
-        metrics=metrics or (("multiple_choice_grade",) if kind == MULTIPLE_CHOICE else ()),
-        kind=kind,
-        max_new_tokens=min(MAX_NEW_TOKENS, longest + 4),
-        random_baseline=float(baseline),
-        examples=parsed,
-        preferred_score=spec.get("preferred_score", metrics[0] if metrics else ""),
-        **{k: spec.get(k, default) for k, default in _OPTIONAL.items()},
-    )
-
-
-def _example(e, i: int, kind: str, bad) -> Example:
-    where = f"examples[{i}]"
-    if not isinstance(e, dict) or not isinstance(e.get("input"), str):
-        raise bad(f"{where}.input", "missing or not a string", "give every example an input")
-    if wrong := _type_error(e, EXAMPLE_TYPES):
-        raise bad(f"{where}.{wrong[0]}", f"is not {wrong[1]}", f"write it as {wrong[1]}")
-    rationale = e.get("rationale") or ""
-    if kind == MULTIPLE_CHOICE:
-        scores = e.get("target_scores")
-        if not isinstance(scores, dict) or len(scores) < 2:
-            raise bad(
-                f"{where}.target_scores", "missing or fewer than 2 choices", "map each choice"
-            )
-        if _type_error(scores, dict.fromkeys(scores, float)):
-            raise bad(f"{where}.target_scores", "a score is not a finite number", "use 1 and 0")
-        if max(scores.values()) <= min(scores.values()):
-            raise bad(
-                f"{where}.target_scores", "no choice scores above another", "mark the right one 1"
-            )
-        target = e.get("target")
-        targets = [target] if isinstance(target, str) else list(target or [])
-        missing = [t for t in targets if t not in scores]
-        if missing:
-            raise bad(
-                f"{where}.target", f"{missing[0]!r} is not among the choices", "fix target_scores"
-            )
-        return Example(
-            e["input"],
-            target_scores=tuple((c, float(s)) for c, s in scores.items()),
-            rationale=rationale,
-        )
-    target = e.get("target")
-    targets = (target,) if isinstance(target, str) else tuple(target or ())
-    if not targets or not all(isinstance(t, str) for t in targets):
-        raise bad(f"{where}.target", "missing or not a string (list)", "give the expected answer")
-    return Example(e["input"], target=targets, rationale=rationale)
-
-
-def load_task_file(path: str | Path) -> Task:
-    """A task.json, or a directory holding one, as a Task."""
-    path = Path(path)
-    file = path / "task.json" if path.is_dir() else path
-    if not file.is_file():  # missing, or a socket or device that reading would block on
-        raise TaskError(
-            "eval.tasks", f"no task.json at {path}", "give a built-in name or a task.json path"
-        )
-    return from_bigbench(load_json(file, "eval.tasks"), str(file))
-
-
-def to_bigbench(task: Task, n: int, seed: int) -> dict:
-    """A task (built-in or loaded) as a BIG-bench task.json dict holding n test examples."""
-    examples = []
-    for ex in eval_examples(task, n, seed):
-        row: dict = {"input": ex.input}
-        if ex.target_scores:
-            row["target_scores"] = dict(ex.target_scores)
-        else:
-            row["target"] = list(ex.target) if len(ex.target) > 1 else ex.target[0]
-        if ex.rationale:
-            row["rationale"] = ex.rationale
-        examples.append(row)
-    fields = {k: getattr(task, k) for k in _OPTIONAL}
-    return {
-        "name": task.name,
-        "description": task.description,
-        "keywords": ["scaling built-in"],
-        "metrics": list(task.metrics),
-        "preferred_score": task.preferred_score or task.metrics[0],
-        "random_baseline": task.random_baseline,
-        **fields,
-        "examples": examples,
-    }

@@ -19,7 +19,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from evaluation.evaluate import check_prompts_fit, evaluate
-from evaluation.task_suite import resolve
+from evaluation.task_suite import expand_all, resolve
 from experiments import store
 from scaling.config import EvalConfig, RunConfig, run_config
 from scaling.finetune import score_test
@@ -50,7 +50,8 @@ def _done(rows: list[dict], cfg: RunConfig) -> set[tuple]:
 def pending(run_dir, cfg: RunConfig, ecfg: EvalConfig, step: int) -> list[str]:
     """The tasks of ecfg not yet recorded at `step` under these settings."""
     have = _done(store.read_eval(run_dir), cfg)
-    return [t for t in ecfg.tasks if (step, resolve(t).name, eval_key(ecfg)) not in have]
+    todo = expand_all(ecfg.tasks)  # a BIG-bench parent task: its subtasks
+    return [t for t in todo if (step, resolve(t).name, eval_key(ecfg)) not in have]
 
 
 def record(
@@ -127,7 +128,7 @@ def _evaluate_steps(run_dir, cfg, ecfg, manager, checkpoints, scalars) -> tuple[
     state = store.status(run_dir)["state"]
     for step in steps:
         todo = pending(run_dir, cfg, ecfg, step)
-        skipped += len(ecfg.tasks) - len(todo)
+        skipped += len(expand_all(ecfg.tasks)) - len(todo)
         if not todo:
             continue
         params = restore(manager, cfg, step)["params"]
@@ -139,8 +140,8 @@ def _evaluate_steps(run_dir, cfg, ecfg, manager, checkpoints, scalars) -> tuple[
 
 def evaluate_sweep(sweep_dir: Path, overrides: dict, checkpoints: bool = False) -> dict:
     """evaluate_run over every finished run of a sweep, with a progress bar."""
-    for name in overrides.get("tasks", ()):  # a bad task file fails before any run is read
-        resolve(name)
+    for task in expand_all(overrides.get("tasks", ())):  # a bad task file fails before any run
+        resolve(task)
     runs = [Path(d) for d in store.run_dirs(str(sweep_dir))]
     finished = [d for d in runs if store.status(d)["state"] == store.DONE]
     totals = {"runs": len(finished), "not_finished": len(runs) - len(finished)}

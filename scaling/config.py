@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from evaluation.task_suite import resolve
+from evaluation.task_suite import expand_all, resolve
 from evaluation.tasks import TaskError
 from scaling import zoo
 from scaling.data_config import DEFAULT_TASKS, DataConfig
@@ -234,11 +234,18 @@ class EvalConfig:
     def validate(self, where: str = "eval") -> None:
         if not self.tasks:
             raise ConfigError(f"{where}.tasks", "empty", "name at least one task")
-        for name in self.tasks:
-            try:
-                resolve(name)
-            except TaskError as e:  # the registry's own error, told as a config error
-                raise ConfigError(e.field, e.problem, e.fix) from None
+        seen: dict[str, str] = {}  # task name -> the task (name or path) that has it
+        try:
+            for task in expand_all(self.tasks):  # a BIG-bench parent task: its subtasks
+                name = resolve(task).name
+                if seen.setdefault(name, task) != task:
+                    raise ConfigError(
+                        f"{where}.tasks",
+                        f"{seen[name]} and {task} are both task {name!r}: their scores would mix",
+                        "list each task once, or give one of them another name",
+                    )
+        except TaskError as e:  # the registry's own error, told as a config error
+            raise ConfigError(e.field, e.problem, e.fix) from None
         if not self.shots or min(self.shots) < 0:
             raise ConfigError(
                 f"{where}.shots",

@@ -171,9 +171,9 @@ def score_test(params, cfg: RunConfig) -> tuple[list[dict], list[dict], dict]:
     (one row per metric as in eval.jsonl, one row per item with every metric's value, the
     headline: the task's primary metric as accuracy, error = 1 - accuracy, n_items)."""
     s: Split = split(cfg.finetune)
-    scored = score(
-        params, cfg.model, cfg.data.run_tokenizer(), test_prompts(s), test_eval(cfg, len(s.test))
-    )
+    tok = cfg.data.run_tokenizer()
+    scored = score(params, cfg.model, tok, test_prompts(s, tok), test_eval(cfg, len(s.test)))
+    scored = [r for r in scored if "item_values" in r]  # not corpus-level BLEU
     items = [
         {"item": i, "input": ex.input} | {r["metric"]: r["item_values"][i] for r in scored}
         for i, ex in enumerate(s.test)

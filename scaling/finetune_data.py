@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from evaluation.evaluate import PromptSet, check_fit
+from evaluation.evaluate import PromptSet, check_fit, generation_budget
 from evaluation.generate import PROMPT_BUCKET
 from evaluation.likelihood import encode_pairs
 from evaluation.task_suite import resolve as resolve_task
@@ -227,10 +227,12 @@ def rows(task: Task, items, tok: Tokenizer, seq_len: int) -> tuple[np.ndarray, n
     return tokens, weights
 
 
-def test_prompts(s: Split) -> PromptSet:
-    """The test items as the evaluation scores them: zero-shot, with the instruction."""
+def test_prompts(s: Split, tok) -> PromptSet:
+    """The test items as the evaluation scores them: zero-shot, with the instruction, and the
+    evaluation's generation budget in the run's tokenizer."""
     prompts = [zero_shot(s.task, ex) for ex in s.test]
-    return PromptSet(s.task, 0, list(s.test), prompts, [])
+    budget = generation_budget(tok, s.task) if s.task.kind != MULTIPLE_CHOICE else 0
+    return PromptSet(s.task, 0, list(s.test), prompts, [], budget)
 
 
 def test_eval(cfg: RunConfig, n_items: int) -> EvalConfig:
@@ -253,5 +255,5 @@ def check(cfg: RunConfig) -> Split:
     tok = cfg.data.run_tokenizer()
     rows(s.task, s.train, tok, cfg.model.seq_len)
     fix = "fine-tune a model with a longer context, or shorten the items"
-    check_fit(test_prompts(s), tok, cfg.model.seq_len, fix)
+    check_fit(test_prompts(s, tok), tok, cfg.model.seq_len, fix)
     return s

@@ -371,7 +371,7 @@ def task_cases() -> list[Case]:
         "mc-scores-list": changed(MC_TASK, "examples.0.target_scores", [1, 0]),
         "mc-scores-text": changed(MC_TASK, "examples.0.target_scores", {"yes": "1", "no": "0"}),
         "mc-scores-nan": changed(MC_TASK, "examples.0.target_scores.yes", float("nan")),
-        "mc-one-choice": changed(MC_TASK, "examples.0.target_scores", {"yes": 1}),
+        "mc-one-choice-wrong": changed(MC_TASK, "examples.0.target_scores", {"yes": 0}),
     }
     cases += [Case(f"task-{k}", argv, {**run, "task.json": v}) for k, v in tasks.items()]
     cases.append(Case("task-dir-without-json", argv, {**run, "task.json": DIR}))

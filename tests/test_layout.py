@@ -10,7 +10,12 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT = ("scaling", "evaluation", "experiments", "analysis")
-REGISTRY = ("evaluation.tasks", "evaluation.task_suite", "evaluation.problems")
+REGISTRY = (
+    "evaluation.tasks",
+    "evaluation.task_suite",
+    "evaluation.problems",
+    "evaluation.bigbench",
+)
 EVALUATION = sorted(
     f"evaluation.{p.stem}" for p in (ROOT / "evaluation").glob("*.py") if p.stem != "__init__"
 )

@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 
+from evaluation.bigbench import from_bigbench, load_task_file, nshot_prompts, to_bigbench
 from evaluation.task_suite import TASKS, resolve
 from evaluation.tasks import (
     COT_ANSWER,
@@ -12,10 +13,7 @@ from evaluation.tasks import (
     TaskError,
     cot_answer,
     eval_examples,
-    from_bigbench,
-    load_task_file,
     prompt,
-    to_bigbench,
     training_example,
 )
 from scaling import data
@@ -93,24 +91,23 @@ def test_bigbench_prompt_format_worked_example():
             "task_prefix": "Answer the question.\n",
             "metrics": ["multiple_choice_grade"],
             "examples": [
-                {"input": "2+2?", "target_scores": {"4": 1, "5": 0}},
-                {"input": "1+2?", "target_scores": {"3": 1, "4": 0}},
+                {"input": "2+2?", "target_scores": {"4": 1, "5": 0, "3": 0, "6": 0}},
+                {"input": "1+2?", "target_scores": {"3": 1, "4": 0, "5": 0, "6": 0}},
             ],
         },
         "toy",
     )
-    query = task.examples[0]
-    text = prompt(task, query, 1, np.random.default_rng(0))
-    assert text == (
-        "Answer the question.\n"
-        "\nQ: 1+2?\n  choice: 3\n  choice: 4\nA: 3"
-        "\n"
-        "\nQ: 2+2?\n  choice: 4\n  choice: 5\nA: "
-    )
-    assert task.random_baseline == 0.5 and task.kind == MULTIPLE_CHOICE
-    assert prompt(task, query, 0, np.random.default_rng(0), instruction=False) == (
-        "\nQ: 2+2?\n  choice: 4\n  choice: 5\nA: "
-    )
+    # BIG-bench shows choices sorted, then permuted by RandomState(42): 3 4 5 6 -> 4 6 3 5;
+    # its one query of two is the second example (RandomState(42).permutation(2) = [1, 0])
+    choices = "\n  choice: 4\n  choice: 6\n  choice: 3\n  choice: 5\nA: "
+    assert nshot_prompts(task, 1, 1, seed=42) == [
+        f"Answer the question.\n\nQ: 2+2?{choices}4\n\nQ: 1+2?{choices}"
+    ]
+    assert task.random_baseline == 0.25 and task.kind == MULTIPLE_CHOICE
+    assert nshot_prompts(task, 2, 0, seed=42, instruction=False) == [
+        f"\nQ: 2+2?{choices}",
+        f"\nQ: 1+2?{choices}",
+    ]
 
 
 def test_chain_of_thought_exemplars_and_answer_extraction():
@@ -149,16 +146,27 @@ def test_builtin_tasks_export_to_bigbench_json_and_load_back(tmp_path):
         ({"examples": [{"target": "a"}]}, "examples[0].input: missing"),
         ({"examples": [{"input": "q"}]}, "examples[0].target: missing"),
         (
-            {"examples": [{"input": "q", "target": "c", "target_scores": {"a": 1, "b": 0}}]},
-            "examples[0].target: 'c' is not among the choices",
-        ),
-        (
             {"examples": [{"input": "q", "target_scores": {"a": 0, "b": 0}}]},
             "examples[0].target_scores: no choice scores above another",
         ),
         (
-            {"metrics": ["exact_str_match", "multiple_choice_grade"], "examples": [{"input": "q"}]},
-            "metrics: mixes",
+            {
+                "metrics": ["exact_str_match", "multiple_choice_grade"],
+                "examples": [{"input": "q", "target": "a"}],
+            },
+            "examples[0].target_scores: missing: multiple-choice metrics score it",
+        ),
+        (
+            {"metrics": ["accuracy"], "examples": [{"input": "q", "target": "a"}]},
+            "not a BIG-bench metric",
+        ),
+        (
+            {"append_choices_to_input": "yes", "examples": [{"input": "q", "target": "a"}]},
+            "append_choices_to_input: 'yes' is not a JSON boolean",
+        ),
+        (
+            {"output_regex": "(a)(b)", "examples": [{"input": "q", "target": "a"}]},
+            "output_regex: has 2 groups",
         ),
     ],
 )
@@ -181,6 +189,6 @@ def test_bad_task_paths_and_json(tmp_path):
 
 def test_more_shots_than_other_examples_is_an_error():
     task = from_bigbench({"examples": [{"input": f"q{i}", "target": "a"} for i in range(3)]}, "t")
-    assert len(prompt(task, task.examples[0], 2, np.random.default_rng(0)).split("\nQ: ")) == 4
-    with pytest.raises(TaskError, match="fewer than 3 shots"):
-        prompt(task, task.examples[0], 3, np.random.default_rng(0))
+    assert len(nshot_prompts(task, 1, 2, seed=0)[0].split("\nQ: ")) == 4
+    with pytest.raises(TaskError, match="3 distinct examples, too few for 3 shots"):
+        nshot_prompts(task, 1, 3, seed=0)

@@ -66,10 +66,13 @@ def percentile_interval(values, ci: float) -> tuple[float, float]:
 
 
 def standard_error(values) -> float:
-    """Bootstrap standard error: the sd (ddof 1) of the finite values; NaN if fewer than 2."""
+    """Bootstrap standard error: the sd (ddof 1) of the finite values; NaN if fewer than 2;
+    inf when resamples run off to values whose squares overflow (an unidentified A or B of a
+    law fitted to few sizes), which is what such an estimate's error is."""
     v = np.asarray(values, float)
     v = v[np.isfinite(v)]
-    return float(np.std(v, ddof=1)) if len(v) > 1 else np.nan
+    with np.errstate(over="ignore"):
+        return float(np.std(v, ddof=1)) if len(v) > 1 else np.nan
 
 
 def percentile_band(curves, ci: float) -> tuple[np.ndarray, np.ndarray]:

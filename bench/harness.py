@@ -18,12 +18,12 @@ import argparse
 import json
 import os
 import tempfile
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
 import jax
 import numpy as np
+from eval import best_time  # bench/eval.py, beside this script (its timer: compile, then best of n)
 from lm_eval import simple_evaluate
 from lm_eval.tasks import TaskManager
 
@@ -47,16 +47,6 @@ target_delimiter: ""
 metric_list: [{{metric: acc, aggregation: mean, higher_is_better: true}}]
 metadata: {{version: 1.0}}
 """
-
-
-def best_time(fn, repeats: int) -> float:
-    fn()  # compile
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def local_task(folder: Path, ps, suffix: str) -> TaskManager:
